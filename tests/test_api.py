@@ -1317,17 +1317,20 @@ def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, mon
 def test_a_file_name_a_chinese_model_cannot_score_is_refused_as_a_file_name(tmp_path, monkeypatch):
     """charlm.bits_per_char(model, "chapter.txt") on a model of Chinese text warned that it "scored the text
     itself", then raised "no character after its first is one the model knows", naming no file: the error
-    a caller reads now says the text is a file's name, and how to give its text."""
+    a caller reads now says the text is a file's name, and how to give its text, with no warning before it
+    (a Python caller saw both, the warning saying that a text was scored)."""
     monkeypatch.chdir(tmp_path)
     Path("chapter.txt").write_text("宝玉道：“你们今日可好？”\n" * 5, encoding="utf-8")
     chinese = make_model("宝玉道：“你们今日可好？”\n").eval()
-    with pytest.warns(UserWarning, match="names a file"):
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         assert_named(
             lambda: charlm.bits_per_char(chinese, "chapter.txt"),
             "nothing to score",
             "'chapter.txt' names a file",
             "Path('chapter.txt').read_text(encoding='utf-8')",
         )
+    assert [str(warning.message) for warning in warned] == []
 
 
 def test_a_gbk_text_is_told_to_be_read_in_its_encoding(model, tmp_path, monkeypatch):
