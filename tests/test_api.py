@@ -882,6 +882,21 @@ def test_surprise_names_a_top_that_is_not_a_count(model, top):
     assert scoring.surprise(model, "ab", top=np.int64(2)).top[0] == scoring.surprise(model, "ab", top=2).top[0]
 
 
+@pytest.mark.parametrize(
+    ("call", "flag"),
+    [("tracing.trace", "probs"), ("tracing.trace", "warn"), ("scoring.surprise", "warn")]
+    + [("scoring.surprise", "already_normalized")],
+)
+@pytest.mark.parametrize("value", ["yes", "no", 0, None])
+def test_a_yes_or_no_argument_of_the_readers_is_true_or_false(model, call, flag, value):
+    """tracing.trace(model, text, probs="no") kept the probabilities, as any truthy value did, and "no"
+    is truthy: a flag given another type is refused, as a Config's or SampleConfig's bool is."""
+    module, name = call.split(".")
+    function = getattr(importlib.import_module(f"charlm.{module}"), name)
+    assert_named(lambda: function(model, "ab", **{flag: value}), f"charlm.{call}: {flag} must be True or False, not")
+    assert function(model, "ab", **{flag: np.False_}).bits.shape == (2,)  # numpy's bool, as a mask gives it
+
+
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
 def test_an_option_given_by_position_is_named(model, entry):
     """charlm.generate(model, "ab", 200) met Python's TypeError, which said neither what 200 was taken
