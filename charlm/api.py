@@ -484,17 +484,12 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
     Raises CharLMError for a text of fewer than 2 characters, or one that is not a string (bytes, a
     Path, an open file: the message says how to read it), or a model given another run's vocabulary or
-    NaN weights (as `generate`); warns where `text` looks like a file's name (an error then says so too).
+    NaN weights (as `generate`); warns where `text` looks like a file's name (an error says so instead).
     """
     check_model_and_seed("bits_per_char", model, text, "text")
     file_text = ""  # how to give the file's text, where `text` is a file's name
     if "\n" not in text and os.path.isfile(home(text)):
         file_text = f"give its text: Path({text!r}).read_text(encoding={file_encoding(home(text))!r})"
-        warnings.warn(
-            f"{text!r} names a file; charlm.bits_per_char scored the text itself, those {len(text)} characters; "
-            f"to score the file {file_text}",
-            stacklevel=callers_stacklevel(),
-        )
     with threads.for_python_caller(model.device):
         try:
             bits, chars = scoring.text_bits(model, text)
@@ -502,6 +497,12 @@ def bits_per_char(model: CharLM, text: str) -> float:
             if not file_text:
                 raise
             raise CharLMError(f"{refused}; {text!r} names a file: to score the file {file_text}") from None
+    if file_text:  # once scored: an error above says it better, and a caller would read both
+        warnings.warn(
+            f"{text!r} names a file; charlm.bits_per_char scored the text itself, those {len(text)} characters; "
+            f"to score the file {file_text}",
+            stacklevel=callers_stacklevel(),
+        )
     if note := unseen_note(model.vocab, [text]):
         warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars

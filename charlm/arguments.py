@@ -22,7 +22,7 @@ from .config import Config, SampleConfig
 from .corpus import bytes_hint
 from .decode_errors import file_encoding
 from .errors import CharLMError
-from .fields import SHOWN
+from .fields import KIND_NAMES, SHOWN
 from .model import CharLM
 from .pieces import holds_integers
 from .weight_checks import unsound_weight, weight_problem
@@ -81,11 +81,15 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
     check_text(function, seed, what)
 
 
-def check_reading(function: str, model: object, text: object, context: object) -> None:
-    """`trace`'s and `surprise`'s arguments: beside the text, a context, which None leaves the start of a line."""
+def check_reading(function: str, model: object, text: object, context: object, **flags: object) -> None:
+    """`trace`'s and `surprise`'s arguments: beside the text, a context, which None leaves the start of a line,
+    and yes-or-no `flags` (probs=False), each True or False: "no" is truthy, and would be taken as True."""
     check_model_and_seed(function, model, text, "text")
     if context is not None:
         check_text(function, context, "context")
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            refuse(function, f"{name} must be {KIND_NAMES[bool]}", value)
 
 
 def config_hint(function: str, value: object, seed: object = None) -> str:

@@ -37,7 +37,7 @@ from .config import INT64, Config
 from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, holds, kinds_of
+from .fields import SHOWN, holds, kinds_said
 from .model import CharLM, ModelConfig, State
 from .model_skeleton import skeleton
 from .optim import param_groups
@@ -228,10 +228,10 @@ class Checkpoint:
     @classmethod
     def _build(cls, payload: dict) -> Checkpoint:
         """`from_payload`'s work: each part converted and checked, a CharLMError naming the part."""
-        check_fields(payload, {"model": dict, "run": dict})
+        check_fields(payload, {"model": dict, "run": dict, "training": dict | None})
         model, run, training = payload["model"], payload["run"], payload["training"]
-        with part("run"):
-            check_fields(run, {"config": dict, "progress": dict})
+        with part("run"):  # an older run has no base
+            check_fields({"base": None, **run}, {"config": dict, "progress": dict, "base": dict | None})
         with part("run options"):
             config = Config.from_dict(run["config"])
         with part("progress"):
@@ -265,11 +265,11 @@ class Checkpoint:
         weights are built on the meta device (nothing allocated) to compare names and shapes with."""
         model = skeleton(self.model_config, self.vocab)
         expected = model.state_dict()
+        check_record(self, ("weights",))
         with part("weights"):
             check_weights(self.weights, expected)
+        check_fields({"corpus": self.corpus}, {"corpus": dict})
         with part("corpus"):
-            if not isinstance(self.corpus, dict):
-                raise CharLMError("not a record")
             check_fields(self.corpus, {"name": str, "sources": list, "digest": str})
             if not all(isinstance(source, str) for source in self.corpus["sources"]):
                 raise CharLMError("sources are not paths")
@@ -379,7 +379,7 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"no {name!r}")
         value = record[name]
         if not holds(value, kind):
-            raise CharLMError(f"{name} is {SHOWN.repr(value)}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
+            raise CharLMError(f"{name} is {SHOWN.repr(value)}, not {kinds_said(kind)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise CharLMError(f"{name} is {value}")
         if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:  # a count torch and float() take
@@ -396,9 +396,7 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
 def check_weights(weights: dict, expected: dict) -> None:
     """`weights` has every weight of `expected` (a model's state dict), of its shape and kind (more may
     follow: an experiment's model of its own); every value in them is finite and within MAX_WEIGHT
-    (`weight_checks.unsound_weight`)."""
-    if not isinstance(weights, dict):
-        raise CharLMError("not a dict of tensors")
+    (`weight_checks.unsound_weight`). `weights` is a dict: its record's check said so."""
     missing = [n for n in expected if n not in weights]
     if missing:  # more is allowed: an experiment's model of its own (api.ModelBuilder) adds weights
         raise CharLMError(", ".join(f"{n} missing" for n in missing[:3]))
@@ -437,10 +435,12 @@ def kind_of_tensor(tensor: torch.Tensor) -> str:
 
 def check_training(training: SavedTraining, model: CharLM, batch_size: int | None) -> None:
     """What `train_state.restore` reads, shaped for `model` (on the meta device) and the run's streams."""
+    check_record(
+        training, ("raw_weights", "optimizer", "position", "epoch", "scaler", "rng", "rank_rngs", "device_rngs")
+    )
     if training.raw_weights is not None:
         with part("raw_weights"):
             check_weights(training.raw_weights, model.state_dict())
-    check_record(training, ("position", "epoch", "scaler", "rng", "rank_rngs", "device_rngs"))
     if training.position < 0 or training.epoch < 0:
         raise CharLMError(f"position {training.position} or epoch {training.epoch} is below 0")
     check_generator_states(training)
@@ -478,9 +478,7 @@ def check_generator_states(training: SavedTraining) -> None:
 def check_optimizer(saved: dict, groups: list[dict]) -> None:
     """`saved` is an optimizer's state dict over `groups` (optim.param_groups): as many groups and
     parameters (what torch's load_state_dict checks), each parameter's state of its shape (what
-    otherwise only the next step finds)."""
-    if not isinstance(saved, dict):
-        raise CharLMError("not a dict")
+    otherwise only the next step finds). `saved` is a dict: its record's check said so."""
     check_fields(saved, {"state": dict, "param_groups": list})
     if not all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in saved["param_groups"]):
         raise CharLMError("param_groups are not groups of parameters")

@@ -33,8 +33,17 @@ from .halfwidth import as_choice, as_number, half_width
 
 T = TypeVar("T")
 
-# What a value of each annotated type is called in a message (`check_types`).
-KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
+# What a value of each annotated type is called in a message (`check_types`; checkpoint.py's records, read by
+# users who never wrote Python: a record, not a dict; in config.json, JSON's object).
+KIND_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "True or False",
+    type(None): "None",
+    dict: "a record",
+    list: "a list",
+}
 
 
 # The bracket that closes each one a repr opens (`first_line_closed`).
@@ -300,10 +309,9 @@ def check_types(config: object) -> None:
         hint, value = hints[f.name], plain(getattr(config, f.name))
         setattr(config, f.name, value)
         if not holds(value, hint):
-            names = [_kind_name(kind) for kind in kinds_of(hint)]
-            named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
             raise CharLMError(
-                f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}{number_hint(config, f.name, value, hint)}"
+                f"{shown_name(f)} must be {kinds_said(hint)}, not {SHOWN.repr(value)}"
+                f"{number_hint(config, f.name, value, hint)}"
             )
 
 
@@ -403,13 +411,20 @@ def _is_of(value: object, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def kinds_said(hint: object) -> str:
+    """What a value of the annotated type is, in words (`KIND_NAMES`): "a number or None", not Python's
+    "float | None"."""
+    names = [_kind_name(kind) for kind in kinds_of(hint)]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def _kind_name(kind: type) -> str:
     if typing.get_origin(kind) is tuple:
         return f"a list of {_plural(typing.get_args(kind)[0])}"
     if typing.get_origin(kind) is dict:
         keys, values = (" or ".join(map(_plural, kinds_of(arg))) for arg in typing.get_args(kind))
         return f"a dict of {keys} to {values}"
-    return KIND_NAMES[kind]
+    return KIND_NAMES.get(kind) or f"a {kind.__name__.lower()}"  # a checkpoint's torch.Tensor: "a tensor"
 
 
 def _plural(kind: type) -> str:

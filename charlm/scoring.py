@@ -423,7 +423,7 @@ def surprise(
     reads `context` (None: the start of a line), so the first token is predicted too. The same head
     computation as `trace` (`score`), without the per-layer states. `already_normalized`, `warn`: as
     `ids_with_context`."""
-    check_reading("scoring.surprise", model, text, context)
+    check_reading("scoring.surprise", model, text, context, already_normalized=already_normalized, warn=warn)
     top = plain(top)  # np.int64(3), as charlm.next_probs takes it
     if not isinstance(top, int) or isinstance(top, bool) or top < 0:
         refuse("scoring.surprise", "top must be an integer, 0 or more", top)

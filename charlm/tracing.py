@@ -72,7 +72,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory. `warn`: as
     `scoring.ids_with_context`."""
-    check_reading("tracing.trace", model, text, context)
+    check_reading("tracing.trace", model, text, context, probs=probs, warn=warn)
     ids, start, read = ids_with_context(model, text, context, warn=warn)
     with inference(model):
         inputs, layers = model.embed(ids), []

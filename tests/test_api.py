@@ -882,6 +882,21 @@ def test_surprise_names_a_top_that_is_not_a_count(model, top):
     assert scoring.surprise(model, "ab", top=np.int64(2)).top[0] == scoring.surprise(model, "ab", top=2).top[0]
 
 
+@pytest.mark.parametrize(
+    ("call", "flag"),
+    [("tracing.trace", "probs"), ("tracing.trace", "warn"), ("scoring.surprise", "warn")]
+    + [("scoring.surprise", "already_normalized")],
+)
+@pytest.mark.parametrize("value", ["yes", "no", 0, None])
+def test_a_yes_or_no_argument_of_the_readers_is_true_or_false(model, call, flag, value):
+    """tracing.trace(model, text, probs="no") kept the probabilities, as any truthy value did, and "no"
+    is truthy: a flag given another type is refused, as a Config's or SampleConfig's bool is."""
+    module, name = call.split(".")
+    function = getattr(importlib.import_module(f"charlm.{module}"), name)
+    assert_named(lambda: function(model, "ab", **{flag: value}), f"charlm.{call}: {flag} must be True or False, not")
+    assert function(model, "ab", **{flag: np.False_}).bits.shape == (2,)  # numpy's bool, as a mask gives it
+
+
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
 def test_an_option_given_by_position_is_named(model, entry):
     """charlm.generate(model, "ab", 200) met Python's TypeError, which said neither what 200 was taken
@@ -1317,17 +1332,20 @@ def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, mon
 def test_a_file_name_a_chinese_model_cannot_score_is_refused_as_a_file_name(tmp_path, monkeypatch):
     """charlm.bits_per_char(model, "chapter.txt") on a model of Chinese text warned that it "scored the text
     itself", then raised "no character after its first is one the model knows", naming no file: the error
-    a caller reads now says the text is a file's name, and how to give its text."""
+    a caller reads now says the text is a file's name, and how to give its text, with no warning before it
+    (a Python caller saw both, the warning saying that a text was scored)."""
     monkeypatch.chdir(tmp_path)
     Path("chapter.txt").write_text("宝玉道：“你们今日可好？”\n" * 5, encoding="utf-8")
     chinese = make_model("宝玉道：“你们今日可好？”\n").eval()
-    with pytest.warns(UserWarning, match="names a file"):
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         assert_named(
             lambda: charlm.bits_per_char(chinese, "chapter.txt"),
             "nothing to score",
             "'chapter.txt' names a file",
             "Path('chapter.txt').read_text(encoding='utf-8')",
         )
+    assert [str(warning.message) for warning in warned] == []
 
 
 def test_a_gbk_text_is_told_to_be_read_in_its_encoding(model, tmp_path, monkeypatch):

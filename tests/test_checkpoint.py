@@ -364,7 +364,7 @@ DAMAGE = {
     "optimizer state a string": (optimizer_state(lambda t: "x"), "exp_avg of parameter 0 is 'x', not a tensor"),
     "sparse hidden state": (hidden_state(lambda t: t.to_sparse()), "hidden is a tensor of layout torch.sparse_coo"),
     "float8 hidden state": (hidden_state(lambda t: t.to(torch.float8_e4m3fn)), "hidden is a tensor of torch.float8"),
-    "step a string": (setting("run", "progress", step="x"), "progress: step is 'x', not int"),
+    "step a string": (setting("run", "progress", step="x"), "progress: step is 'x', not an integer"),
     "best without val": (setting("run", "progress", val_bpc=None, best_bpc=1.0), "best_bpc without val_bpc"),
     "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),
     "negative hidden": (setting("model", "config", hidden=-5), "hidden must be an integer from 1 to 16384, not -5"),
@@ -377,12 +377,12 @@ DAMAGE = {
     # each a traceback in some command (info's count of ranks, a resume's setting of the generators or its
     # first window), read as a sound checkpoint by the others
     "negative position": (lambda p: p["training"].update(position=-1), "position -1 or epoch 0 is below 0"),
-    "rank_rngs none": (lambda p: p["training"].update(rank_rngs=None), "rank_rngs is None, not Tensor"),
+    "rank_rngs none": (lambda p: p["training"].update(rank_rngs=None), "rank_rngs is None, not a tensor"),
     "rank_rngs of floats": (
         lambda p: p["training"].update(rank_rngs=torch.zeros(1, 9)),
         "rank_rngs is not a random generator's state",
     ),
-    "base a tensor": (lambda p: p["run"].update(base=torch.zeros(2)), "base: TypeError"),
+    "base a tensor": (lambda p: p["run"].update(base=torch.zeros(2)), "base is tensor([0., 0.]), not a record"),
     "unknown a tensor": (setting("model", "vocab", unknown=torch.zeros(2)), "unknown is tensor([0., 0.]), not true"),
     "elapsed of 400 digits": (setting("run", "progress", elapsed=10**400), "progress: elapsed is 1000"),
     "chars of 400 digits": (setting("run", "progress", chars=10**400), "past a 64-bit integer"),
@@ -406,17 +406,27 @@ def test_a_vocabulary_holding_a_number_names_it_not_a_type_error(trained):
 @pytest.mark.parametrize(
     "edit, said",
     [
-        (lambda p: p.update(run=None), "run is None, not dict"),
+        (lambda p: p.update(run=None), "run is None, not a record"),
         (lambda p: p.pop("run"), "no 'run'"),
-        (replacing("run", "progress", []), "run: progress is [], not dict"),
-        (replacing("run", "config", None), "run: config is None, not dict"),
+        (replacing("run", "progress", []), "run: progress is [], not a record"),
+        (replacing("run", "config", None), "run: config is None, not a record"),
+        (replacing("run", "corpus", []), "corpus is [], not a record"),
+        (setting("run", "progress", best_bpc="x"), "progress: best_bpc is 'x', not a number or None"),
+        (lambda p: p["run"].update(base=[1]), "run: base is [1], not a record or None"),
+        (lambda p: p.update(training=[]), "training is [], not a record or None"),
+        (replacing("model", "weights", []), "weights is [], not a record"),
+        (replacing("training", "optimizer", []), "training state: optimizer is [], not a record"),
+        (lambda p: p["training"].update(raw_weights=[]), "training state: raw_weights is [], not a record or None"),
     ],
-    ids=["run null", "no run", "progress a list", "run options null"],
+    ids=["run null", "no run", "progress a list", "run options null", "corpus a list", "best_bpc a string"]
+    + ["base a list", "training a list", "weights a list", "optimizer a list", "raw weights a list"],
 )
 def test_a_payload_whose_run_or_its_parts_are_of_another_type_names_the_field(trained, edit, said):
     """A run record or its progress given as a list or null was said in Python's words ("run options:
     TypeError: 'NoneType' object is not subscriptable", "progress: AttributeError: 'list' object has no
-    attribute 'get'"): the field is named with what it holds, as a model folder's config.json's is."""
+    attribute 'get'"): the field is named with what it holds, as a model folder's config.json's is, and
+    what it should hold in words a reader who never wrote Python knows ("not a record", once "not dict"
+    beside "corpus: not a record"; "not a number or None", once "not float or NoneType")."""
     path = rewritten(trained, edit)
     with pytest.raises(CharLMError) as error:
         checkpoint.read(path)

@@ -1974,6 +1974,10 @@ def test_every_command_takes_h_for_help_and_charlm_help_names_one():
         (["train", "--hiden", "3"], "no such option --hiden (did you mean --hidden?); charlm train --help lists them"),
         (["frob"], "no such command frob; charlm --help lists them"),
         (["--frob"], "no such option --frob; charlm --help lists them"),
+        (
+            ["eval", "run", "--eval-also", "other"],  # train's option: eval scores more texts by naming them
+            "no such option --eval-also (a train option; charlm eval RUN OTHER_RUN_OR_FILE... scores each text)",
+        ),
         (["corpus", "frob"], "no such command frob; charlm corpus --help lists them"),
         (["corpus", "get"], "missing argument NAME; charlm corpus get --help says what to give"),
         (["serve", "--port", "x"], "--port: 'x' is not a valid integer; charlm serve --help says what it takes"),

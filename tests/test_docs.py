@@ -1302,3 +1302,17 @@ def test_the_trace_a_page_says_scores_as_eval_does_scores_so(page):
         bpc = eval(call, {"trace": trace, "model": model, "text": text})
         assert bpc == pytest.approx(charlm.bits_per_char(model, text)), call
     assert trace(model, text).bpc != pytest.approx(charlm.bits_per_char(model, text))
+
+
+def test_where_interactive_is_described_it_says_the_line_typed_is_the_seed():
+    """`--interactive` refuses --seed (the line typed is what the model continues), yet its help and the
+    READMEs never said so: a user who gave one learned it from the refusal. Each place says it."""
+    from charlm.commands.sample import sample
+
+    described = [next(param.help for param in sample.params if param.name == "interactive")]
+    for page in ("README.md", "README.zh.md"):
+        lines = (REPO / page).read_text(encoding="utf-8").splitlines()
+        described += [line for line in lines if "`--interactive` " in line and "`> `" in line]  # its description
+    assert len(described) == 3, described
+    for text in described:
+        assert "--seed" in text, text

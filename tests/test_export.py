@@ -225,11 +225,11 @@ DELETED = object()
     [
         ("model", DELETED, "hub/config.json: damaged model folder (no 'model')"),
         ("run", DELETED, "hub/config.json: damaged model folder (no 'run')"),
-        ("run", [], "hub/config.json: damaged model folder (run is [], not dict)"),
-        ("run", None, "hub/config.json: damaged model folder (run is None, not dict)"),
-        ("run.progress", [], "hub: damaged model folder (run: progress is [], not dict)"),
-        ("run.progress", None, "hub: damaged model folder (run: progress is None, not dict)"),
-        ("run.config", "fast", "hub: damaged model folder (run: config is 'fast', not dict)"),
+        ("run", [], "hub/config.json: damaged model folder (run is [], not a record)"),
+        ("run", None, "hub/config.json: damaged model folder (run is None, not a record)"),
+        ("run.progress", [], "hub: damaged model folder (run: progress is [], not a record)"),
+        ("run.progress", None, "hub: damaged model folder (run: progress is None, not a record)"),
+        ("run.config", "fast", "hub: damaged model folder (run: config is 'fast', not a record)"),
     ],
 )
 def test_a_model_folder_whose_config_json_lacks_a_part_or_holds_one_of_another_type_names_it(

@@ -12,6 +12,12 @@ import click
 
 from ..halfwidth import dashes_hint, joined_value_hint
 
+# An option of one command typed to another that does its job another way, and that way (as api.py's
+# TRAIN_INSTEAD says it for a keyword): (command, option) -> what to type instead.
+INSTEAD = {
+    ("eval", "--eval-also"): "a train option; charlm eval RUN OTHER_RUN_OR_FILE... scores each text",
+}
+
 
 class OneLineUsageError(click.UsageError):
     """A usage error already worded as one line: shown as `Error: ...` alone, exit status 2, however
@@ -49,6 +55,8 @@ def one_line(error: click.UsageError, group: click.Context) -> str:
         if hint := joined_value_hint(error.option_name, command_options(error.ctx)):
             return f"{error.option_name}: {hint}"
         hint = dashes_hint(error.option_name)  # `——top-q`, typed with an input method's dashes
+        if error.ctx is not None:
+            hint = INSTEAD.get((error.ctx.command.name, error.option_name), hint)
         return f"no such option {error.option_name}{closest(error.possibilities, hint)}; {help_command} lists them"
     if isinstance(getattr(error, "command_name", None), str):  # click 8.4's NoSuchCommand
         return f"no such command {error.command_name}{closest(error.possibilities)}; {help_command} lists them"
