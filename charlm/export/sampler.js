@@ -54,8 +54,9 @@ const CRC_TABLE = Int32Array.from({ length: 256 }, (_, n) => {
 });
 
 function crc32(text) {  // zlib.crc32 of the text's UTF-8
+  const bytes = new TextEncoder().encode(text);
   let crc = -1;
-  for (const byte of new TextEncoder().encode(text)) crc = CRC_TABLE[(crc ^ byte) & 0xff] ^ (crc >>> 8);
+  for (let i = 0; i < bytes.length; i++) crc = CRC_TABLE[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);  // an index: for-of took 4x as long
   return (crc ^ -1) >>> 0;
 }
 
