@@ -4,6 +4,7 @@ right (the arithmetic, the sampler, the controls) does not depend on training.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -249,6 +250,94 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
     write(browser, seed="the lazy ", length="2000000")
     made = said_failed_and_kept(browser, wait, "the 3,000th character failed", "")
     assert len(made) == 3000 and browser.find_element("id", "seed").get_attribute("value") == "the lazy "
+
+
+def damaged_copy(page: Path, name: str, edit) -> Path:
+    """A copy of `page` with its meta and weights (the JSON in their script elements) given to `edit`,
+    which returns the page's text with them changed."""
+    text = page.read_text(encoding="utf-8")
+    parts = {}
+    for part in ("meta", "weights"):
+        start = text.index(f'<script id="charlm-{part}" type="application/json">')
+        start = text.index(">", start) + 1
+        parts[part] = (start, text.index("</script>", start))
+    copy = page.with_name(name)
+    copy.write_text(edit(text, parts), encoding="utf-8")
+    return copy
+
+
+def with_json(part: str, change):
+    """An `edit` for damaged_copy: `change` given the part's JSON as loaded, which it changes in place."""
+
+    def edit(text: str, parts: dict) -> str:
+        start, end = parts[part]
+        value = json.loads(text[start:end])
+        change(value)
+        return text[:start] + html.script_json(value) + text[end:]
+
+    return edit
+
+
+def cut_data(name: str, chars: int):
+    def change(weights: dict) -> None:
+        weights[name]["data"] = weights[name]["data"][:-chars]
+
+    return change
+
+
+def changed_character(weights: dict) -> None:
+    data = weights["w_hh0"]["data"]
+    middle = len(data) // 2
+    weights["w_hh0"]["data"] = data[:middle] + ("B" if data[middle] != "B" else "C") + data[middle + 1 :]
+
+
+AGAIN = "; export the model again (charlm export RUN --format html)"
+CHANGED = "this page is damaged: its weights are not the ones exported (a byte changed, or some cut off)" + AGAIN
+DAMAGES = {
+    "a base64 character changed": (with_json("weights", changed_character), CHANGED),
+    "an array cut short by 4 bytes": (with_json("weights", cut_data("w_hh0", 8)), CHANGED),
+    "an array cut short by a row": (with_json("weights", cut_data("head_w", 32)), CHANGED),
+    "the hidden size edited": (
+        with_json("meta", lambda meta: meta.update(hidden=48)),
+        "this page is damaged: its weights do not fit its description: embed is 10x24, the description needs 10x48"
+        + AGAIN,
+    ),
+    "a character taken from the vocabulary": (
+        with_json("meta", lambda meta: meta["vocab"]["chars"].pop()),
+        "this page is damaged: its weights do not fit its description: embed is 10x24, the description needs 9x24"
+        + AGAIN,
+    ),
+    "the description no longer JSON": (
+        lambda text, parts: text[: parts["meta"][0]] + text[parts["meta"][0] + 1 :],
+        "this page is damaged: its description (charlm-meta) is not JSON",
+    ),
+    "the file cut short in its weights": (
+        lambda text, parts: text[: sum(parts["weights"]) // 2],
+        "this page is damaged: it is cut short (its end is missing)" + AGAIN,
+    ),
+}
+
+
+@pytest.mark.slow
+def test_a_damaged_page_says_what_is_wrong_in_one_line(tmp_path, browser):
+    """A page whose weights lost a byte or had one changed, whose description (meta) was edited, or whose
+    file was cut short, wrote from other weights without a word, or said "loading the model…" for ever,
+    its error in the console or nowhere: it says in its status line and under the seed what is damaged,
+    and Generate stays off."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = exported(tmp_path, model_of("lstm", "\nabcdefgh ", hidden=24))
+    for case, (edit, says) in DAMAGES.items():
+        browser.get(damaged_copy(page, "damaged.html", edit).as_uri())
+        with contextlib.suppress(TimeoutException):  # "loading the model…" for ever, as it was
+            WebDriverWait(browser, 5, 0.02).until(lambda d: d.find_element("id", "status").text != "loading the model…")
+        status = browser.find_element("id", "status").text
+        assert status.startswith(says), (case, status)
+        assert browser.find_element("id", "seed-error").text == status and "\n" not in status, case
+        assert not browser.find_element("id", "generate").is_enabled(), case
+    unharmed = with_json("meta", lambda meta: None)  # the JSON written again: the page still opens
+    page_ready(browser, damaged_copy(page, "rewritten.html", unharmed).as_uri())
 
 
 @pytest.mark.slow
@@ -579,7 +668,7 @@ const fs = require("fs"), vm = require("vm");
 const page = fs.readFileSync(process.argv[2], "utf8"), request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
 const block = (id) => page.match(new RegExp(`<script id="${id}"[^>]*>([\\s\\S]*?)</script>`))[1];
 const messages = [];
-const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, setTimeout, WebAssembly });
+const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, setTimeout, TextEncoder, WebAssembly });
 vm.runInContext(block("charlm-shared") + "\n" + block("charlm-sampler"), context);
 context.onmessage({ data: { type: "load", meta: JSON.parse(block("charlm-meta")), tensors: block("charlm-weights") } });
 context.onmessage({ data: { type: "logprobs", id: 1, text: request.text } });

@@ -18,6 +18,10 @@ A seed character the model never saw, and a banned one it never writes, is named
 (`Vocab.name_unseen`): the meta carries the hints Python computes (`Vocab.unseen_hints`: the forms the
 model writes of ',', '，' for ',' (did you mean '，'?), and for a model of simplified or traditional
 Chinese the other script's characters, which the page cannot tell without Big5 and GB2312 tables).
+
+A page damaged after export (a byte of its weights changed or cut off, its description edited to
+another shape, the file cut short) says so in one line rather than writing from other weights or
+loading for ever: the meta carries the weights' CRC-32, and sampler.js checks it and every shape.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import functools
 import json
 import sys
 import unicodedata
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -170,12 +175,16 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
         )
     config = saved.model_config
     head, tensors = model_tensors(saved, weights)
+    tensors_json = script_json(tensors)
     meta = {
         "about": about,
         "cell": config.cell,
         "layers": config.layers,
         "hidden": config.hidden,
         "weights": weights,
+        # the weights' JSON text's CRC-32, which the page checks before it reads them: a byte changed or
+        # cut off would otherwise write from other weights without a word
+        "weights_crc32": zlib.crc32(tensors_json.encode("utf-8")),
         "head": head,
         "vocab": {
             "chars": vocab.chars,
@@ -198,7 +207,7 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
     css, js = (shared.joinpath(name).read_text(encoding="utf-8") for name in ("page.css", "page.js"))
     page = here.joinpath("page.html").read_text(encoding="utf-8")
     sampler = here.joinpath("sampler.js").read_text(encoding="utf-8").replace("__CHARLM_MATVEC_WASM__", matvec_base64())
-    parts = dict(zip(MARKERS, (css, js, sampler, script_json(meta), script_json(tensors))))
+    parts = dict(zip(MARKERS, (css, js, sampler, script_json(meta), tensors_json)))
     for marker, text in parts.items():
         page = page.replace(marker, text, 1)
     return page

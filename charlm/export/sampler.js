@@ -12,7 +12,7 @@
 // before everything else, from a template's characters too.
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
-// Messages out: ready, result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
+// Messages out: ready, damaged {message} (the page's weights or description are not as exported), result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
 // typed: 'the' for an nfkc model's 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
 // error {id, message, param} (param: "form", "template", "acrostic" or "ban" when the form is refused),
 // failed {id, message} (the generation broke off: its chunks so far are all it wrote).
@@ -43,17 +43,75 @@ const HALF = (() => {  // every fp16 bit pattern as a float, once
   return table;
 })();
 
+// --- a page damaged after export ----------------------------------------------------------------
+// A byte of the weights changed or cut off, or the description (meta) edited to another shape, wrote
+// from other weights without a word, or never got ready: the weights' CRC-32 (html.py's; a page
+// exported before it has none) and every tensor's shape are checked first, and what is wrong said.
+
+const CRC_TABLE = Int32Array.from({ length: 256 }, (_, n) => {
+  for (let k = 0; k < 8; k++) n = n & 1 ? 0xedb88320 ^ (n >>> 1) : n >>> 1;
+  return n;
+});
+
+function crc32(text) {  // zlib.crc32 of the text's UTF-8
+  const bytes = new TextEncoder().encode(text);
+  let crc = -1;
+  for (let i = 0; i < bytes.length; i++) crc = CRC_TABLE[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);  // an index: for-of took 4x as long
+  return (crc ^ -1) >>> 0;
+}
+
+// Each tensor's shape, as the description (meta) makes the model: html.py's model_tensors.
+function shapesOf(meta) {
+  const H = meta.hidden, V = meta.vocab.chars.length, G = { lstm: 4, gru: 3, rnn: 1 }[meta.cell] * H;
+  const shapes = { embed: [V, H] };
+  for (let l = 0; l < meta.layers; l++) Object.assign(shapes, { [`w_ih${l}`]: [G, H], [`w_hh${l}`]: [G, H], [`b_ih${l}`]: [G], [`b_hh${l}`]: [G] });
+  if (meta.head.kind === "full") return Object.assign(shapes, { head_w: [V, H], head_b: [V] });
+  const { cutoffs, tail_widths: widths } = meta.head;
+  shapes.head_w = [cutoffs[0] + cutoffs.length - 1, H];
+  cutoffs.slice(0, -1).forEach((start, i) => Object.assign(shapes, { [`tail${i}_proj`]: [widths[i], H], [`tail${i}_out`]: [cutoffs[i + 1] - start, widths[i]] }));
+  return shapes;
+}
+
+// The page's tensors, from their JSON text, once they are the ones exported and of the description's shapes.
+function readWeights(meta, text) {
+  if (meta.weights_crc32 != null && crc32(text) !== meta.weights_crc32) throw new Error("its weights are not the ones exported (a byte changed, or some cut off)");
+  let stored;
+  try { stored = JSON.parse(text); } catch (e) { throw new Error(`its weights (charlm-weights) are not JSON: ${e.message}`); }
+  const misfit = (says) => new Error(`its weights do not fit its description: ${says}`), shown = (shape) => shape.join("x");
+  const shapes = shapesOf(meta), gates = shapes.w_ih0?.[0], V = meta.vocab.chars.length;
+  if (!(gates > 0 && Number.isInteger(gates))) throw misfit(`${meta.layers} layers of ${meta.hidden} ${meta.cell} is no model charlm makes`);
+  const head = meta.head;
+  if (head.kind !== "full" && (head.cutoffs.at(-1) !== V || head.rank.length !== V)) throw misfit(`its adaptive head is for ${head.cutoffs.at(-1)} characters, the description has ${V}`);
+  for (const [name, shape] of Object.entries(shapes)) {
+    if (!stored[name]) throw misfit(`${name} is missing`);
+    if (shown(stored[name].shape) !== shown(shape)) throw misfit(`${name} is ${shown(stored[name].shape)}, the description needs ${shown(shape)}`);
+  }
+  const extra = Object.keys(stored).find((name) => !(name in shapes));
+  if (extra) throw misfit(`${extra} is not in a ${meta.layers}-layer model`);
+  return stored;
+}
+
+// A stored array's bytes, which must be `length`: one cut short read past its end, or failed to load.
+function storedBytes(base64, length, what) {
+  let raw = null;
+  try { raw = bytes(base64); } catch (e) { /* not base64: said below */ }
+  if (typeof base64 !== "string" || raw?.length !== length) throw new Error(`its weights' ${what} are not ${length} bytes of base64`);
+  return raw;
+}
+
 // A stored tensor as a Float32Array: fp32 as is, fp16 widened, int8 times its row's scale.
-function decode(tensor) {
-  const raw = bytes(tensor.data);
+function decode(tensor, name) {
+  const size = { f32: 4, f16: 2, i8: 1 }[tensor.dtype], count = tensor.shape.reduce((a, b) => a * b, 1);
+  if (!size) throw new Error(`its weights' ${name} are of type ${tensor.dtype}, not f32, f16 or i8`);
+  const raw = storedBytes(tensor.data, count * size, name), shape = tensor.shape;
   if (tensor.dtype === "f32") return new Float32Array(raw.buffer);
   if (tensor.dtype === "f16") {
     const half = new Uint16Array(raw.buffer), out = new Float32Array(half.length);
     for (let i = 0; i < half.length; i++) out[i] = HALF[half[i]];
     return out;
   }
-  const q = new Int8Array(raw.buffer), scales = new Float32Array(bytes(tensor.scale).buffer);
-  const out = new Float32Array(q.length), cols = tensor.shape[1];
+  const q = new Int8Array(raw.buffer), scales = new Float32Array(storedBytes(tensor.scale, shape[0] * 4, `${name}'s row scales`).buffer);
+  const out = new Float32Array(q.length), cols = shape[1];
   for (let r = 0; r < scales.length; r++) {
     for (let c = 0, o = r * cols; c < cols; c++) out[o + c] = q[o + c] * scales[r];
   }
@@ -115,7 +173,7 @@ class Heap {
 class Model {
   constructor(meta, stored) {
     const t = {};
-    for (const [name, tensor] of Object.entries(stored)) t[name] = decode(tensor);
+    for (const [name, tensor] of Object.entries(stored)) t[name] = decode(tensor, name);
     const H = meta.hidden, L = meta.layers, G = { lstm: 4, gru: 3, rnn: 1 }[meta.cell] * H;
     Object.assign(this, { meta, H, L, G, cell: meta.cell, V: meta.vocab.chars.length, t });
     this.index = new Map(meta.vocab.chars.map((c, i) => [c, i]));
@@ -737,7 +795,12 @@ onmessage = (event) => {
   try {
     if (message.type === "load") {
       const started = performance.now();
-      model = new Model(message.meta, JSON.parse(message.tensors));
+      try {
+        model = new Model(message.meta, readWeights(message.meta, message.tensors));
+      } catch (e) {  // the page's own weights or description: said as the page's damage, not a request's error
+        postMessage({ type: "damaged", message: e.message });
+        return;
+      }
       postMessage({ type: "ready", seconds: (performance.now() - started) / 1000 });
     } else if (message.type === "stop") {
       stopRequested = true;
