@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.common import read_corpus, split_at
+from bench.common import errors_in_one_line, read_corpus, split_at
 
 LOG2E = 1.0 / math.log(2.0)
 
@@ -391,4 +391,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

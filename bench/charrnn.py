@@ -58,7 +58,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.babygpt import CharVocab
-from bench.common import read_corpus, split_at
+from bench.common import errors_in_one_line, read_corpus, split_at
 
 LOG2E = 1.0 / math.log(2.0)
 State = tuple[torch.Tensor, torch.Tensor]
@@ -283,4 +283,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

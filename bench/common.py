@@ -1,5 +1,5 @@
-"""What the bench/ scripts share: the text as charlm reads it, `name=value` settings, busy cores, the
-timing loops, and the one door into charlm's trainer and size rule.
+"""What the bench/ scripts share: their errors as one line, the text as charlm reads it, `name=value`
+settings, busy cores, the timing loops, and the one door into charlm's trainer and size rule.
 
 Every script runs from the repository root as `python -m bench.NAME`. Only the last section below
 (`training_step`, `probe_sizes`, `default_eval_every`, `trained_parameters`) touches charlm's Trainer,
@@ -15,16 +15,18 @@ import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
 import torch
 
 from bench.lifeline import Lifeline
-from charlm import api, finetune, plan, sizing, train_state
+from charlm import api, files, finetune, plan, sizing, train_state
 from charlm.config import Config
 from charlm.device import synchronize
+from charlm.errors import CharLMError
 from charlm.fields import from_options
 from charlm.model import CharLM
 from charlm.tokens import TokenCorpus, load_corpus
@@ -32,7 +34,23 @@ from charlm.tokens import TokenCorpus, load_corpus
 VAL_FRACTION = 0.1  # charlm's default val_fraction: the held-out text is the same characters
 
 
-# -- text and settings -----------------------------------------------------------------------------
+# -- errors, text and settings ----------------------------------------------------------------------
+
+
+@contextmanager
+def errors_in_one_line() -> Iterator[None]:
+    """A script's `__main__`: a run, corpus or page that is not there said in the one line charlm's own
+    commands say it in (cli.py), status 1, not under a traceback that tells the user nothing more."""
+    try:
+        yield
+    except CharLMError as e:
+        raise SystemExit(str(e)) from None
+    except click.ClickException as e:  # a charlm command run in this process (bench.export_formats)
+        raise SystemExit(e.format_message()) from None
+    except (FileNotFoundError, IsADirectoryError) as e:  # a text the script reads itself (read_corpus)
+        raise SystemExit(str(files.cannot_read(Path(e.filename or "file"), e))) from None
+
+
 def read_corpus(path: str | Path) -> str:
     """The file's characters as charlm's training sees them: UTF-8 without a BOM, `\\r\\n` -> `\\n`,
     NFC, ending with a newline (charlm adds one to a file without)."""

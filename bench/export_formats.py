@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import errors_in_one_line
 from charlm import runs
 from charlm.cli import main as charlm_main
 
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="characters per timed round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the best counts")
     options = parser.parse_args()
+    for run in options.runs:  # one not there said before any work
+        runs.resolve(run)
     print("| run | best.pt MB | onnx MB | safetensors folder MB | onnxruntime steps/s, 1 thread |")
     print("|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as temporary:
@@ -71,4 +74,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.browser import chromium
+from bench.common import errors_in_one_line
 from charlm import catalog, checkpoint, runs, sampler
 from charlm.cli import main as charlm_main
 from charlm.sources import catalog_name
@@ -89,6 +90,8 @@ def main() -> None:
     parser.add_argument("--text", help="text to compare log-probabilities on  [default: the run's corpus]")
     parser.add_argument("--chars", type=int, default=3000, help="characters generated per timing")
     options = parser.parse_args()
+    for run in options.runs:  # one not there said before any work
+        runs.resolve(run)
     print(
         "| run | weights | file MB | max / mean abs. log-prob difference (nats) | greedy 300 = charlm sample | chars/s | ready s |"
     )
@@ -105,4 +108,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 import charlm
-from bench.common import default_eval_every, parse, training_step
+from bench.common import default_eval_every, errors_in_one_line, parse, training_step
 from charlm import checkpoint, runs
 from charlm.model import CharLM
 from charlm.runs import read_metrics
@@ -194,4 +194,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

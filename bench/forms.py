@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 
 import charlm
-from bench.common import read_corpus
+from bench.common import errors_in_one_line, read_corpus
 from charlm.forms import FORMS, is_han, template_of
 from charlm.scoring import surprise
 
@@ -111,4 +111,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from bench.common import bare_config, training_step
+from bench.common import bare_config, errors_in_one_line, training_step
 
 
 def main() -> None:
@@ -46,4 +46,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

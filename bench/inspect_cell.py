@@ -18,6 +18,7 @@ import argparse
 
 import numpy as np
 
+from bench.common import errors_in_one_line
 from charlm.inspection.analysis import correlations, position_since
 from charlm.inspection.run import inspect_run
 
@@ -89,4 +90,5 @@ def mean(values: np.ndarray) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

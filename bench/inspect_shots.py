@@ -15,6 +15,8 @@ import argparse
 from pathlib import Path
 
 from bench.browser import chromium
+from bench.common import errors_in_one_line
+from charlm.errors import CharLMError
 
 WIDTH, HEIGHT = 955, 229  # the docs' pictures: wide enough for a line of the page, a few lines tall
 
@@ -46,6 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     if bool(args.cell) == args.gates:
         parser.error("give one of --cell LAYER CELL and --gates")
+    if not Path(args.page).is_file():  # before Chromium starts, seconds of work for nothing
+        raise CharLMError(f"{args.page}: no such page; give the HTML file `charlm inspect --output PAGE` wrote")
     with chromium() as driver:
         driver.set_window_size(WIDTH + 200, 1000)
         driver.get(Path(args.page).resolve().as_uri())
@@ -60,4 +64,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

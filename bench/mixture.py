@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import charlm
-from bench.common import read_corpus, split_at
+from bench.common import errors_in_one_line, read_corpus, split_at
 from charlm.inference_context import inference
 from charlm.ngram import KneserNey
 
@@ -120,4 +120,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

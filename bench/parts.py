@@ -42,9 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.common import bare_config, default_model, parse, read_corpus, training_step
-from charlm import api
+from bench.common import bare_config, default_model, errors_in_one_line, parse, read_corpus, training_step
+from charlm import api, sources
 from charlm.config import Config
+from charlm.errors import CharLMError
 from charlm.finetune import Start
 from charlm.model import AdaptiveHead, CharLM, Embedding, autocast_off, grow_vocab
 from charlm.runs import read_metrics
@@ -94,9 +95,9 @@ def components(chars: list[str], table: dict[str, str]) -> list[str]:
     return sorted((p for p, n in counts.items() if n >= MIN_SHARED), key=lambda p: (-counts[p], p))
 
 
-def coverage(path: str, table: dict[str, str]) -> None:
+def coverage(path: str, text: str, table: dict[str, str]) -> None:
     """The table's coverage of a corpus's distinct Han characters and of their occurrences."""
-    counts = collections.Counter(read_corpus(path))
+    counts = collections.Counter(text)
     han = [c for c in counts if unicodedata.name(c, "").startswith("CJK UNIFIED")]
     known = [c for c in han if c in table]
     share = sum(counts[c] for c in known) / sum(counts[c] for c in han)
@@ -230,6 +231,7 @@ def parts_builder(table: dict[str, str]) -> api.ModelBuilder:
 # -- the commands ------------------------------------------------------------------------------------
 def speed(args: argparse.Namespace) -> None:
     """charlm's and the parts model's training steps, taking turns; the best of the rounds."""
+    sources.source_parts([args.corpus], quiet=True)  # one not there said before the table's download
     table = read_table()
     with tempfile.TemporaryDirectory(prefix="parts-speed-") as folder:  # removed at the end and on Ctrl-C
         config = bare_config(hidden=args.hidden, threads=args.threads)
@@ -273,6 +275,8 @@ def evaluations(args: argparse.Namespace) -> None:
     """Every held-out score of each finished run, and its best."""
     for run in args.runs:
         rows = [r for r in read_metrics(Path(run)) if r.get("val_bpc") is not None]
+        if not rows:
+            raise CharLMError(f"{run}: no held-out scores; give the folder of a run that was evaluated (metrics.jsonl)")
         best = min(rows, key=lambda r: r["val_bpc"])
         scores = ", ".join(f"{r['step']:,}: {r['val_bpc']:.3f}" for r in rows)
         print(f"{run}: best {best['val_bpc']:.3f} at step {best['step']:,}; every evaluation (step: bpc): {scores}")
@@ -302,9 +306,10 @@ def main() -> None:
     if args.command == "evaluations":
         evaluations(args)
     elif args.command == "table":
+        texts = {path: read_corpus(path) for path in args.corpora}  # one not there said before the download
         build_table()
-        for path in args.corpora:
-            coverage(path, read_table())
+        for path, text in texts.items():
+            coverage(path, text, read_table())
     elif args.command == "speed":
         speed(args)
     else:
@@ -312,4 +317,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

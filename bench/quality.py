@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import charlm
-from bench.common import parse
+from bench.common import errors_in_one_line, parse
 from charlm.plot import curves_of, plot_runs
 from charlm.runs import read_metrics
 
@@ -56,4 +56,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

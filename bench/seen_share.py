@@ -15,6 +15,7 @@ import random
 import time
 from pathlib import Path
 
+from bench.common import errors_in_one_line
 from charlm.inspection.analysis import SEEN_SHARE, share_seen
 from charlm.ngram import MAX_TRAIN_CHARS
 
@@ -47,4 +48,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

@@ -59,8 +59,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import served_url, wait_healthy
+from bench.common import errors_in_one_line, served_url, wait_healthy
 from bench.lifeline import Lifeline
+from charlm import runs
 
 ALPHABET = string.ascii_letters + string.digits + " \n.,;:!?'-"  # 72 characters, near tinyshakespeare's 65
 
@@ -347,6 +348,8 @@ def main() -> None:
     if unknown := [e for e in endpoints if e not in ENDPOINTS]:
         parser.error(f"--endpoint {unknown[0]}: not one of {', '.join(ENDPOINTS)}")
 
+    if args.checkpoint:
+        runs.resolve(args.checkpoint)  # one not there said here, not as a server's error that ends its start
     with tempfile.TemporaryDirectory() as folder:
         run = Path(args.checkpoint) if args.checkpoint else make_run(Path(folder), args.hidden, args.layers)
         measured = {(count, endpoint): [] for count in counts for endpoint in endpoints}
@@ -488,4 +491,5 @@ def report(points: list[dict], churned: dict | None, args, run: Path, server: st
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

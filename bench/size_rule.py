@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.common import probe_sizes
+from bench.common import errors_in_one_line, probe_sizes
 from charlm.config import Config
 
 
@@ -38,4 +38,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import charlm
-from bench.common import parse, trained_parameters
+from bench.common import errors_in_one_line, parse, trained_parameters
 from charlm import checkpoint, runs
 
 
@@ -57,4 +57,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

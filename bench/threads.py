@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import busy_processes
-from charlm import checkpoint, runs
+from bench.common import busy_processes, errors_in_one_line
+from charlm import checkpoint, runs, sources
 
 
 def train(corpus: str, folder: Path, name: str, *options: str) -> subprocess.Popen:
@@ -117,6 +117,7 @@ def main() -> None:
     unknown = set(args.only) - set(SITUATIONS)
     if unknown:
         parser.error(f"--only: no situation {', '.join(sorted(unknown))}; pick from {', '.join(SITUATIONS)}")
+    sources.source_parts([args.corpus], quiet=True)  # one not there said before the trainings start
     folder = Path(args.out or tempfile.mkdtemp(prefix="threads-"))
     started = time.perf_counter()
     (quality if args.quality else speed)(args, folder)
@@ -124,4 +125,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

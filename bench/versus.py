@@ -48,8 +48,9 @@ import torch
 
 import charlm
 from bench import babygpt, charrnn
-from bench.common import busy_processes, parse, read_corpus, split_at
+from bench.common import busy_processes, errors_in_one_line, parse, read_corpus, split_at
 from charlm import scoring as charlm_scoring
+from charlm.corpus import source_files
 from charlm.tokens import load_corpus
 
 
@@ -286,6 +287,7 @@ def main() -> None:
     runs = out.with_suffix("")
     if runs.exists():
         raise SystemExit(f"--out: {runs} exists (charlm's runs go there); choose another --out")
+    source_files(args.corpora)  # one not there said before the first corpus's trainings
     out.parent.mkdir(parents=True, exist_ok=True)
     with busy_processes(args.busy):
         rows = [compare(corpus, args, runs) for corpus in args.corpora]
@@ -295,4 +297,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with errors_in_one_line():
+        main()

@@ -181,7 +181,14 @@ def cli_args(options: dict) -> list[str]:
 
 def run_bench(name: str, *args: str) -> str:
     """`python -m bench.NAME ARGS` from the test's own folder (so its corpora/ and checkpoints/ land
-    there); its stdout, after asserting it succeeded (exit status 0, or its stdout and stderr).
+    there); its stdout, after asserting it succeeded (exit status 0, or its stdout and stderr)."""
+    code, stdout, stderr = bench_ended(name, *args)
+    assert not code, stdout + stderr
+    return stdout
+
+
+def bench_ended(name: str, *args: str) -> tuple[int, str, str]:
+    """`python -m bench.NAME ARGS` as `run_bench` runs it: its exit status, stdout and stderr, however it ended.
 
     Run in this process (`runpy`, as `-m` runs it), which saves the ~2 s a process of its own spends
     importing torch: the scripts install no signal handlers, start processes only as children of their
@@ -202,8 +209,7 @@ def run_bench(name: str, *args: str) -> str:
         except Exception:  # noqa: BLE001  (as the interpreter reports it: the traceback, status 1)
             traceback.print_exc()
             code = 1
-    assert not code, stdout.getvalue() + stderr.getvalue()
-    return stdout.getvalue()
+    return code or 0, stdout.getvalue(), stderr.getvalue()
 
 
 def flushes_denormals() -> bool:

@@ -33,6 +33,7 @@ from charlm.vocab import Vocab
 from .conftest import (
     REPO,
     TINY,
+    bench_ended,
     cli,
     fork_charlm_processes,
     fork_python_runs,
@@ -796,6 +797,46 @@ def test_inspect_cell_and_inspect_shots_run(fox_file, tiny):
     run_bench("inspect_shots", "page.html", "--cell", "0", "0", "--out", "cell.png")
     png = Path("cell.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (955, 229)
+
+
+@pytest.mark.parametrize(
+    ("script", "words"),
+    [
+        ("babygpt", ["nope.txt"]),
+        ("charrnn", ["nope.txt"]),
+        ("export_formats", ["nope"]),
+        ("export_page", ["nope"]),
+        ("finetune", ["nope", "nope.txt"]),
+        ("forms", ["nope", "nope.txt"]),
+        ("head_speed", ["nope.txt"]),
+        ("inspect_cell", ["nope", "--held-out", "--cell", "0", "0"]),
+        ("inspect_shots", ["nope.html", "--gates", "--out", "gates.png"]),  # before a browser starts
+        ("mixture", ["nope", "nope.txt"]),
+        ("parts", ["table", "nope.txt"]),  # before the table's download
+        ("parts", ["speed", "nope.txt"]),
+        ("parts", ["train", "nope.txt", "--steps", "1", "--out", "out"]),
+        ("parts", ["evaluations", "nope"]),
+        ("quality", ["nope.txt", "--budgets", "1s"]),
+        ("seen_share", ["nope.txt"]),
+        ("serve_load", ["--checkpoint", "nope", "--streams", "1", "--churn", "0"]),
+        ("size_rule", ["nope.txt", "--budgets", "1s", "--repeats", "1"]),
+        ("sweep", ["nope.txt", "hidden=8", "--max-time", "1s"]),
+        ("threads", ["nope.txt", "--seconds", "1"]),
+        ("versus", ["nope.txt", "--iters", "1"]),
+    ],
+)
+def test_a_bench_script_given_a_run_or_file_that_is_not_there_says_so_in_one_line(script, words, monkeypatch):
+    """`python -m bench.inspect_cell RUN` on a missing run printed charlm's CharLMError under a traceback, and
+    the scripts that read a text themselves a FileNotFoundError's; bench.inspect_shots and bench.export_page
+    started Chromium first, bench.parts table downloaded its table first. Each is now one line naming what
+    is missing, as charlm's own commands say it, status 1, before any work."""
+    from bench import browser
+
+    monkeypatch.setattr(browser, "chromium", lambda: pytest.fail("started a browser"))
+    code, stdout, stderr = bench_ended(script, *words)
+    assert code == 1 and stderr.count("\n") == 1, stdout + stderr
+    assert "nope" in stderr and "Traceback" not in stderr and "Error:" not in stderr.split("nope")[0], stderr
+    assert not Path("bench").exists() and not Path("gates.png").exists()  # nothing made on the way
 
 
 def headless_or_missing():

@@ -1976,8 +1976,13 @@ def test_every_command_takes_h_for_help_and_charlm_help_names_one():
         (["--frob"], "no such option --frob; charlm --help lists them"),
         (
             ["eval", "run", "--eval-also", "other"],  # train's option: eval scores more texts by naming them
-            "no such option --eval-also (a train option; charlm eval RUN OTHER_RUN_OR_FILE... scores each text)",
+            "no such option --eval-also (a charlm train option; charlm eval RUN OTHER_RUN_OR_FILE... scores each text)",
         ),
+        (["sample", "run", "--lr", "0.1"], "no such option --lr (a charlm train option); "),  # no guess at --help
+        (["train", "fox", "--seed", "3"], "--seed (a charlm sample option; did you mean --random-seed?); "),
+        (["export", "run", "--device", "cpu"], "--device (a charlm eval, inspect, sample, serve and train option"),
+        (["corpus", "get", "x", "--tokenizer", "bpe"], "--tokenizer (a charlm corpus prepare and train option"),
+        (["--lr", "0.1", "train"], "no such option --lr (a charlm train option"),  # typed before the command
         (["corpus", "frob"], "no such command frob; charlm corpus --help lists them"),
         (["corpus", "get"], "missing argument NAME; charlm corpus get --help says what to give"),
         (["serve", "--port", "x"], "--port: 'x' is not a valid integer; charlm serve --help says what it takes"),
@@ -1992,7 +1997,8 @@ def test_a_usage_error_is_one_line_naming_what_to_type_and_its_help(words, said)
     --help' for help.", a blank line, then "Error: No such option '--hiden'. (Did you mean one of:
     '--head', '--help', '--hidden'?)"), where every other error is one line. Now one line names the
     option or command as typed, the closest known one, and the --help of the command it was typed to;
-    the status is still click's 2."""
+    the status is still click's 2. Another command's option (`charlm sample RUN --lr 0.1`) was a bare "no
+    such option --lr (did you mean --help?)": the line names the commands that have it instead."""
     result = CliRunner().invoke(cli_module.main, words, prog_name="charlm")
     assert result.exit_code == 2 and result.stdout == "", result.output
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr

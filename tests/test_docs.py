@@ -630,9 +630,9 @@ def test_the_chinese_guides_page_sizes_are_the_ones_kept():
 
 
 def test_the_chinese_guide_says_how_inspect_measures_chance_as_inspect_md_does():
-    """usage.zh.md said chance came from 3 shifts (a quarter, a half, three quarters) and that
-    hongloumeng's line cell (-0.25) beat its 0.24, long after inspect took 19 shifts, under which that
-    cell is no better than chance (0.30): its figures are inspect.md's measured ones, its shifts the code's."""
+    """usage.zh.md said chance came from 3 shifts (a quarter, a half, three quarters) long after inspect
+    took 19, and gave hongloumeng's line cell figures inspect.md no longer measured: its shifts are the
+    code's, its figures inspect.md's measured ones."""
     from fractions import Fraction
 
     from charlm.inspection.analysis import CHANCE_SHIFTS

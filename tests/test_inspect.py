@@ -287,10 +287,10 @@ def test_the_best_cell_for_a_feature_is_the_one_that_follows_it():
 
 def test_a_feature_no_cell_follows_better_than_chance_is_said_so_with_no_cell_to_show():
     """The page and the tables named a cell for every feature that varies, however weakly it followed it:
-    the quotes model (docs/inspect.md, "Measured") got layer 0, cell 29 for the position in the line at
-    +0.055, where the line position shifted half the text along got 0.121 from another cell, and a
-    learner pressing "show" saw a cell that follows nothing. The best cell must beat the best of every
-    cell against the feature shifted along the text (chance); else the page says so and shows none."""
+    for the quotes model's position in the line (docs/inspect.md, "Measured") another cell followed the
+    feature shifted along the text as closely, and a learner pressing "show" saw a cell that follows
+    nothing. The best cell must beat the best of every cell against the feature shifted along the text
+    (chance); else the page says so and shows none."""
     rng = np.random.default_rng(0)
     followed, unfollowed = ((rng.random(400) < 0.3).astype(float) for _ in range(2))
     states = rng.uniform(-1, 1, (1, 400, 8))
@@ -319,8 +319,8 @@ def test_a_feature_no_cell_follows_better_than_chance_is_said_so_with_no_cell_to
 
 def test_a_cell_that_follows_nothing_is_said_to_follow_a_feature_one_time_in_20_at_most():
     """A best cell "followed" a feature when it beat the best cell against the feature shifted a quarter, a
-    half and three quarters along the text: a cell that follows nothing beat those 3 one time in 4, and
-    hongloumeng's line position "followed" at 0.25 against 0.24. Slowly drifting cells (as a line cell
+    half and three quarters along the text: a cell that follows nothing beat those 3 one time in 4, so a
+    line position a cell only drifted with was said to be followed. Slowly drifting cells (as a line cell
     drifts) against a line position of their own, unrelated to them, drawn 200 times: said to follow it
     one time in 20 or less, the chance of beating 19 shifts."""
     rng = np.random.default_rng(0)

@@ -13,9 +13,9 @@ import click
 from ..halfwidth import dashes_hint, joined_value_hint
 
 # An option of one command typed to another that does its job another way, and that way (as api.py's
-# TRAIN_INSTEAD says it for a keyword): (command, option) -> what to type instead.
+# TRAIN_INSTEAD says it for a keyword), said after the commands that have it: (command, option) -> what to type.
 INSTEAD = {
-    ("eval", "--eval-also"): "a train option; charlm eval RUN OTHER_RUN_OR_FILE... scores each text",
+    ("eval", "--eval-also"): "charlm eval RUN OTHER_RUN_OR_FILE... scores each text",
 }
 
 
@@ -54,10 +54,15 @@ def one_line(error: click.UsageError, group: click.Context) -> str:
     if isinstance(error, click.NoSuchOption):
         if hint := joined_value_hint(error.option_name, command_options(error.ctx)):
             return f"{error.option_name}: {hint}"
-        hint = dashes_hint(error.option_name)  # `——top-q`, typed with an input method's dashes
-        if error.ctx is not None:
-            hint = INSTEAD.get((error.ctx.command.name, error.option_name), hint)
-        return f"no such option {error.option_name}{closest(error.possibilities, hint)}; {help_command} lists them"
+        hint, guesses = dashes_hint(error.option_name), error.possibilities  # `——top-q`: an input method's dashes
+        if owners := commands_with(error.option_name, (error.ctx or group).find_root()):
+            typed_to = error.ctx.command.name if error.ctx else None
+            hint = "; ".join(filter(None, [owners, INSTEAD.get((typed_to, error.option_name))]))
+            # a name typed right: no typo to guess at, but this command's own name for it (--output: --out)
+            guesses = [
+                guess for guess in guesses or [] if error.option_name[2:] in guess or guess[2:] in error.option_name
+            ]
+        return f"no such option {error.option_name}{closest(guesses, hint)}; {help_command} lists them"
     if isinstance(getattr(error, "command_name", None), str):  # click 8.4's NoSuchCommand
         return f"no such command {error.command_name}{closest(error.possibilities)}; {help_command} lists them"
     if isinstance(error, click.MissingParameter) and error.param is not None:
@@ -71,6 +76,26 @@ def one_line(error: click.UsageError, group: click.Context) -> str:
 def command_options(ctx: click.Context | None) -> list[str]:
     """The option flags of the command `ctx` was reading (none where click named no command)."""
     return [flag for param in ctx.command.params for flag in param.opts] if ctx else []
+
+
+def commands_with(option: str, root: click.Context) -> str:
+    """`a charlm train option` for an option only other commands have (`charlm sample --lr`), read from
+    click's command tree under the program's context `root` (its own --version left out); "" if none."""
+    owners = sorted(
+        path
+        for path, command in commands_under(root.command)
+        if path and any(option in param.opts + param.secondary_opts for param in command.params)
+    )
+    if not owners:
+        return ""
+    return f"a {root.command_path} {' and '.join(filter(None, [', '.join(owners[:-1]), owners[-1]]))} option"
+
+
+def commands_under(command: click.Command, path: str = "") -> Iterator[tuple[str, click.Command]]:
+    """`command` and every command of its groups, each with its words after the program's (`corpus get`)."""
+    yield path, command
+    for name, subcommand in getattr(command, "commands", {}).items():
+        yield from commands_under(subcommand, f"{path} {name}".strip())
 
 
 def closest(possibilities: list[str] | None, hint: str = "") -> str:
