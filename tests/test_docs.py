@@ -648,6 +648,18 @@ def test_the_chinese_guide_says_how_inspect_measures_chance_as_inspect_md_does()
     )
 
 
+def test_the_chinese_guide_gives_a_wrong_keys_401_as_serve_md_does():
+    """serve.md's table gives the key's 401 OpenAI's body (`invalid_request_error` / `invalid_api_key`);
+    usage.zh.md's bullet on the key said nothing of it, so a Chinese reader handling errors by `type` had
+    only the status to go on: the bullet names the status, type and code the table does."""
+    table = (REPO / "docs" / "serve.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| missing or wrong API key \| (\d+) \| `(\w+)` / `(\w+)`", table, re.MULTILINE)
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    (bullet,) = re.findall(r"^- \*\*对外开放要设密钥。\*\*.*$", guide, re.MULTILINE)
+    status, kind, code = row.groups()
+    assert f"得到 {status}" in bullet and f"`{kind}`" in bullet and f"`{code}`" in bullet, bullet
+
+
 @pytest.mark.slow
 def test_the_exported_page_sizes_kept_are_the_pages_charlm_writes(tmp_path):
     """export-page-sizes.txt's tinyshakespeare pages are the size charlm's page is now, give or take
