@@ -316,15 +316,16 @@ def train(
     under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
     (`charlm.load(RUN)` loads that one). A run given by name (`out`, `resume`, `init_from`, `charlm.load`'s)
     is the one under checkpoints/; by path (a pathlib.Path, or text with a separator: "./x"), the path as
-    given. `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below). `resume=True` continues the most recent run, `resume="checkpoints/run"`
-    that run; then only limits, cadence, reporting, the learning rate, device and precision may change, and
-    `paths` only give the run's own text at a new path (moved or renamed) or saved in another encoding,
-    given as `encoding` (a UTF-16 text saved as UTF-8: encoding="utf-8"): the digest of its text is checked,
-    and the run records the path and encoding. An option or argument given as None is left unset, as if not
-    given, unless None is one of its values (max_time=None: no time limit). `init_from=RUN` fine-tunes: a
-    new run from RUN's weights (a run, .pt file or exported model folder), in its architecture, with the new
-    text's characters added, lr=1e-3 and its dropout unless given (the README's "Fine-tune on a small
-    text"). Unless quiet, it starts and ends as `charlm train` does, on stderr: a line naming the model,
+    given. `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed
+    below). `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only
+    limits, cadence, reporting, the learning rate, device and precision may change, and `paths` only give
+    the run's own text at a new path (moved or renamed) or saved in another encoding, given as `encoding`
+    (a UTF-16 text saved as UTF-8: encoding="utf-8"): the digest of its text is checked, and the run
+    records the path and encoding. An option or argument given as None is left unset, as if not given,
+    unless None is one of its values (max_time=None: no time limit). `init_from=RUN` fine-tunes: a new run
+    from RUN's weights (a run, .pt file or exported model folder), in its architecture, with the new text's
+    characters added, lr=1e-3 and its dropout unless given (the README's "Fine-tune on a small text").
+    Unless quiet, it starts and ends as `charlm train` does, on stderr: a line naming the model,
     its text and the run's folder (fine-tuning: the base and the characters the text adds to it), and a
     done: line naming the folder and the charlm.load call that reads it.
 

@@ -268,7 +268,7 @@ class Checkpoint:
         check_record(self, ("weights",))
         with part("weights"):
             check_weights(self.weights, expected)
-        check_fields({"corpus": self.corpus}, {"corpus": dict})
+        check_record(self, ("corpus",))
         with part("corpus"):
             check_fields(self.corpus, {"name": str, "sources": list, "digest": str})
             if not all(isinstance(source, str) for source in self.corpus["sources"]):

@@ -33,8 +33,8 @@ from .halfwidth import as_choice, as_number, half_width
 
 T = TypeVar("T")
 
-# What a value of each annotated type is called in a message (`check_types`; checkpoint.py's records, read by
-# users who never wrote Python: a record, not a dict; in config.json, JSON's object).
+# What a value of each annotated type is called in a message (`kinds_said`): a Config's field, a checkpoint's
+# or config.json's record, said to users who never wrote Python ("a record", not "dict").
 KIND_NAMES = {
     int: "an integer",
     float: "a number",

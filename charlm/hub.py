@@ -206,9 +206,8 @@ def read(folder: Path) -> tuple[dict, object, dict, str, dict[str, str] | None]:
     """A model folder's config.json (its `model` and `run` as `write` took them, for checkpoint.py, which
     owns their fields, to check), vocabulary and weights, the sha256 of the weights file they were read from,
     and the run they were exported from (`source_in`, of the same config.json: a second read could be of a
-    re-export's); damage to the files is a one-line error. Files of two exports
-    (a re-export renaming its files in meanwhile) are read again; an export older than config.json's
-    sha256 record is read as it is."""
+    re-export's); damage to the files is a one-line error. Files of two exports (a re-export renaming its
+    files in meanwhile) are read again; an export older than config.json's sha256 record is read as it is."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import files, runs
 from .errors import CharLMError, one_line_path
 from .fields import said, value_said
 from .runs import METRICS, read_metrics
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 WIDTH, HEIGHT, DPI = 1200, 500, 100
+# A run as drawn: its name, its metrics rows, what its --eval-also scored (`eval_also_named`) and its resumes
+Curve = tuple[str, list[dict], str, list[dict]]
 SHORT_NAME = 32  # characters of a legend's --eval-also text or run name, a long one cut in the middle
 # Fonts with Chinese characters, tried after matplotlib's own for a run name it lacks glyphs for.
 CJK_FONTS = (
@@ -37,12 +43,11 @@ def points(rows: list[dict], x_key: str, scale: float, y_key: str) -> list[tuple
     return [(r[x_key] * scale, r[y_key]) for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
 
 
-def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict], str, list[dict]]], list[CharLMError]]:
-    """The (name, metrics rows, what its --eval-also scored: `eval_also_named`, its resumes: `runs.read_resumes`)
-    of each of `targets` that has curves, and why each of the others has none
-    (a run killed or still before its first evaluation, a model folder): one such run among five being
-    compared does not stop the other four being drawn. A run named twice (by its name and its folder)
-    is drawn once. Refused only where none has curves."""
+def curves_of(targets: list[str | None]) -> tuple[list[Curve], list[CharLMError]]:
+    """The `Curve` of each of `targets` that has curves (its resumes: `runs.read_resumes`), and why each of the
+    others has none (a run killed or still before its first evaluation, a model folder): one such run among
+    five being compared does not stop the other four being drawn. A run named twice (by its name and its
+    folder) is drawn once. Refused only where none has curves."""
     curves, left_out, drawn = [], [], set()
     for target in targets:
         try:
@@ -115,7 +120,7 @@ def resume_marks(rows: list[dict], resumes: list[dict], x_key: str, scale: float
     return marks
 
 
-def plot_runs(curves: list[tuple[str, list[dict], str, list[dict]]], output: Path) -> Path:
+def plot_runs(curves: list[Curve], output: Path) -> Path:
     """Draw `curves` (`curves_of`'s) into the PNG `output`, replaced whole."""
     try:
         import matplotlib
@@ -129,35 +134,8 @@ def plot_runs(curves: list[tuple[str, list[dict], str, list[dict]]], output: Pat
     for (label, x_key, scale), ax in zip(
         (("training time (minutes)", "elapsed", 1 / 60), ("characters seen (millions)", "chars", 1e-6)), axes
     ):
-        for (name, rows, also_named, resumes), color in zip(
-            curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10
-        ):
-            train, val, also = (
-                points(rows, x_key, scale, y_key) for y_key in ("train_bpc", "val_bpc", "eval_also_bpc")
-            )
-            if train:
-                ax.plot(*zip(*train), color=color, alpha=0.35, linewidth=1, label=f"{name} train")
-            if val:
-                ax.plot(*zip(*val), color=color, marker="o", markersize=3, linewidth=1.8, label=f"{name} validation")
-                best = min(val, key=lambda point: point[1])
-                ax.plot(*best, marker="*", markersize=14, color=color, markeredgecolor="black", linestyle="none")
-                ax.annotate(f"{best[1]:.3f}", best, textcoords="offset points", xytext=(6, 6), fontsize=8)
-            if also:
-                also_said = f"{name} --eval-also {also_named}".rstrip()  # the text it scored: a file, a run's held-out
-                ax.plot(*zip(*also), color=color, marker="s", markersize=3, linestyle="--", label=also_said)
-            for x, resumed in resume_marks(rows, resumes, x_key, scale):  # thin, its label along it at the top
-                ax.axvline(x, color=color, linestyle=":", linewidth=0.8, alpha=0.7)
-                ax.text(
-                    x,
-                    0.98,
-                    resumed,
-                    transform=ax.get_xaxis_transform(),
-                    rotation=90,
-                    fontsize=7,
-                    color=color,
-                    ha="right",
-                    va="top",
-                )
+        for curve, color in zip(curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+            draw_curve(ax, curve, x_key, scale, color)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("bits per character")
@@ -172,3 +150,33 @@ def plot_runs(curves: list[tuple[str, list[dict], str, list[dict]]], output: Pat
     output = Path(output)
     files.replace_files({output: png.getvalue()})  # whole or not at all; an OSError says why
     return output
+
+
+def draw_curve(ax: Axes, curve: Curve, x_key: str, scale: float, color: str) -> None:
+    """One run's curves (`curves_of`'s) on `ax` against `x_key`: training bpc faint, validation bpc with its
+    best starred, the --eval-also text's dashed, and a thin line at each resume, its label along it at the top."""
+    name, rows, also_named, resumes = curve
+    train, val, also = (points(rows, x_key, scale, y_key) for y_key in ("train_bpc", "val_bpc", "eval_also_bpc"))
+    if train:
+        ax.plot(*zip(*train), color=color, alpha=0.35, linewidth=1, label=f"{name} train")
+    if val:
+        ax.plot(*zip(*val), color=color, marker="o", markersize=3, linewidth=1.8, label=f"{name} validation")
+        best = min(val, key=lambda point: point[1])
+        ax.plot(*best, marker="*", markersize=14, color=color, markeredgecolor="black", linestyle="none")
+        ax.annotate(f"{best[1]:.3f}", best, textcoords="offset points", xytext=(6, 6), fontsize=8)
+    if also:
+        also_said = f"{name} --eval-also {also_named}".rstrip()  # the text it scored: a file, a run's held-out
+        ax.plot(*zip(*also), color=color, marker="s", markersize=3, linestyle="--", label=also_said)
+    for x, resumed in resume_marks(rows, resumes, x_key, scale):
+        ax.axvline(x, color=color, linestyle=":", linewidth=0.8, alpha=0.7)
+        ax.text(
+            x,
+            0.98,
+            resumed,
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            fontsize=7,
+            color=color,
+            ha="right",
+            va="top",
+        )

@@ -39,7 +39,7 @@ def weight_problem(name: str, tensor: torch.Tensor) -> str | None:
 
 
 def value_range(tensor: torch.Tensor) -> tuple[float, float]:
-    """The lowest and highest of `tensor`'s values (floats, not none), both NaN for a NaN anywhere: one pass
+    """The lowest and highest of `tensor`'s values (floats, at least one), both NaN for a NaN anywhere: one pass
     (aminmax), no copy, where isfinite().all() writes a bool per value before it looks at one (on a CPU
     about 20 times as long: a checkpoint's Adam states are twice its weights)."""
     low, high = torch.aminmax(tensor.detach())

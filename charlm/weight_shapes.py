@@ -3,7 +3,7 @@
 torch refuses a state of another model's size with a paragraph listing every weight's shapes; this says
 it in one line naming both models' sizes (`CharLM.load_state_dict`), and gives a checkpoint's check the
 architecture its weights are of (`checkpoint.py`). It reads torch's names for charlm's weights
-(core.weight_hh_l0, embed.weight, head.softmax.*), not the model, so that the model can use it.
+(core.weight_hh_l0, embed.weight, head.softmax.*) and never imports model.py, which uses it.
 """
 
 from collections.abc import Mapping

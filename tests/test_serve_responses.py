@@ -434,6 +434,18 @@ def test_a_role_openai_does_not_know_is_refused_naming_it(client, path, role):  
     assert client.chat.completions.create(model="tiny", messages=taken, max_tokens=1).choices[0].message.content
 
 
+@pytest.mark.parametrize("item", [{"content": "a"}, {"role": None, "content": "a"}], ids=["left out", "null"])
+def test_an_input_message_without_a_role_is_told_the_role_is_required(client, item):  # noqa: F811
+    """An input message with no role was told "input[0].role must be one of user, assistant, system,
+    developer, not null" (invalid_value), a null no client sent, where one without content is told its
+    content is required (missing_required_parameter), as its schema requires both."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="tiny", input=[item], max_output_tokens=1)
+    error = caught.value.body
+    assert (error["param"], error["code"]) == ("input[0].role", "missing_required_parameter"), error
+    assert error["message"].startswith("input[0].role is required: "), error
+
+
 def test_a_refused_input_item_is_named_in_one_balanced_line(client):  # noqa: F811
     """The message refusing an input item that is not a message ended in a stray `}}`."""
     with pytest.raises(openai.BadRequestError) as caught:

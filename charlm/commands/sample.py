@@ -62,7 +62,10 @@ T = TypeVar("T")
 @click.option(
     "--interactive",
     is_flag=True,
-    help="co-write: type a line (the seed, in --seed's place), the model continues it; Ctrl-C stops it writing, Ctrl-D ends",
+    help=(
+        "co-write: type a line (the seed, in --seed's place), the model continues it; Ctrl-C stops it writing, "
+        "Ctrl-D ends"
+    ),
 )
 @device_option("one character a step")
 def sample(

@@ -184,6 +184,7 @@ def input_texts(given: Any) -> list[str]:
                 "input_text parts}", param, "unsupported_value",
             )  # fmt: skip
         known_fields(item, INPUT_MESSAGE_FIELDS, param)
+        required(item, "role", param, f"who says it, one of {', '.join(INPUT_ROLES)}")
         one_of(item, "role", INPUT_ROLES, param)
         required(item, "content", param, "its text, a string or input_text parts")
         content = item.get("content")
