@@ -471,7 +471,7 @@ class Trainer:
         if self.resume_changes:  # a kink in the loss curve, and a run compared with another, need them said
             resumed += f" with {changes_said(self.resume_changes)}"
         if self.resume_hardware:  # and so do speed figures of another machine
-            resumed += f"{',' if self.resume_changes else ''} {hardware_change_said(*self.resume_hardware)}"
+            resumed += f"{';' if self.resume_changes else ''} {hardware_change_said(*self.resume_hardware)}"
         precision = precision_text(self.device, self.precision, type(model.core))
         processes = f" x {ranks.world} processes" if ranks.active else ""
         training = (

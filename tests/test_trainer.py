@@ -557,7 +557,7 @@ def test_a_resume_on_other_hardware_says_so_once_and_the_same_hardware_says_noth
         charlm.train(resume="run", max_steps=30, quiet=False)
     started = capsys.readouterr().err.splitlines()[0]
     assert started.endswith(
-        "trained) with --max-steps 30 (was 20), on other hardware: cpu fp32 on 4 cores (was cpu fp32 on 2 cores)"
+        "trained) with --max-steps 30 (was 20); on other hardware: cpu fp32 on 4 cores (was cpu fp32 on 2 cores)"
     ), started
     record = runs.read_resumes(Path("checkpoints/run"))
     assert [(r["step"], r["hardware"]) for r in record] == [
