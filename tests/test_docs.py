@@ -1,5 +1,6 @@
 """The docs stay true: the option reference is what the commands are, and every link leads somewhere."""
 
+import argparse
 import ast
 import codecs
 import configparser
@@ -14,6 +15,7 @@ import runpy
 import shlex
 import shutil
 import string
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -693,6 +695,8 @@ def bench_command_lines(page):
             fenced = not fenced
             continue
         if fenced or line.startswith("    "):
+            if joined.lstrip().startswith("#"):  # a command quoted in a comment goes on in the next one's line
+                line = line.lstrip().removeprefix("#")
             joined += line.rstrip("\\").rstrip() + " "
             if not line.endswith("\\"):
                 lines.append(joined)
@@ -724,6 +728,80 @@ def test_every_bench_command_a_doc_gives_exists_with_its_options(page):
         source = bench_source(name)
         unknown = {option for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest) if f'"{option}"' not in source}
         assert not unknown - {"--help"}, f"{page.name}: python -m bench.{name} has no {sorted(unknown)}"
+
+
+class Parsed(Exception):
+    """A bench script's command line parsed: the test stops the script there, before it measures anything."""
+
+
+class Refused(Exception):
+    """A bench script's argument parser refused a command line; argparse's message."""
+
+
+@pytest.fixture
+def parsers_stop_once_parsed(monkeypatch):
+    """argparse's parsers raise Parsed with what they parsed, and Refused in place of printing usage and
+    exiting. A parse inside a parse (a subcommand's, parse_args' own parse_known_args) goes on: only the
+    script's own call stops it."""
+    depth = [0]
+
+    def stopping(parse):
+        def parse_then_stop(self, *args, **kwargs):
+            depth[0] += 1
+            try:
+                parsed = parse(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+            if depth[0] == 0:
+                raise Parsed(parsed)
+            return parsed
+
+        return parse_then_stop
+
+    for name in ("parse_args", "parse_known_args", "parse_intermixed_args", "parse_known_intermixed_args"):
+        monkeypatch.setattr(argparse.ArgumentParser, name, stopping(getattr(argparse.ArgumentParser, name)))
+
+    def refuse(self, message):
+        raise Refused(message)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "error", refuse)
+
+
+def typed_words(rest: str) -> list[str]:
+    """The words a reader types for what follows a doc's `python -m bench.NAME`: the redirect and the
+    comment cut off, a synopsis's [optional] parts given and its first alternative taken (fp32|bf16,
+    (FILE | --held-out))."""
+    text = re.sub(r" \| \S+", "", re.split(r" #| > ", rest)[0])
+    return [word.split("|")[0] for word in shlex.split(re.sub(r"[][()]", "", text))]
+
+
+def refusal(name: str, words: list[str], monkeypatch) -> str | None:
+    """What bench.NAME's parser says against `words`, or None where it takes them. A synopsis's
+    placeholder given where a number goes (--hidden N, --cell LAYER CELL) is taken as a number."""
+    script = importlib.import_module(f"bench.{name}")
+    while True:
+        monkeypatch.setattr(sys, "argv", [script.__file__, *words])
+        try:
+            script.main()
+        except Parsed:
+            return None
+        except Refused as refused:
+            placeholder = re.search(r"invalid (?:int|float) value: '([A-Z_]+)'", str(refused))
+            if not placeholder:
+                return str(refused)
+            words = ["1" if word == placeholder[1] else word for word in words]
+        else:
+            pytest.fail(f"bench.{name} ran without parsing a command line")
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_bench_command_a_doc_gives_parses(page, parsers_stop_once_parsed, monkeypatch):
+    """A reader pastes a figure's command: the script's parser takes it as written, its values and
+    arguments too (a required one missing, a value of the wrong type), not only options it declares:
+    benchmarks.md's `python -m bench.finetune ... --steps 8000 --scratch` gave neither base nor text."""
+    for name, rest in bench_command_lines(page):
+        if rest.strip() and (problem := refusal(name, typed_words(rest), monkeypatch)):
+            pytest.fail(f"{page.name}: python -m bench.{name}{rest}\n  {problem}")
 
 
 @pytest.mark.parametrize("page", ["README.md", "README.zh.md"])
