@@ -1385,6 +1385,22 @@ def test_a_path_given_as_the_text_is_told_only_a_read_that_works(model, tmp_path
         assert eval(read.group(1), {"Path": Path}) == Path("home/x.txt").read_text(encoding="gb18030")
 
 
+@pytest.mark.parametrize("call", [tracing.trace, scoring.surprise])
+def test_trace_and_surprise_warn_that_a_file_name_was_read_as_bits_per_char_does(model, tmp_path, monkeypatch, call):
+    """tracing.trace(model, "notes.txt") and scoring.surprise read the nine characters of a file's name
+    silently, where charlm.bits_per_char warns that the text names a file and how to give its text."""
+    monkeypatch.chdir(tmp_path)
+    Path("faded").write_text("abcdefgh\n" * 10, encoding="utf-8")
+    says = "'faded' names a file; charlm.{} scored the text itself, those 5 characters; to score the file give its text"
+    with pytest.warns(
+        UserWarning, match=re.escape(says.format(call.__module__.removeprefix("charlm.") + "." + call.__name__))
+    ):
+        call(model, "faded")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        call(model, "faded\nbead")  # a line break: text, not a file name
+
+
 def test_a_scoring_warning_names_the_callers_line(model, tmp_path, monkeypatch):
     """The warnings of bits_per_char and next_probs named a line of charlm's (api.py, once a wrapper
     checked their keywords), where the caller's own line is the one to look at."""
