@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 import signal
 import sys
 import textwrap
@@ -28,10 +27,9 @@ from typing import TypeVar
 import torch
 
 from . import checkpoint, files, finetune, hub, path_names, plan, reporting, run_claim, runs, sampler, scoring, threads
-from .arguments import check_file_name, check_model_and_seed, config_hint, is_path, refuse
+from .arguments import check_file_name, check_model_and_seed, config_hint, home, is_path, reading_text, refuse
 from .config import PLANNED, Config, SampleConfig, added_limits, check_greedy_alone
 from .corpus import check_not_cached
-from .decode_errors import file_encoding
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
@@ -62,7 +60,6 @@ ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None", tuple[int
 __all__ = ["bits_per_char", "generate", "load", "next_probs", "stream", "train"]
 
 Function = TypeVar("Function", bound=Callable)
-T = TypeVar("T")
 
 
 def lists_options(config_class: type) -> Callable[[Function], Function]:
@@ -488,22 +485,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
     NaN weights (as `generate`); warns where `text` looks like a file's name (an error says so instead).
     """
     check_model_and_seed("bits_per_char", model, text, "text")
-    file_text = ""  # how to give the file's text, where `text` is a file's name
-    if "\n" not in text and os.path.isfile(home(text)):
-        file_text = f"give its text: Path({text!r}).read_text(encoding={file_encoding(home(text))!r})"
-    with threads.for_python_caller(model.device):
-        try:
-            bits, chars = scoring.text_bits(model, text)
-        except CharLMError as refused:  # a model of Chinese knows no letter of "chapter.txt": say it is a name
-            if not file_text:
-                raise
-            raise CharLMError(f"{refused}; {text!r} names a file: to score the file {file_text}") from None
-    if file_text:  # once scored: an error above says it better, and a caller would read both
-        warnings.warn(
-            f"{text!r} names a file; charlm.bits_per_char scored the text itself, those {len(text)} characters; "
-            f"to score the file {file_text}",
-            stacklevel=callers_stacklevel(),
-        )
+    with threads.for_python_caller(model.device), reading_text("bits_per_char", text):
+        bits, chars = scoring.text_bits(model, text)
     if note := unseen_note(model.vocab, [text]):
         warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars
@@ -555,11 +538,6 @@ def load(target: str | Path | None = None, device: str | torch.device | None = S
         refuse("load", f"device must be {DEVICE_FORMS}", device)
     with torch.random.fork_rng(devices=[]):  # building the model draws initial weights from the caller's generator
         return checkpoint.load(None if target is None else path_names.as_typed(home(target)), str(device))
-
-
-def home(path: T) -> T:
-    """A path given as "~/novel.txt" in the user's home, as a shell would have read it (Python does not)."""
-    return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
 
 
 def check_train_arguments(

@@ -9,10 +9,13 @@ that docs/inspect.md shows a Python caller (`tracing.trace`, `scoring.surprise`)
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Iterable
+import os
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import PurePath
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import torch
@@ -21,11 +24,13 @@ from . import path_names
 from .config import Config, SampleConfig
 from .corpus import bytes_hint
 from .decode_errors import file_encoding
-from .errors import CharLMError
+from .errors import CharLMError, callers_stacklevel, one_line_path
 from .fields import KIND_NAMES, SHOWN
 from .model import CharLM
 from .pieces import holds_integers
 from .weight_checks import unsound_weight, weight_problem
+
+T = TypeVar("T")
 
 
 def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:
@@ -119,7 +124,7 @@ def text_hint(function: str, value: object, what: str) -> str:
     if isinstance(value, (list, tuple)):
         return f"; call charlm.{function} once per {what}"
     if isinstance(value, PurePath):
-        return f"; read it first: Path({str(value)!r}).read_text(encoding={file_encoding(value)!r})"
+        return f"; {no_file}" if (no_file := not_a_file(value)) else f"; read it first: {read_call(value)}"
     if callable(getattr(value, "read", None)):
         return f"; read it first: {what}.read()"
     if isinstance(value, Iterable) and not isinstance(value, (torch.Tensor, np.ndarray)):  # ''.join refuses those
@@ -137,3 +142,43 @@ def is_ids(value: object) -> bool:
         else []
     )
     return bool(integers) and all(integers)
+
+
+def home(path: T) -> T:
+    """A path given as "~/novel.txt" in the user's home, as a shell would have read it (Python does not)."""
+    return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
+
+
+def not_a_file(path: str | PurePath) -> str:
+    """Why no read of `path` would give a text ("" where it is a file): told to read a missing file or a
+    folder, a caller met FileNotFoundError or IsADirectoryError."""
+    if os.path.isdir(home(path)):
+        return f"{one_line_path(path)} is a folder: give a file's text, read from a file in it"
+    return "" if os.path.isfile(home(path)) else f"there is no file {one_line_path(path)}: give the text itself"
+
+
+def read_call(path: str | PurePath) -> str:
+    """The Python that reads the file at `path` as text, in the encoding it looks to be in; a "~" is
+    expanded (Path() does not)."""
+    expand = ".expanduser()" if home(path) != path else ""
+    return f"Path({str(path)!r}){expand}.read_text(encoding={file_encoding(home(path))!r})"
+
+
+@contextlib.contextmanager
+def reading_text(function: str, text: str) -> Iterator[None]:
+    """Reads `text` (the body of a `with`) knowing whether it is a file's name, as `charlm eval` would
+    have read it: one that scores warns that the name was scored, and one refused (a model of Chinese
+    knows no letter of "chapter.txt") is said to be a file's name, with how to give the file's text."""
+    file_text = "" if "\n" in text or not_a_file(text) else f"give its text: {read_call(text)}"
+    try:
+        yield
+    except CharLMError as refused:
+        if not file_text:
+            raise
+        raise CharLMError(f"{refused}; {text!r} names a file: to score the file {file_text}") from None
+    if file_text:  # once scored: an error above says it better, and a caller would read both
+        warnings.warn(
+            f"{text!r} names a file; charlm.{function} scored the text itself, those {len(text)} characters; "
+            f"to score the file {file_text}",
+            stacklevel=callers_stacklevel(),
+        )

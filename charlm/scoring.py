@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import threads
-from .arguments import check_reading, refuse
+from .arguments import check_reading, reading_text, refuse
 from .bars import LEAD_IN_SECONDS, progress_bar
 from .batches import as_ids
 from .corpus import check_characters
@@ -427,7 +427,8 @@ def surprise(
     top = plain(top)  # np.int64(3), as charlm.next_probs takes it
     if not isinstance(top, int) or isinstance(top, bool) or top < 0:
         refuse("scoring.surprise", "top must be an integer, 0 or more", top)
-    ids, start, read = ids_with_context(model, text, context, already_normalized, warn)
+    with reading_text("scoring.surprise", text):  # "notes.txt" names a file: the name is read, with a warning
+        ids, start, read = ids_with_context(model, text, context, already_normalized, warn)
     with inference(model):
         outputs, _ = model.core(model.embed(ids[None]))
         scores = score(model, outputs[0], ids, start, top=top)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arguments import check_reading
+from .arguments import check_reading, reading_text
 from .cells import gru_cell, lstm_cell
 from .inference_context import inference
 from .model import CharLM
@@ -73,7 +73,8 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory. `warn`: as
     `scoring.ids_with_context`."""
     check_reading("tracing.trace", model, text, context, probs=probs, warn=warn)
-    ids, start, read = ids_with_context(model, text, context, warn=warn)
+    with reading_text("tracing.trace", text):  # "notes.txt" names a file: the name is read, with a warning
+        ids, start, read = ids_with_context(model, text, context, warn=warn)
     with inference(model):
         inputs, layers = model.embed(ids), []
         for layer in range(model.config.layers):

@@ -839,7 +839,7 @@ def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
     [
         (("base", "ab"), "the model must be a charlm.CharLM, not 'base'; load it first: charlm.load('base')"),
         (("model", b"ab"), "the text must be a string, not b'ab'; decode it first: text.decode('utf-8')"),
-        (("model", Path("ab.txt")), "the text must be a string, not PosixPath('ab.txt'); read it first: Path("),
+        (("model", Path("ab.txt")), "the text must be a string, not PosixPath('ab.txt'); there is no file ab.txt"),
         (("model", "ab", b"a"), "the context must be a string, not b'a'; decode it first: context.decode('utf-8')"),
     ],
 )
@@ -1309,10 +1309,11 @@ def test_a_notebook_without_ipywidgets_is_not_warned_at(tmp_path):
         (iter(["ab", "cd"]), "; join it first: ''.join(text)"),
     ],
 )
-def test_a_text_given_as_a_path_file_or_lines_says_how_to_make_it_a_string(model, tmp_path, text, hint):
+def test_a_text_given_as_a_path_file_or_lines_says_how_to_make_it_a_string(model, tmp_path, monkeypatch, text, hint):
     """charlm.bits_per_char(model, Path("chapter.txt")), or an open file, or a file's lines, was refused
     as not a string, without saying how to give the text (a Python caller holds it in one of these)."""
-    with (tmp_path / "chapter.txt").open("w", encoding="utf-8") as file:
+    monkeypatch.chdir(tmp_path)  # the hint to read a Path is given where the read works
+    with Path("chapter.txt").open("w", encoding="utf-8") as file:
         text = file if text == "file" else text
         assert_named(lambda: charlm.bits_per_char(model, text), "charlm.bits_per_char: the text must be a string", hint)
 
@@ -1360,6 +1361,44 @@ def test_a_gbk_text_is_told_to_be_read_in_its_encoding(model, tmp_path, monkeypa
         charlm.bits_per_char(model, "faded")
     Path("faded").write_text("宝玉道：“你们今日可好？”\n", encoding="utf-8")
     assert_named(lambda: charlm.bits_per_char(model, Path("faded")), "Path('faded').read_text(encoding='utf-8')")
+
+
+def test_a_path_given_as_the_text_is_told_only_a_read_that_works(model, tmp_path, monkeypatch):
+    """charlm.bits_per_char(model, Path(...)) (and every call that takes a text) said "read it first:
+    Path('missing.txt').read_text(encoding='utf-8')" of a file that does not exist or a folder, where that
+    read raises, and of Path("~/x.txt") guessed utf-8 at a path it did not expand: the read it showed raised too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    Path("home").mkdir()
+    Path("home/x.txt").write_bytes("宝玉道：“你们今日可好？”\n".encode("gb18030") * 5)
+    calls = [charlm.bits_per_char, charlm.generate, charlm.next_probs, tracing.trace, scoring.surprise]
+    for call in calls:
+        for path, says in ((Path("missing.txt"), "there is no file missing.txt"), (Path("home"), "home is a folder")):
+            with pytest.raises(CharLMError) as raised:
+                call(model, path)
+            message = str(raised.value)
+            assert f"not PosixPath({str(path)!r}); {says}" in message and "read_text" not in message, message
+        with pytest.raises(CharLMError) as raised:
+            call(model, Path("~/x.txt"))
+        read = re.search(r"read it first: (Path\(.*\)\.read_text\(encoding=\S+\))$", str(raised.value))
+        assert read and "gb18030" in read.group(1), raised.value
+        assert eval(read.group(1), {"Path": Path}) == Path("home/x.txt").read_text(encoding="gb18030")
+
+
+@pytest.mark.parametrize("call", [tracing.trace, scoring.surprise])
+def test_trace_and_surprise_warn_that_a_file_name_was_read_as_bits_per_char_does(model, tmp_path, monkeypatch, call):
+    """tracing.trace(model, "notes.txt") and scoring.surprise read the nine characters of a file's name
+    silently, where charlm.bits_per_char warns that the text names a file and how to give its text."""
+    monkeypatch.chdir(tmp_path)
+    Path("faded").write_text("abcdefgh\n" * 10, encoding="utf-8")
+    says = "'faded' names a file; charlm.{} scored the text itself, those 5 characters; to score the file give its text"
+    with pytest.warns(
+        UserWarning, match=re.escape(says.format(call.__module__.removeprefix("charlm.") + "." + call.__name__))
+    ):
+        call(model, "faded")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        call(model, "faded\nbead")  # a line break: text, not a file name
 
 
 def test_a_scoring_warning_names_the_callers_line(model, tmp_path, monkeypatch):

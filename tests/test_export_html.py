@@ -1404,3 +1404,41 @@ def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path)
             token["piece"] for token in tokenized(model, seed, True, "content", ServeConfig()) if token["id"] is None
         ]
         assert got == list(dict.fromkeys(unseen)), model.vocab.normalize
+
+
+# page.js's checkSetting run in Node over boxes as a page's number inputs hold them (min, max, step: strings).
+SETTING_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const boxes = {}, context = vm.createContext({ document: { getElementById: (id) => boxes[id] } });
+vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
+const checked = ([min, max, step, value]) => {
+  boxes.box = { min, max, step, value, valueAsNumber: value === "" ? NaN : Number(value) };
+  try { context.checkSetting("box", "caption"); return ""; } catch (e) { return `${e.param}|${e.message}`; }
+};
+console.log(JSON.stringify(JSON.parse(fs.readFileSync(process.argv[3], "utf8")).map(checked)));
+"""
+
+
+def test_a_whole_number_box_refuses_a_fraction_in_the_boxes_words(tmp_path):
+    """Both pages' length (and the serve page's top-k) took 2.5 as within range, and the sampler refused it
+    in its own words ("length must be an integer of 0 or more, not 2.5"), where every other bad box is
+    told "length: give a number from 1 up": a box of whole numbers says so, in the boxes' wording."""
+    boxes = [
+        ("1", "", "1", "2.5"),  # the length box
+        ("1", "", "1", ""),
+        ("1", "", "1", "0"),
+        ("0", "", "1", "3.5"),  # the serve page's top-k
+        ("1", "", "1", "40"),
+        ("0", "100", "0.05", "0.83"),  # a temperature between the slider's steps is a temperature
+        ("0", "100", "0.05", "-1"),
+    ]
+    got = run_in_node(tmp_path, SETTING_HARNESS, html.resources.files("charlm.serve").joinpath("page.js"), boxes)
+    assert got == [
+        "box|caption: give a whole number from 1 up, not 2.5",
+        "box|caption: give a whole number from 1 up",
+        "box|caption: give a whole number from 1 up, not 0",
+        "box|caption: give a whole number from 0 up, not 3.5",
+        "",
+        "",
+        "box|caption: give a number from 0 to 100, not -1",
+    ]

@@ -4490,7 +4490,8 @@ def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
         ("temperature", "", "temperature: give a number from 0 to 100"),
         ("temperature", "-1", "temperature: give a number from 0 to 100, not -1"),
         ("top_p", "0", "top-p: give a number from 0.01 to 1, not 0"),
-        ("length", "", "length: give a number from 1 up"),
+        ("length", "", "length: give a whole number from 1 up"),
+        ("length", "2.5", "length: give a whole number from 1 up, not 2.5"),  # not the sampler's words
     ):
         before = driver.find_element("id", name).get_attribute("value")
         set_field(driver, name, value)

@@ -2,13 +2,14 @@
 // do alike, inlined into each as page.css is, so that they say the same thing the same way.
 "use strict";
 
-// A setting's number box as a number within the box's own min and max: an empty box or one out of
-// range is refused by name before anything is written (an empty box was read as 0: greedy, or no text).
+// A setting's number box as a number within the box's own min and max, a whole one where its step is 1
+// (a length): an empty box, one out of range or a length of 2.5 is refused by name, in the boxes' words,
+// before anything is written (an empty box was read as 0: greedy, or no text; 2.5 met the sampler's words).
 function checkSetting(name, caption) {
-  const box = document.getElementById(name), value = box.valueAsNumber;
-  if (withinBox(box, value)) return;
+  const box = document.getElementById(name), value = box.valueAsNumber, whole = +box.step === 1;
+  if (withinBox(box, value) && (!whole || Number.isInteger(value))) return;
   const range = `from ${box.min}${box.max ? ` to ${box.max}` : " up"}${box.value ? `, not ${box.value}` : ""}`;
-  throw Object.assign(new Error(`${caption}: give a number ${range}`), { param: name });
+  throw Object.assign(new Error(`${caption}: give a ${whole ? "whole " : ""}number ${range}`), { param: name });
 }
 
 function withinBox(box, value) {
