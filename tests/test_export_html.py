@@ -307,6 +307,10 @@ DAMAGES = {
         "this page is damaged: its weights do not fit its description: embed is 10x24, the description needs 9x24"
         + AGAIN,
     ),
+    "a part taken from the description": (  # its script stopped, said in the console alone
+        with_json("meta", lambda meta: meta.pop("forms")),
+        "this page is damaged: its script stopped: Uncaught TypeError: ",
+    ),
     "the description no longer JSON": (
         lambda text, parts: text[: parts["meta"][0]] + text[parts["meta"][0] + 1 :],
         "this page is damaged: its description (charlm-meta) is not JSON",

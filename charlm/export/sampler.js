@@ -4,8 +4,9 @@
 // torch's gate order, a full head (W h + b) or an adaptive softmax (nn.AdaptiveLogSoftmaxWithLoss's
 // log_prob, then the `rank` lookup back to id order); a seed primes the state from zero (an empty
 // seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps
-// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform. Sums run in doubles
-// over fp32 weights, so the log-probabilities match PyTorch's fp32 to about 1e-6. A poem form or template (charlm/forms.py)
+// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform. Weights are fp32; the
+// matrix products sum in fp32 (WebAssembly SIMD) or doubles (the plain loop), the softmax in doubles, so the
+// log-probabilities match PyTorch's fp32 to a few 1e-6 nats (docs/export.md). A poem form or template (charlm/forms.py)
 // keeps only the characters allowed at each position before the temperature, as charlm does.
 //
 // A ban (ids never drawn: the page's ban box, read as `charlm sample --ban` reads it) removes those ids
@@ -14,7 +15,8 @@
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
 // Messages out: ready, damaged {message} (the page's weights or description are not as exported), result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
 // typed: 'the' for an nfkc model's 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
-// error {id, message, param} (param: "form", "template", "acrostic" or "ban" when the form is refused),
+// error {id, message, param} (param: the option refused, "temperature", "form", "acrostic", "ban" ...; none
+// for a seed the model cannot read or that breaks the form),
 // failed {id, message} (the generation broke off: its chunks so far are all it wrote).
 "use strict";
 
@@ -77,14 +79,14 @@ function readWeights(meta, text) {
   if (meta.weights_crc32 != null && crc32(text) !== meta.weights_crc32) throw new Error("its weights are not the ones exported (a byte changed, or some cut off)");
   let stored;
   try { stored = JSON.parse(text); } catch (e) { throw new Error(`its weights (charlm-weights) are not JSON: ${e.message}`); }
-  const misfit = (says) => new Error(`its weights do not fit its description: ${says}`), shown = (shape) => shape.join("x");
+  const misfit = (says) => new Error(`its weights do not fit its description: ${says}`), dims = (shape) => shape.join("x");
   const shapes = shapesOf(meta), gates = shapes.w_ih0?.[0], V = meta.vocab.chars.length;
   if (!(gates > 0 && Number.isInteger(gates))) throw misfit(`${meta.layers} layers of ${meta.hidden} ${meta.cell} is no model charlm makes`);
   const head = meta.head;
   if (head.kind !== "full" && (head.cutoffs.at(-1) !== V || head.rank.length !== V)) throw misfit(`its adaptive head is for ${head.cutoffs.at(-1)} characters, the description has ${V}`);
   for (const [name, shape] of Object.entries(shapes)) {
     if (!stored[name]) throw misfit(`${name} is missing`);
-    if (shown(stored[name].shape) !== shown(shape)) throw misfit(`${name} is ${shown(stored[name].shape)}, the description needs ${shown(shape)}`);
+    if (dims(stored[name].shape) !== dims(shape)) throw misfit(`${name} is ${dims(stored[name].shape)}, the description needs ${dims(shape)}`);
   }
   const extra = Object.keys(stored).find((name) => !(name in shapes));
   if (extra) throw misfit(`${extra} is not in a ${meta.layers}-layer model`);
@@ -423,7 +425,8 @@ function choose(logprobs, count, options, uniform, probs, allowed = null) {
 const FREE = -1;  // a slot where `_` was: any character of the template's script
 const ESCAPES = { n: "\n", t: "\t", _: "_", "\\": "\\" };  // `\_`: a literal underscore, a fixed slot
 
-function formError(param, message) { return Object.assign(new Error(message), { param }); }
+// A refused option's error, naming it (`param`) as the page's FIELDS and the server name their fields.
+function optionError(param, message) { return Object.assign(new Error(message), { param }); }
 
 // unseen.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
 // each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
@@ -456,21 +459,21 @@ function templateSlots(text) {
 // which ids `_` allows, without the ids `banned` bans (a mask, or null); null for free text.
 function compileTemplate(request, banned) {
   const { form, template, acrostic } = request, { templates, names, choices, classes, typed_classes } = model.meta.forms;
-  if (form != null && template != null) throw formError("form", "give form or template, not both");
+  if (form != null && template != null) throw optionError("form", "give form or template, not both");
   let text, name;
   if (form != null) {  // by any name charlm.forms gives it (FORM_NAMES: 五绝, 五言絕句 ...)
     if (!Object.hasOwn(names, form)) {
-      throw formError("form", `form '${form}' is not a form charlm knows; choose one of ${choices}`);
+      throw optionError("form", `form '${form}' is not a form charlm knows; choose one of ${choices}`);
     }
     [text, name] = [templates[names[form]], `form ${form}`];
   } else if (template != null) [text, name] = [template, "template"];
   else if (acrostic != null) {
-    throw formError("acrostic", "acrostic fixes the first character of each verse of a form: give form or template too");
+    throw optionError("acrostic", "acrostic fixes the first character of each verse of a form: give form or template too");
   } else return null;
   const param = form != null ? "form" : "template";
   const chars = templateSlots(text);
   if (!chars.includes(null)) {
-    throw formError(param, `${name} has no \`_\` for the model to fill; write \`_\` for each character it writes`);
+    throw optionError(param, `${name} has no \`_\` for the model to fill; write \`_\` for each character it writes`);
   }
   const fromAcrostic = new Set();
   let starts = [];  // the positions the acrostic fixes
@@ -479,7 +482,7 @@ function compileTemplate(request, banned) {
     const given = [...acrostic];
     if (given.length !== starts.length) {
       const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
-      throw formError("acrostic", `acrostic has ${counted(given.length, "character")} but ${name} has ${counted(starts.length, "verse")}; give one per verse`);
+      throw optionError("acrostic", `acrostic has ${counted(given.length, "character")} but ${name} has ${counted(starts.length, "verse")}; give one per verse`);
     }
     starts.forEach((at, k) => { chars[at] = given[k]; fromAcrostic.add(given[k]); });
   }
@@ -508,26 +511,26 @@ function compileTemplate(request, banned) {
     const kind = given === "h" ? "Han character" : "letter";
     starts.forEach((at, k) => {
       if (classOf(chars[at], slots[at]) !== given) {
-        throw formError("acrostic", `acrostic ${acrostic}: verse ${k + 1} would begin with ${pythonRepr(chars[at])}, which is not a ${kind}, as the verses of ${name} are; give one ${kind} per verse`);
+        throw optionError("acrostic", `acrostic ${acrostic}: verse ${k + 1} would begin with ${pythonRepr(chars[at])}, which is not a ${kind}, as the verses of ${name} are; give one ${kind} per verse`);
       }
     });
   }
   if (unknownOf.size) {  // every character of the option that fixed the first, as a seed's are named
     const [what, unknownChars] = unknownOf.entries().next().value;
-    throw formError(what === "acrostic" ? "acrostic" : param, neverSeen(what, [...unknownChars], model.meta.vocab.unseen));
+    throw optionError(what === "acrostic" ? "acrostic" : param, neverSeen(what, [...unknownChars], model.meta.vocab.unseen));
   }
   const ban = slots.findIndex((id) => id !== FREE && banned && banned[id]);
   if (ban >= 0) {  // a fixed character banned: the template cannot be written
     const what = fromAcrostic.has(chars[ban]) ? "acrostic" : name;
-    throw formError("ban", `ban bans ${pythonRepr(model.meta.vocab.chars[slots[ban]])}, but ${what} must write it; leave it unbanned`);
+    throw optionError("ban", `ban bans ${pythonRepr(model.meta.vocab.chars[slots[ban]])}, but ${what} must write it; leave it unbanned`);
   }
   const count = (c) => classes.split(c).length - 1;
   const script = given ?? (count("h") >= count("l") ? "h" : "l");
   const free = Uint8Array.from(classes, (c, id) => c === script && !(banned && banned[id]));
   if (!free.includes(1)) {
     const needs = script === "h" ? "Han characters" : "letters";
-    if (banned) throw formError("ban", `ban bans every way to write ${name} (\`_\` needs ${needs}); ban fewer`);
-    throw formError(param, `${name}: the model cannot write this template (it knows no ${needs} for \`_\`)`);
+    if (banned) throw optionError("ban", `ban bans every way to write ${name} (\`_\` needs ${needs}); ban fewer`);
+    throw optionError(param, `${name}: the model cannot write this template (it knows no ${needs} for \`_\`)`);
   }
   const only = new Map();  // id -> the mask allowing that id alone
   const allowed = (position) => {
@@ -623,7 +626,7 @@ function seedRules(slots, acrosticAt, script, acrostic, form) {
     acrosticAt.forEach((at, k) => {
       if (at < poem.length && model.index.get(poem[at]) !== slots[at]) {
         const [got, want] = [poem[at], chars[slots[at]]].map(pythonRepr);  // constraints.py's !r
-        throw formError("acrostic", `acrostic ${acrostic}: the seed's poem begins verse ${k + 1} with ${got}, not ${want}; an acrostic is the whole poem's: begin the seed's verses with it, or end it before them for a new poem`);
+        throw optionError("acrostic", `acrostic ${acrostic}: the seed's poem begins verse ${k + 1} with ${got}, not ${want}; an acrostic is the whole poem's: begin the seed's verses with it, or end it before them for a new poem`);
       }
     });
     return poem.length;
@@ -670,41 +673,41 @@ function checkOptions(request) {
   for (const name of Object.keys(request)) {
     if (OPTIONS.includes(name) || MESSAGE_FIELDS.includes(name) || request[name] == null) continue;  // null: not given
     if (Object.hasOwn(NOT_OFFERED, name)) {
-      throw formError(name, `${name} is charlm's, not the page's (${NOT_OFFERED[name]}); leave it out, or sample with charlm`);
+      throw optionError(name, `${name} is charlm's, not the page's (${NOT_OFFERED[name]}); leave it out, or sample with charlm`);
     }
-    throw formError(name, `unknown sampling option ${name}; known: ${OPTIONS.join(", ")}`);
+    throw optionError(name, `unknown sampling option ${name}; known: ${OPTIONS.join(", ")}`);
   }
   const given = (name) => request[name] != null;
   const isInteger = (name) => Number.isInteger(request[name]);
   const { temperature, top_p } = request;
   if (Array.isArray(temperature)) {
-    throw formError("temperature", `temperature must be one number: the page has no temperature schedule (a list), not ${shown(temperature)}`);
+    throw optionError("temperature", `temperature must be one number: the page has no temperature schedule (a list), not ${shown(temperature)}`);
   }
   if (given("temperature") && !(typeof temperature === "number" && temperature >= 0 && temperature < Infinity)) {
-    throw formError("temperature", `temperature must be a finite number of 0 or more (0: greedy), not ${shown(temperature)}`);
+    throw optionError("temperature", `temperature must be a finite number of 0 or more (0: greedy), not ${shown(temperature)}`);
   }
   if (given("top_p") && !(typeof top_p === "number" && top_p > 0 && top_p <= 1)) {
-    throw formError("top_p", `top_p must be in (0, 1], not ${shown(top_p)}`);
+    throw optionError("top_p", `top_p must be in (0, 1], not ${shown(top_p)}`);
   }
   if (given("top_k") && !(isInteger("top_k") && request.top_k >= 1)) {
-    throw formError("top_k", `top_k must be an integer of at least 1, not ${shown(request.top_k)}`);
+    throw optionError("top_k", `top_k must be an integer of at least 1, not ${shown(request.top_k)}`);
   }
   if (given("length") && !(isInteger("length") && request.length >= 0)) {
-    throw formError("length", `length must be an integer of 0 or more, not ${shown(request.length)}`);
+    throw optionError("length", `length must be an integer of 0 or more, not ${shown(request.length)}`);
   }
   if (given("random_seed") && !isInteger("random_seed")) {
-    throw formError("random_seed", `random_seed must be an integer, not ${shown(request.random_seed)}`);
+    throw optionError("random_seed", `random_seed must be an integer, not ${shown(request.random_seed)}`);
   }
   if (given("greedy") && typeof request.greedy !== "boolean") {
-    throw formError("greedy", `greedy must be true or false, not ${shown(request.greedy)}`);
+    throw optionError("greedy", `greedy must be true or false, not ${shown(request.greedy)}`);
   }
   const ignored = ["temperature", "top_k", "top_p"].filter(given);  // as config.check_greedy_alone: the page's controls send no greedy
   if (request.greedy === true && ignored.length) {
     const one = ignored.length === 1;
-    throw formError("greedy", `greedy: true takes the likeliest character, so ${ignored.join(" and ")} change${one ? "s" : ""} nothing: drop ${one ? "it" : "them"}, or drop greedy: true to sample`);
+    throw optionError("greedy", `greedy: true takes the likeliest character, so ${ignored.join(" and ")} change${one ? "s" : ""} nothing: drop ${one ? "it" : "them"}, or drop greedy: true to sample`);
   }
   for (const name of ["seed", "stop"]) {
-    if (given(name) && typeof request[name] !== "string") throw formError(name, `${name} must be a string, not ${shown(request[name])}`);
+    if (given(name) && typeof request[name] !== "string") throw optionError(name, `${name} must be a string, not ${shown(request[name])}`);
   }
 }
 

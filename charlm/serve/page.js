@@ -1,6 +1,15 @@
 // What charlm's two pages (the serve page, page.html, and the exported page, charlm/export/page.html)
-// do alike, inlined into each as page.css is, so that they say the same thing the same way.
+// do alike, inlined into each as page.css is, so that they say the same thing the same way. The exported
+// page's worker runs it too, ahead of sampler.js (which names characters as nameUnseen does): nothing at
+// its top level touches the document, which a worker has not.
 "use strict";
+
+// The status line (#status): what the page is doing, or what went wrong (`isError`, in the error colour).
+function setStatus(text, isError = false) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
 
 // A setting's number box as a number within the box's own min and max, a whole one where its step is 1
 // (a length): an empty box, one out of range or a length of 2.5 is refused by name, in the boxes' words,
@@ -49,6 +58,21 @@ function applyControlValues(values, numbers, boxes) {
     const offered = box.tagName !== "SELECT" || [...box.options].some((o) => o.value === value);
     if (box.type !== "checkbox" && typeof value === "string" && offered) box.value = value;
   }
+}
+
+// The form row (#form, #template, #acrostic) as a request's fields: {form} or {template}, and {acrostic},
+// the ones given. The template's box shows only while "template…" is chosen (showTemplate).
+function formFields() {
+  const form = document.getElementById("form").value, template = document.getElementById("template").value;
+  const acrostic = document.getElementById("acrostic").value, fields = {};
+  if (form === "template") {
+    if (template) fields.template = template;
+  } else if (form) fields.form = form;
+  if (acrostic) fields.acrostic = acrostic;
+  return fields;
+}
+function showTemplate() {
+  document.getElementById("template").hidden = document.getElementById("form").value !== "template";
 }
 
 // What a page shows while it writes a text (`running`) or not. The text region is busy meanwhile, so a
