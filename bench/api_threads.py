@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.common import busy_processes
+from bench.common import busy_processes, counted
 from charlm import CharLM, ModelConfig, generate
 from charlm.sampler import generate as fixed_generate
 from charlm.vocab import Vocab
@@ -63,7 +63,7 @@ def main() -> None:
         return
     print(
         f"model 2x{args.hidden} lstm, vocabulary 65, samples of {args.length} characters, {args.seconds:.0f} s each, "
-        f"best of {args.rounds} rounds taken in turns"
+        f"best of {counted(args.rounds, 'round')} taken in turns"
     )
     best = dict.fromkeys(SITUATIONS, 0.0)
     for _ in range(args.rounds):  # in turns, so that a slow spell of the machine falls on every situation alike

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import best_seconds
+from bench.common import best_seconds, counted
 from charlm import checkpoint, weight_checks
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
@@ -98,7 +98,7 @@ def main() -> None:
     print(
         f"checkpoint.load of a {args.layers}x{args.hidden} LSTM over {len(ALPHABET)} characters: {parameters:,} "
         f"parameters, {size / 1e6:,.0f} MB; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; {args.rounds} rounds, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; {counted(args.rounds, 'round')}, "
         "each way in turn\n"
     )
     print("| values checked by | load s, median | ratio to aminmax, median [spread] | check alone s | share of load |")

@@ -39,7 +39,7 @@ import uvicorn
 from fastapi.responses import HTMLResponse
 
 from bench.browser import chromium
-from bench.common import wait_healthy
+from bench.common import counted, wait_healthy
 from charlm import forms
 from charlm.model import CharLM, ModelConfig
 from charlm.serve import listening_socket, protocol
@@ -199,7 +199,7 @@ def report(measured: dict[str, list[dict]], args, version: str) -> None:
         f"the serve page writing {args.chars:,} characters streamed at {args.rate:,} characters/s, one a token, in "
         f"reads of {args.per_read} at most, the stream ended after {args.limit:g} s; "
         f"headless Chromium {version}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f} at the end; {args.rounds} rounds, the pages in turn\n"
+        f"{os.getloadavg()[0]:.1f} at the end; {counted(args.rounds, 'round')}, the pages in turn\n"
     )
     for revision, rounds in measured.items():
         rev = subprocess.run(

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import errors_in_one_line, served_url, wait_healthy
+from bench.common import counted, errors_in_one_line, served_url, wait_healthy
 from bench.lifeline import Lifeline
 from charlm import runs
 
@@ -422,7 +422,7 @@ def compare(measured: dict[tuple, list], levels: list[int]) -> None:
     def figures(key: tuple, level: int, name: str) -> list[float]:
         return [points[levels.index(level)][name] for points, _ in measured[key]]
 
-    print(f"\nmedians over {rounds} rounds; ratios to {variant(*first)}, round by round: median [spread]\n")
+    print(f"\nmedians over {counted(rounds, 'round')}; ratios to {variant(*first)}, round by round: median [spread]\n")
     print("| streams | variant | " + " | ".join(f"{title} | ratio" for title in COMPARED.values()) + " |")
     print("|---:|---|" + "---:|---:|" * len(COMPARED))
     for level in levels:

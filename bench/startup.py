@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 import charlm
-from bench.common import served_url, wait_healthy
+from bench.common import counted, served_url, wait_healthy
 from bench.lifeline import Lifeline
 
 ALPHABET = string.ascii_letters + " \n"
@@ -107,7 +107,7 @@ def main() -> None:
     print(
         f"start-up of charlm's commands, each a process of its own: torch {torch.__version__}, Python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
-        f"{args.rounds} rounds, each command in turn\n"
+        f"{counted(args.rounds, 'round')}, each command in turn\n"
     )
     print("| command | s, median | minus import torch, median [spread] |")
     print("|---|---:|---:|")

@@ -167,13 +167,16 @@ def precision_said(precision: str, real: str | None, why: str = "") -> str:
     return f"{precision} (recurrent core in {real}{f': {why}' if why else ''})"
 
 
-def hardware_said(device: str, precision: str, world: int = 1, cores: int | None = None) -> str:
-    """What a run trained on, as a resume compares it with what trained its checkpoint: `cuda bf16`,
+def hardware_said(
+    device: str, precision: str, world: int = 1, cores: int | None = None, *, with_index: bool = False
+) -> str:
+    """What a run trains on, as a resume compares it with what trained its checkpoint: `cuda bf16`,
     `cpu fp32 x 2 processes on 4 cores` (`precision` as `precision_said` says it). Speed figures are this
-    hardware's, and torchrun's number of processes lays out the batches; a GPU's index is not said (a
-    rank's own, or the free one's)."""
+    hardware's, and torchrun's number of processes lays out the batches; a GPU's index (a rank's own, or
+    the free one's) is no change of hardware, so only the start line (`with_index`) says it."""
     processes = f" x {world} processes" if world > 1 else ""
-    return f"{device.split(':')[0]} {precision}{processes}{f' on {cores} cores' if cores else ''}"
+    shown = device if with_index else device.split(":")[0]
+    return f"{shown} {precision}{processes}{f' on {cores} cores' if cores else ''}"
 
 
 def hardware_change_said(was: str, now: str) -> str:

@@ -68,24 +68,22 @@ def folder_of(weights: Path) -> Path:
     )
 
 
-def lacks_weights(folder: Path) -> bool:
-    """Whether `folder` is a model folder whose model.safetensors is gone (its config.json is charlm's):
-    a damaged export, to be said so, not a run folder that holds no checkpoint yet."""
-    config = read_config(folder)
-    return not holds_model(folder) and isinstance(config, dict) and config.get("format") == FORMAT
-
-
-def misnamed_weights(folder: Path) -> Path | None:
-    """A weights file of another name (`names_weights`) in a folder that has no model.safetensors and
-    has the config.json of a model folder: its weights, renamed (model.SAFETENSORS), or None. A folder
-    that cannot be listed is a one-line error: which model it holds cannot be told."""
-    if holds_model(folder) or not (Path(folder) / CONFIG).is_file():
-        return None
+def refuse_weightless(folder: Path) -> None:
+    """Refuse, in one line, a folder without model.safetensors (`holds_model` ruled it out) that has a
+    model folder's config.json: a weights file of another name (`names_weights`) is to be renamed; none,
+    where config.json is charlm's, is a damaged export, not a run folder that holds no checkpoint yet. A
+    folder that cannot be listed is refused too: which model it holds cannot be told."""
+    if not (Path(folder) / CONFIG).is_file():
+        return
     try:
         listed = sorted(Path(folder).iterdir())
     except OSError as e:
         raise files.cannot_read(folder, e) from None
-    return next((path for path in listed if names_weights(path) and path.is_file()), None)
+    if misnamed := next((path for path in listed if names_weights(path) and path.is_file()), None):
+        folder_of(misnamed)  # refused: says to rename it
+    config = read_config(folder)
+    if isinstance(config, dict) and config.get("format") == FORMAT:
+        raise damaged(folder, f"{WEIGHTS} is missing")
 
 
 def write(

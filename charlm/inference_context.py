@@ -58,14 +58,10 @@ def leave_inference(key: CharLM | None, restore: Callable[[bool], object]) -> No
 
 @contextlib.contextmanager
 def inference(model: CharLM) -> Iterator[None]:
-    """Evaluation mode without autograd, restoring the model's mode afterwards. In real fp32 (on a GPU,
-    cuDNN may otherwise run an fp32 RNN on TF32 tensor cores, 10-bit mantissas) and outside any autocast
-    of the caller's: scores and log-probabilities must not depend on the device or the precision the
-    caller computes in (bpc compares across machines and training precisions). Contexts open at
-    once in several threads share the changes, and the last to close puts back what the first found:
-    one closing early must not switch dropout back on under another. Each count's undo is registered
-    as soon as it is raised, so an exception (Ctrl-C) anywhere after, or in another undo, still gives it
-    back: a count left raised would keep every later context from restoring the mode or the flag."""
+    """Eval mode without autograd, in real fp32 (no cuDNN TF32, none of the caller's autocast), the mode
+    put back afterwards: scores must not depend on the device or precision the caller computes in (bpc is
+    compared across machines). Threads share it as the module says; each share's undo is registered as
+    soon as it is taken, so an exception after it (Ctrl-C, a failing undo) still gives it back."""
     with contextlib.ExitStack() as undo:
         with INSIDE_LOCK:
             for key, found, restore in (

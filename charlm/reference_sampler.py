@@ -5,14 +5,11 @@ which `charlm sample`, `charlm.generate` and the server drive) is tested against
 `cells.py` are the fused steps' (tests/test_reference_sampler.py: the same text, character for
 character), and the loop a reader can follow before opening the engine.
 
-What the engine adds on top, each left out here because it changes nothing for one plain sample and
-would bury the loop: many samples as rows of one batch, stepped at once and padded so that their number
-changes no bit (`lstm_step.RowStepper`); the LSTM step fused into one matrix product per layer
-(`lstm_step.FusedLSTMStep`, tested against `cells.lstm_cell`); top-p, temperature schedules, the
-repetition, presence and frequency penalties and the logit bias and its bans (`decoding.RowSampler`);
-forms and templates (`constraints`); stop texts (`generation.StopRule`); a seed's characters the model
-never saw, refused by name (`unseen`), and the seed's normalization; and for a sentencepiece model its
-seed's last piece healed (`generation.healed_seed`) and its bytes kept to UTF-8 (`decoding.Utf8Rule`).
+What the engine adds is left out, as it changes nothing for one plain sample and would bury the loop:
+batched rows whose number changes no bit (`lstm_step.RowStepper`), the fused LSTM step
+(`lstm_step.FusedLSTMStep`), top-p, penalties and logit bias (`decoding.RowSampler`), forms
+(`constraints`), stop texts (`generation.StopRule`), the seed's checks (`unseen`) and a sentencepiece
+model's healed seed and whole UTF-8 characters (`generation.healed_seed`, `decoding.Utf8Rule`).
 """
 
 from __future__ import annotations

@@ -252,10 +252,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
                 return newest_of(path / name)
         if hub.holds_model(path):  # an exported model folder
             return path / hub.WEIGHTS
-        if (misnamed := hub.misnamed_weights(path)) is not None:
-            hub.folder_of(misnamed)  # refused: say to rename it
-        if hub.lacks_weights(path):
-            raise hub.damaged(path, f"{hub.WEIGHTS} is missing")
+        hub.refuse_weightless(path)  # one whose weights are misnamed or gone
         if run_folders(path):
             raise CharLMError(f"{shown} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
         if (trainer := training_pid(path)) is not None:

@@ -464,7 +464,7 @@ class Trainer:
         what, where, and from which step (a resumed run's line would read as a new run's without it); a
         fine-tune's base and the characters its text adds, so a stray one is seen before it is learned (a
         resume: that it goes on)."""
-        model, ranks = self.model, self.ranks
+        model = self.model
         resumed = (
             "" if self.saved_step is None else f", resumed at step {self.saved_step:,} ({self.saved_at:.0f}s trained)"
         )
@@ -473,11 +473,11 @@ class Trainer:
         if self.resume_hardware:  # and so do speed figures of another machine
             resumed += f"{';' if self.resume_changes else ''} {hardware_change_said(*self.resume_hardware)}"
         precision = precision_text(self.device, self.precision, type(model.core))
-        processes = f" x {ranks.world} processes" if ranks.active else ""
+        hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)
         training = (
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
-            f"{self.corpus.vocab.size_text()}; {self.device} {precision}{processes}; run folder {self.shown_dir}{resumed}"
+            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}"
         )
         notes = [training]
         if self.base and self.saved_step is not None:  # its new characters were said when it started

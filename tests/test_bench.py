@@ -1030,6 +1030,14 @@ def test_startup_bench_runs():
     rows, not their medians, are the test's."""
     out = run_bench("startup", "--rounds", "1", "--only", "help")
     assert "| import torch | " in out and "| help | " in out
+    assert "; 1 round, each command in turn" in out  # it said `1 rounds`
+
+
+def test_serve_loads_comparison_of_one_round_says_one_round(capsys):
+    """`--rounds 1` (serve_load's default) headed its comparison `medians over 1 rounds`."""
+    point = {"aggregate": 100.0, "per_stream": 10.0, "first_p50": 5.0, "prompt_p50": 1.0, "http_ms": 20.0}
+    serve_load.compare({(1, "stream"): [([point], None)], (2, "stream"): [([point], None)]}, [1])
+    assert "medians over 1 round;" in capsys.readouterr().out
 
 
 def test_suite_time_bench_times_a_suite_in_one_process_and_in_two(tmp_path, monkeypatch):

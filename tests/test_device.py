@@ -68,6 +68,7 @@ def test_a_checkpoint_says_what_trained_it_with_torchruns_processes_and_the_cpus
     saved.training.rank_rngs = saved.training.rank_rngs.repeat(2, 1)  # as two ranks leave it
     assert saved.hardware() == f"cpu fp32 x 2 processes on {cores} cores"
     assert hardware_said("cuda:1", "bf16 (recurrent core in fp16)") == "cuda bf16 (recurrent core in fp16)"
+    assert hardware_said("cuda:1", "bf16", 2, with_index=True) == "cuda:1 bf16 x 2 processes"  # the start line's
     # `charlm info`'s row says it as a resume's row does: `(was cpu fp32 on 4 cores)` is the same hardware
     assert dict(summary.rows(saved))["trained_on"] == f"cpu fp32 x 2 processes on {cores} cores"
     saved.device, saved.precision, saved.core_precision, saved.cores = "cuda:1", "bf16", "bf16", None
