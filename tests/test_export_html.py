@@ -367,6 +367,20 @@ def poet_model(more: str = ""):
     return model
 
 
+def test_a_corpus_named_like_a_pages_marker_is_shown_and_the_weights_land_in_their_block(tmp_path):
+    """The page is the template with five markers replaced, each at its first place, one after the other:
+    a corpus named `__CHARLM_WEIGHTS__` put that name into the description first, and the weights then went
+    into the description, where the name was, instead of their own block."""
+    name = "novel __CHARLM_WEIGHTS__ /* sampler.js */"
+    run = run_of(model_of(), tmp_path / "run", corpus=name)
+    result = cli("export", str(run), "--format", "html", "--output", str(tmp_path / "page.html"))
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    block = lambda id_: page.split(f'<script id="{id_}" type="application/json">')[1].split("</script>")[0]
+    assert name in json.dumps(json.loads(block("charlm-meta"))["about"], ensure_ascii=False)
+    assert isinstance(json.loads(block("charlm-weights")), dict)
+
+
 def test_page_meta_carries_the_forms_and_each_ids_class(tmp_path):
     page = exported(tmp_path, poet_model()).read_text(encoding="utf-8")
     meta = json.loads(page.split('<script id="charlm-meta" type="application/json">')[1].split("</script>")[0])

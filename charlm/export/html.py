@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 import sys
 import unicodedata
 import zlib
@@ -208,9 +209,9 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
     page = here.joinpath("page.html").read_text(encoding="utf-8")
     sampler = here.joinpath("sampler.js").read_text(encoding="utf-8").replace("__CHARLM_MATVEC_WASM__", matvec_base64())
     parts = dict(zip(MARKERS, (css, js, sampler, script_json(meta), tensors_json)))
-    for marker, text in parts.items():
-        page = page.replace(marker, text, 1)
-    return page
+    # one pass, so that no marker is looked for in what another was replaced by (a corpus named
+    # `__CHARLM_WEIGHTS__` in the description)
+    return re.sub("|".join(map(re.escape, MARKERS)), lambda found: parts[found[0]], page)
 
 
 def export(saved: Checkpoint, path: Path, about: dict, weights: str) -> Path:
