@@ -3371,6 +3371,24 @@ def test_page_lays_a_long_text_out_in_contained_blocks_that_show_and_copy_as_one
 
 
 @pytest.mark.slow
+def test_page_says_the_browser_refused_a_copy_when_both_ways_to_copy_fail(tiny_model, browser):
+    """Without the clipboard API (an insecure origin) the page copies the old way, execCommand("copy"),
+    and said "copied N characters" whether that copied anything or not: a refusal is said, as the
+    exported page says it."""
+    with page_of_a_stream(tiny_model, browser, "the text") as wait:
+        set_field(browser, "seed", "seed ")
+        browser.find_element("id", "generate").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
+        browser.execute_script(
+            "navigator.clipboard.writeText = () => Promise.reject(new Error('no clipboard here'));"
+            "document.execCommand = () => false;"
+        )
+        browser.find_element("id", "copy").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "clipboard" in status_of(d) or "copied" in status_of(d))
+        assert status_of(browser) == "the browser refused the clipboard"
+
+
+@pytest.mark.slow
 def test_page_says_how_many_characters_it_copied_as_it_counts_a_text(tiny_model, browser):
     """Copy said "copied 1234 characters" where the status line before it said "1,234 characters", and
     counted a character outside the BMP (a Tang poem's 𡒄) as two: the count is grouped, in code points."""
