@@ -1460,3 +1460,26 @@ def test_a_whole_number_box_refuses_a_fraction_in_the_boxes_words(tmp_path):
         "",
         "box|caption: give a number from 0 to 100, not -1",
     ]
+
+
+RESTORE_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const boxes = {}, context = vm.createContext({ document: { getElementById: (id) => boxes[id] } });
+vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
+const restored = ([min, max, step, saved]) => {
+  boxes.box = { min, max, step, value: "7", tagName: "INPUT", type: "number" };
+  boxes["box-range"] = { value: "7" };
+  context.applyControlValues({ box: saved }, ["box"], []);
+  return String(boxes.box.value);  // a page's box holds text
+};
+console.log(JSON.stringify(JSON.parse(fs.readFileSync(process.argv[3], "utf8")).map(restored)));
+"""
+
+
+def test_a_saved_setting_a_box_would_refuse_is_not_put_back(tmp_path):
+    """A reload puts each saved setting back in its box where the box takes it: a length of 2.5 (saved by a
+    page before whole numbers were asked) was put back, and the next Generate refused it, where any other
+    value the box refuses leaves the box's own default."""
+    saved = [("1", "", "1", 2.5), ("1", "", "1", 40), ("0", "100", "0.05", 0.83), ("1", "", "1", 0)]
+    got = run_in_node(tmp_path, RESTORE_HARNESS, html.resources.files("charlm.serve").joinpath("page.js"), saved)
+    assert got == ["7", "40", "0.83", "7"]

@@ -16,13 +16,16 @@ function setStatus(text, isError = false) {
 // before anything is written (an empty box was read as 0: greedy, or no text; 2.5 met the sampler's words).
 function checkSetting(name, caption) {
   const box = document.getElementById(name), value = box.valueAsNumber, whole = +box.step === 1;
-  if (withinBox(box, value) && (!whole || Number.isInteger(value))) return;
+  if (withinBox(box, value)) return;
   const range = `from ${box.min}${box.max ? ` to ${box.max}` : " up"}${box.value ? `, not ${box.value}` : ""}`;
   throw Object.assign(new Error(`${caption}: give a ${whole ? "whole " : ""}number ${range}`), { param: name });
 }
 
+// Whether a box takes `value`: within its min and max, and a whole number where its step is 1 (a length),
+// for a setting typed in (`checkSetting`) and one a reload puts back (`applyControlValues`) alike.
 function withinBox(box, value) {
-  return value >= +(box.min || -Infinity) && value <= +(box.max || Infinity);
+  const whole = +box.step !== 1 || Number.isInteger(value);
+  return whole && value >= +(box.min || -Infinity) && value <= +(box.max || Infinity);
 }
 
 // localStorage refuses what would pass its quota (a few MB per site, filled by the serve page's history):
