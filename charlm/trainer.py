@@ -408,8 +408,7 @@ class Trainer:
             progress=self.progress,
             device=str(self.state.device),
             precision=self.state.precision,
-            core_precision=core_precision(self.state.device, self.state.precision, type(self.model.core)),
-            cores=threads.available_cores() if self.state.device.type == "cpu" else None,
+            **self.recorded_hardware(),
             training=train_state.capture(self.state),
             base=self.base,
         )
@@ -590,10 +589,21 @@ class Trainer:
             record = {"step": step, "elapsed": elapsed, "time": when, "changed": changes}
             self.resumes.append(record | ({"hardware": {"was": was, "now": now}} if self.resume_hardware else {}))
 
+    def recorded_hardware(self) -> dict:
+        """What a checkpoint records of the hardware beyond device and precision: the recurrent core's
+        precision (device.core_precision) and, on a CPU, the cores the run may use."""
+        device = self.state.device
+        return {
+            "core_precision": core_precision(device, self.state.precision, type(self.model.core)),
+            "cores": threads.available_cores() if device.type == "cpu" else None,
+        }
+
     def hardware(self, saved: Checkpoint) -> str:
         """What this session trains on, said as `saved.hardware()` says what trained `saved`: what an older
         checkpoint did not record (the core's precision, the cores) is left out of both, so it is no change."""
-        device, precision = self.state.device, self.state.precision
-        core = core_precision(device, precision, type(self.model.core)) if saved.core_precision else None
-        cores = threads.available_cores() if saved.cores and device.type == "cpu" else None
-        return hardware_said(str(device), precision_said(precision, core), self.ranks.world, cores)
+        recorded = self.recorded_hardware()
+        core = recorded["core_precision"] if saved.core_precision else None
+        cores = recorded["cores"] if saved.cores else None
+        return hardware_said(
+            str(self.state.device), precision_said(self.state.precision, core), self.ranks.world, cores
+        )
