@@ -351,8 +351,8 @@ class Model {
   unknownRead(seed) {
     const { unknown_id: unknown, chars, unseen } = this.meta.vocab, missing = this.missing(this.read(seed));
     if (unknown === null || !missing.length) return "";
-    const shown = firstNamed(missing, (c) => nameUnseen(c, unseen));
-    return `seed: ${shown} not in the vocabulary, read as ${pythonRepr(chars[unknown])}`;
+    const named = firstNamed(missing, (c) => nameUnseen(c, unseen));
+    return `seed: ${named} not in the vocabulary, read as ${pythonRepr(chars[unknown])}`;
   }
 }
 
@@ -431,8 +431,8 @@ function optionError(param, message) { return Object.assign(new Error(message), 
 // unseen.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
 // each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
 function neverSeen(what, chars, hints) {
-  const shown = firstNamed(chars, (c) => nameUnseen(c, hints));
-  return `${what}: ${chars.length} character(s) the model has never seen: ${shown}; use only characters from the training text`;
+  const named = firstNamed(chars, (c) => nameUnseen(c, hints));
+  return `${what}: ${chars.length} character(s) the model has never seen: ${named}; use only characters from the training text`;
 }
 
 // forms.py's class of a character the model does not know (html.class_of gave the known ones' ids theirs):
