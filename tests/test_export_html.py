@@ -342,6 +342,66 @@ def test_a_damaged_page_says_what_is_wrong_in_one_line(tmp_path, browser):
         assert not browser.find_element("id", "generate").is_enabled(), case
     unharmed = with_json("meta", lambda meta: None)  # the JSON written again: the page still opens
     page_ready(browser, damaged_copy(page, "rewritten.html", unharmed).as_uri())
+    browser.execute_script(  # the sampler failing as it starts (a bug put in it) is no damage
+        """const sampler = document.getElementById("charlm-sampler");
+        sampler.textContent = sampler.textContent.replace("this.table = new Map();", "this.table = new Map(); null.bug;");
+        worker.terminate();
+        start();"""
+    )
+    WebDriverWait(browser, 30, 0.02).until(lambda d: d.find_element("id", "seed-error").text)
+    failed = "the sampler failed: Cannot read properties of null (reading 'bug')"
+    assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
+
+
+# The page's worker (page.js, then sampler.js, as the page runs them) in Node, loading each case's weights
+# and description (the page's own where a case has none), its sampler text with a case's `patch` [old, new]
+# in it: what it answers the load with.
+LOAD_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const page = fs.readFileSync(process.argv[2], "utf8"), cases = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+const block = (id) => page.match(new RegExp(`<script id="${id}"[^>]*>([\\s\\S]*?)</script>`))[1];
+const answers = cases.map(({ meta, weights, patch }) => {
+  const messages = [], sampler = patch ? block("charlm-sampler").replace(...patch) : block("charlm-sampler");
+  const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, TextEncoder, WebAssembly });
+  vm.runInContext(block("charlm-shared") + "\n" + sampler, context);
+  context.onmessage({ data: { type: "load", meta: meta ?? JSON.parse(block("charlm-meta")), tensors: weights ?? block("charlm-weights") } });
+  return messages.map(({ type, message }) => [type, message ?? ""]);
+});
+console.log(JSON.stringify(answers));
+"""
+
+
+def test_a_tensor_of_no_shape_is_damage_named_and_a_failing_sampler_is_no_damage(tmp_path):
+    """A page exported before the weights' CRC-32 (or one whose CRC was edited too) with a tensor of no shape
+    said "this page is damaged: Cannot read properties of null (reading 'join')", JavaScript's words: it names
+    the tensor, as the other damage does. And the sampler failing as it starts (its own fault: here a bug put in
+    it) was said as the file's damage, "export the model again", which changes nothing: the load says it failed."""
+    page = exported(tmp_path, model_of("lstm", "\nabcdefgh ", hidden=8))
+    text = page.read_text(encoding="utf-8")
+    start = text.index(">", text.index('<script id="charlm-meta"')) + 1
+    meta = json.loads(text[start : text.index("</script>", start)])
+    meta.pop("weights_crc32")  # a page exported before the CRC: the weights' own checks alone
+    start = text.index(">", text.index('<script id="charlm-weights"')) + 1
+    weights = json.loads(text[start : text.index("</script>", start)])
+    no_shape, not_a_tensor = json.loads(json.dumps(weights)), json.loads(json.dumps(weights))
+    no_shape["w_hh0"]["shape"] = None
+    not_a_tensor["embed"] = 5
+    cases = [
+        {"meta": meta, "weights": json.dumps(no_shape)},
+        {"meta": meta, "weights": json.dumps(not_a_tensor)},
+        {"meta": meta, "weights": "null"},
+        {"patch": ["this.table = new Map();", "this.table = new Map(); null.bug;"]},
+        {},
+    ]
+    answers = run_in_node(tmp_path, LOAD_HARNESS, page, cases)
+    fits = "its weights do not fit its description: "
+    assert answers[:3] == [
+        [["damaged", fits + "w_hh0 has no shape"]],
+        [["damaged", fits + "embed has no shape"]],
+        [["damaged", "its weights (charlm-weights) are not an object of tensors"]],
+    ]
+    assert answers[3] == [["failed", "Cannot read properties of null (reading 'bug')"]], answers[3]
+    assert answers[4][0][0] == "ready"
 
 
 @pytest.mark.slow
