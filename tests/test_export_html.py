@@ -210,11 +210,18 @@ def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp
     assert browser.find_element("id", "seed-error").text == "the sampler failed: out of memory"
 
 
+# Counts each text put in the role=alert region under the seed (`alerts`): a screen reader reads each one out.
+COUNT_ALERTS = """window.alerts = 0;
+window.alertCounter ??= new MutationObserver((records) => { alerts += records.filter((r) => r.addedNodes.length).length; });
+alertCounter.observe(document.getElementById("seed-error"), { childList: true });"""
+
+
 def said_failed_and_kept(driver, wait, failure: str, before: str) -> str:
-    """The page says the sampler failed (its role=alert region and status line), is no longer writing,
+    """The page says the sampler failed (its role=alert region, once, and status line), is no longer writing,
     and keeps the text written until then: returns that text."""
     wait(driver, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     assert driver.find_element("id", "seed-error").text == f"the sampler failed: {failure}"
+    assert driver.execute_script("return alerts") == 1  # the worker's error and its request's both said it
     assert "the sampler failed" in driver.find_element("id", "status").text
     assert driver.find_element("id", "text").get_attribute("aria-busy") == "false"
     assert driver.find_element("id", "generate").is_enabled() and not driver.find_element("id", "stop").is_enabled()
@@ -234,7 +241,7 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
     write(browser, seed="the quick ", length="2000000")
     wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     before = made_text(browser)
-    browser.execute_script("worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
+    browser.execute_script(COUNT_ALERTS + "worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
     said_failed_and_kept(browser, wait, "out of memory", before)
 
     # A worker whose loop throws at its 3,000th character: started again from the page's sampler, so changed
@@ -247,6 +254,7 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
         start();"""
     )
     wait(browser, PAGE_WAIT).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    browser.execute_script(COUNT_ALERTS)
     write(browser, seed="the lazy ", length="2000000")
     made = said_failed_and_kept(browser, wait, "the 3,000th character failed", "")
     assert len(made) == 3000 and browser.find_element("id", "seed").get_attribute("value") == "the lazy "
