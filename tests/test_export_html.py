@@ -210,11 +210,18 @@ def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp
     assert browser.find_element("id", "seed-error").text == "the sampler failed: out of memory"
 
 
+# Counts each text put in the role=alert region under the seed (`alerts`): a screen reader reads each one out.
+COUNT_ALERTS = """window.alerts = 0;
+window.alertCounter ??= new MutationObserver((records) => { alerts += records.filter((r) => r.addedNodes.length).length; });
+alertCounter.observe(document.getElementById("seed-error"), { childList: true });"""
+
+
 def said_failed_and_kept(driver, wait, failure: str, before: str) -> str:
-    """The page says the sampler failed (its role=alert region and status line), is no longer writing,
+    """The page says the sampler failed (its role=alert region, once, and status line), is no longer writing,
     and keeps the text written until then: returns that text."""
     wait(driver, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     assert driver.find_element("id", "seed-error").text == f"the sampler failed: {failure}"
+    assert driver.execute_script("return alerts") == 1  # the worker's error and its request's both said it
     assert "the sampler failed" in driver.find_element("id", "status").text
     assert driver.find_element("id", "text").get_attribute("aria-busy") == "false"
     assert driver.find_element("id", "generate").is_enabled() and not driver.find_element("id", "stop").is_enabled()
@@ -234,7 +241,7 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
     write(browser, seed="the quick ", length="2000000")
     wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     before = made_text(browser)
-    browser.execute_script("worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
+    browser.execute_script(COUNT_ALERTS + "worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
     said_failed_and_kept(browser, wait, "out of memory", before)
 
     # A worker whose loop throws at its 3,000th character: started again from the page's sampler, so changed
@@ -247,6 +254,7 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
         start();"""
     )
     wait(browser, PAGE_WAIT).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    browser.execute_script(COUNT_ALERTS)
     write(browser, seed="the lazy ", length="2000000")
     made = said_failed_and_kept(browser, wait, "the 3,000th character failed", "")
     assert len(made) == 3000 and browser.find_element("id", "seed").get_attribute("value") == "the lazy "
@@ -342,6 +350,66 @@ def test_a_damaged_page_says_what_is_wrong_in_one_line(tmp_path, browser):
         assert not browser.find_element("id", "generate").is_enabled(), case
     unharmed = with_json("meta", lambda meta: None)  # the JSON written again: the page still opens
     page_ready(browser, damaged_copy(page, "rewritten.html", unharmed).as_uri())
+    browser.execute_script(  # the sampler failing as it starts (a bug put in it) is no damage
+        """const sampler = document.getElementById("charlm-sampler");
+        sampler.textContent = sampler.textContent.replace("this.table = new Map();", "this.table = new Map(); null.bug;");
+        worker.terminate();
+        start();"""
+    )
+    WebDriverWait(browser, 30, 0.02).until(lambda d: d.find_element("id", "seed-error").text)
+    failed = "the sampler failed: Cannot read properties of null (reading 'bug')"
+    assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
+
+
+# The page's worker (page.js, then sampler.js, as the page runs them) in Node, loading each case's weights
+# and description (the page's own where a case has none), its sampler text with a case's `patch` [old, new]
+# in it: what it answers the load with.
+LOAD_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const page = fs.readFileSync(process.argv[2], "utf8"), cases = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+const block = (id) => page.match(new RegExp(`<script id="${id}"[^>]*>([\\s\\S]*?)</script>`))[1];
+const answers = cases.map(({ meta, weights, patch }) => {
+  const messages = [], sampler = patch ? block("charlm-sampler").replace(...patch) : block("charlm-sampler");
+  const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, TextEncoder, WebAssembly });
+  vm.runInContext(block("charlm-shared") + "\n" + sampler, context);
+  context.onmessage({ data: { type: "load", meta: meta ?? JSON.parse(block("charlm-meta")), tensors: weights ?? block("charlm-weights") } });
+  return messages.map(({ type, message }) => [type, message ?? ""]);
+});
+console.log(JSON.stringify(answers));
+"""
+
+
+def test_a_tensor_of_no_shape_is_damage_named_and_a_failing_sampler_is_no_damage(tmp_path):
+    """A page exported before the weights' CRC-32 (or one whose CRC was edited too) with a tensor of no shape
+    said "this page is damaged: Cannot read properties of null (reading 'join')", JavaScript's words: it names
+    the tensor, as the other damage does. And the sampler failing as it starts (its own fault: here a bug put in
+    it) was said as the file's damage, "export the model again", which changes nothing: the load says it failed."""
+    page = exported(tmp_path, model_of("lstm", "\nabcdefgh ", hidden=8))
+    text = page.read_text(encoding="utf-8")
+    start = text.index(">", text.index('<script id="charlm-meta"')) + 1
+    meta = json.loads(text[start : text.index("</script>", start)])
+    meta.pop("weights_crc32")  # a page exported before the CRC: the weights' own checks alone
+    start = text.index(">", text.index('<script id="charlm-weights"')) + 1
+    weights = json.loads(text[start : text.index("</script>", start)])
+    no_shape, not_a_tensor = json.loads(json.dumps(weights)), json.loads(json.dumps(weights))
+    no_shape["w_hh0"]["shape"] = None
+    not_a_tensor["embed"] = 5
+    cases = [
+        {"meta": meta, "weights": json.dumps(no_shape)},
+        {"meta": meta, "weights": json.dumps(not_a_tensor)},
+        {"meta": meta, "weights": "null"},
+        {"patch": ["this.table = new Map();", "this.table = new Map(); null.bug;"]},
+        {},
+    ]
+    answers = run_in_node(tmp_path, LOAD_HARNESS, page, cases)
+    fits = "its weights do not fit its description: "
+    assert answers[:3] == [
+        [["damaged", fits + "w_hh0 has no shape"]],
+        [["damaged", fits + "embed has no shape"]],
+        [["damaged", "its weights (charlm-weights) are not an object of tensors"]],
+    ]
+    assert answers[3] == [["failed", "Cannot read properties of null (reading 'bug')"]], answers[3]
+    assert answers[4][0][0] == "ready"
 
 
 @pytest.mark.slow

@@ -3263,6 +3263,26 @@ def page_of_a_stream(tiny_model, browser, text: str, pause_at: int = -1, per_fra
         yield wait
 
 
+@pytest.mark.slow
+def test_page_points_at_the_box_an_error_in_the_stream_names(tiny_model, browser):
+    """An error the server sends in the stream (an event, after its 200) lost its param: the page said "not
+    written: see the seed" of a refused ban, and in the API's name for it (logit_bias), where the same error
+    as a response points at the ban box, in the box's name."""
+    error = {"message": "logit_bias bans every token", "type": "invalid_request_error", "param": "logit_bias"}
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        browser.execute_script(
+            """const body = "data: " + JSON.stringify({ error: arguments[0] }) + "\\n\\n";
+            window.fetch = () => Promise.resolve(new Response(body, { headers: { "Content-Type": "text/event-stream" } }));""",
+            error,
+        )
+        browser.find_element("id", "generate").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "not written" in status_of(d))
+        assert status_of(browser) == "not written: see the ban"
+        assert browser.find_element("id", "seed-error").text == "ban bans every token"
+
+
 LONG_TEXTS = {
     "latin": "the fifth flag of the office, fluffy and fine.\n" * 80,
     "chinese": "满纸荒唐言，一把辛酸泪。都云作者痴，谁解其中味？\n" * 160,

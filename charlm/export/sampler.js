@@ -13,7 +13,8 @@
 // before everything else, from a template's characters too.
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
-// Messages out: ready, damaged {message} (the page's weights or description are not as exported), result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
+// Messages out: ready, damaged {message} (the page's weights or description are not as exported), failed {message}
+// (the sampler failed as it started, the file as exported), result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
 // typed: 'the' for an nfkc model's 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
 // error {id, message, param} (param: the option refused, "temperature", "form", "acrostic", "ban" ...; none
 // for a seed the model cannot read or that breaks the form),
@@ -74,11 +75,13 @@ function shapesOf(meta) {
   return shapes;
 }
 
-// The page's tensors, from their JSON text, once they are the ones exported and of the description's shapes.
+// The page's tensors, from their JSON text, once they are the ones exported and of the description's shapes,
+// decoded (`decode`): whatever fails here is the file's damage; what fails after, the sampler's own.
 function readWeights(meta, text) {
   if (meta.weights_crc32 != null && crc32(text) !== meta.weights_crc32) throw new Error("its weights are not the ones exported (a byte changed, or some cut off)");
   let stored;
   try { stored = JSON.parse(text); } catch (e) { throw new Error(`its weights (charlm-weights) are not JSON: ${e.message}`); }
+  if (stored === null || typeof stored !== "object") throw new Error("its weights (charlm-weights) are not an object of tensors");
   const misfit = (says) => new Error(`its weights do not fit its description: ${says}`), dims = (shape) => shape.join("x");
   const shapes = shapesOf(meta), gates = shapes.w_ih0?.[0], V = meta.vocab.chars.length;
   if (!(gates > 0 && Number.isInteger(gates))) throw misfit(`${meta.layers} layers of ${meta.hidden} ${meta.cell} is no model charlm makes`);
@@ -86,11 +89,12 @@ function readWeights(meta, text) {
   if (head.kind !== "full" && (head.cutoffs.at(-1) !== V || head.rank.length !== V)) throw misfit(`its adaptive head is for ${head.cutoffs.at(-1)} characters, the description has ${V}`);
   for (const [name, shape] of Object.entries(shapes)) {
     if (!stored[name]) throw misfit(`${name} is missing`);
+    if (!Array.isArray(stored[name].shape)) throw misfit(`${name} has no shape`);
     if (dims(stored[name].shape) !== dims(shape)) throw misfit(`${name} is ${dims(stored[name].shape)}, the description needs ${dims(shape)}`);
   }
   const extra = Object.keys(stored).find((name) => !(name in shapes));
   if (extra) throw misfit(`${extra} is not in a ${meta.layers}-layer model`);
-  return stored;
+  return Object.fromEntries(Object.entries(stored).map(([name, tensor]) => [name, decode(tensor, name)]));
 }
 
 // A stored array's bytes, which must be `length`: one cut short read past its end, or failed to load.
@@ -173,9 +177,8 @@ class Heap {
 // --- the model -----------------------------------------------------------------------------------
 
 class Model {
-  constructor(meta, stored) {
-    const t = {};
-    for (const [name, tensor] of Object.entries(stored)) t[name] = decode(tensor, name);
+  // `t`: the tensors readWeights gave, by name.
+  constructor(meta, t) {
     const H = meta.hidden, L = meta.layers, G = { lstm: 4, gru: 3, rnn: 1 }[meta.cell] * H;
     Object.assign(this, { meta, H, L, G, cell: meta.cell, V: meta.vocab.chars.length, t });
     this.index = new Map(meta.vocab.chars.map((c, i) => [c, i]));
@@ -351,8 +354,8 @@ class Model {
   unknownRead(seed) {
     const { unknown_id: unknown, chars, unseen } = this.meta.vocab, missing = this.missing(this.read(seed));
     if (unknown === null || !missing.length) return "";
-    const shown = firstNamed(missing, (c) => nameUnseen(c, unseen));
-    return `seed: ${shown} not in the vocabulary, read as ${pythonRepr(chars[unknown])}`;
+    const named = firstNamed(missing, (c) => nameUnseen(c, unseen));
+    return `seed: ${named} not in the vocabulary, read as ${pythonRepr(chars[unknown])}`;
   }
 }
 
@@ -431,8 +434,8 @@ function optionError(param, message) { return Object.assign(new Error(message), 
 // unseen.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
 // each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
 function neverSeen(what, chars, hints) {
-  const shown = firstNamed(chars, (c) => nameUnseen(c, hints));
-  return `${what}: ${chars.length} character(s) the model has never seen: ${shown}; use only characters from the training text`;
+  const named = firstNamed(chars, (c) => nameUnseen(c, hints));
+  return `${what}: ${chars.length} character(s) the model has never seen: ${named}; use only characters from the training text`;
 }
 
 // forms.py's class of a character the model does not know (html.class_of gave the known ones' ids theirs):
@@ -798,10 +801,17 @@ onmessage = (event) => {
   try {
     if (message.type === "load") {
       const started = performance.now();
+      let tensors;
       try {
-        model = new Model(message.meta, readWeights(message.meta, message.tensors));
+        tensors = readWeights(message.meta, message.tensors);
       } catch (e) {  // the page's own weights or description: said as the page's damage, not a request's error
         postMessage({ type: "damaged", message: e.message });
+        return;
+      }
+      try {
+        model = new Model(message.meta, tensors);
+      } catch (e) {  // the sampler's own failure (a bug, no memory): no damage, which exporting again would not mend
+        postMessage({ type: "failed", message: e.message });
         return;
       }
       postMessage({ type: "ready", seconds: (performance.now() - started) / 1000 });

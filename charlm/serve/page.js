@@ -197,8 +197,8 @@ function unwrittenBanWarning(text, chars, normalize, hints) {
   const known = new Set(chars), held = new Set([...banKeys(text)].map((key) => normalized(key, normalize)));
   const never = [...held].filter((char) => neverWritten(char, known));
   if (!never.length) return "";
-  const shown = firstNamed(never, (char) => nameUnseen(char, hints, held));
-  return `ban: the model never writes ${shown}, so banning ${never.length === 1 ? "it" : "them"} changes nothing`;
+  const named = firstNamed(never, (char) => nameUnseen(char, hints, held));
+  return `ban: the model never writes ${named}, so banning ${never.length === 1 ? "it" : "them"} changes nothing`;
 }
 // What charlm warns of a stop text with characters the model never writes (sampler.batch_from_ids), in its
 // words, named by the server's field: no sample stops there. "" for none. The exported page's script API says it
