@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.common import errors_in_one_line, read_corpus, split_at
+from bench.common import counted, errors_in_one_line, read_corpus, split_at
 
 LOG2E = 1.0 / math.log(2.0)
 
@@ -221,7 +221,9 @@ def train(model: BabyGPT, train_ids: torch.Tensor, config: TrainConfig, held_out
     held-out estimate (see the docstring)."""
     block = model.config.block
     if len(train_ids) <= block:
-        raise SystemExit(f"babygpt: {len(train_ids)} training characters do not fill one window of {block + 1}")
+        raise SystemExit(
+            f"babygpt: the training text, {counted(len(train_ids), 'character')}, is shorter than one window of {block + 1}"
+        )
     device = torch.device(config.device)
     model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -385,7 +387,7 @@ def main() -> None:
     baseline = train_baseline(text, args)
     bpc = bits_per_char(baseline.model, [baseline.vocab.encode(text[split_at(text) :])])
     print(
-        f"{args.corpus}: baby GPT {baseline.model.num_parameters():,} parameters, {args.iters} iterations in "
+        f"{args.corpus}: baby GPT {baseline.model.num_parameters():,} parameters, {counted(args.iters, 'iteration')} in "
         f"{baseline.seconds:.1f} s ({baseline.chars_per_second:,.0f} chars/s), held-out {bpc:.4f} bpc"
     )
 

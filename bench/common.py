@@ -165,8 +165,9 @@ def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
 
 
 def counted(count: int, noun: str) -> str:
-    """`1 round`, `7 rounds`: a report's count with its noun agreeing (`--rounds 1` said `1 rounds`)."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    """`1 round`, `7 rounds`, `20,000 files`: a report's count with its noun agreeing (`--rounds 1` said
+    `1 rounds`)."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 # -- charlm's trainer, size rule and run planning (the only place bench/ reaches into them) --------

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import counted
+
 MB = 1_000_000
 
 
@@ -125,12 +127,12 @@ def many_files(out: Path, count: int) -> None:
     whole.write_text("".join(lines), encoding="utf-8")
     size = whole.stat().st_size / MB
     print(f"{'corpus':<28} {'MB':>6} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}")
-    seconds = {}
-    for label, path in ((f"{count:,} files of one line", folder), ("one file of the same lines", whole)):
+    seconds, files = {}, counted(count, "file")
+    for label, path in ((f"{files} of one line", folder), ("one file of the same lines", whole)):
         seconds[label], rss = prepared(path, out / "cache" / path.name)
         print(f"{label:<28} {size:>6.2f} {seconds[label]:>8.2f} {size / seconds[label]:>7.2f} {rss:>12.0f}", flush=True)
-    ratio = seconds[f"{count:,} files of one line"] / seconds["one file of the same lines"]
-    print(f"seconds, {count:,} files / one file of the same bytes: {ratio:.1f}x")
+    ratio = seconds[f"{files} of one line"] / seconds["one file of the same lines"]
+    print(f"seconds, {files} / one file of the same bytes: {ratio:.1f}x")
     (out / "result-many-files.json").write_text(json.dumps({"files": count, "seconds": seconds, "ratio": ratio}))
 
 
@@ -169,7 +171,7 @@ def main() -> None:
         run = str(out / f"run-{label.replace(' ', '')}-{time.time_ns()}")
         _, rss, _ = child(TRAIN, str(path), run, json.dumps(options))
         rows[label] = rss
-        print(f"training {args.train_steps} steps{model} on {label:>7}: peak RSS {rss:,.0f} MB", flush=True)
+        print(f"training {counted(args.train_steps, 'step')}{model} on {label:>7}: peak RSS {rss:,.0f} MB", flush=True)
     ratio = rows[f"{args.mb} MB"] / rows["1 MB"]
     print(f"training RSS {args.mb} MB corpus / 1 MB corpus: {ratio:.3f}")
     (out / "result.json").write_text(

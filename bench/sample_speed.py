@@ -18,6 +18,7 @@ import argparse
 import torch
 
 from bench.common import best_seconds as timed
+from bench.common import counted
 from charlm import CharLM, ModelConfig
 from charlm.config import SampleConfig
 from charlm.device import resolve_device, synchronize
@@ -126,10 +127,11 @@ def main() -> None:
     model = CharLM(ModelConfig("lstm", args.layers, args.hidden, 0.0, len(vocab), cutoffs), vocab).eval().to(device)
     n = args.chars
     head = f"adaptive head {cutoffs}" if cutoffs else "full head"
-    where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+    where = counted(torch.get_num_threads(), "thread") if device.type == "cpu" else str(device)
     print(f"model {args.layers}x{args.hidden} lstm, vocabulary {len(vocab)}, {head}, {where}")
 
     streams = args.streams
+    batch, rows = counted(streams, "stream"), counted(streams, "row")
 
     def sampling(samples: int, precision: str = "fp32", **options):
         return lambda: generate(
@@ -165,25 +167,23 @@ def main() -> None:
     print(f"\n{'what':<52} {'chars/s':>12}")
     print(f"{'charlm generate, 1 stream (temperature 0.8)':<52} {ours:>12,.0f}")
     print(f"{'charlm generate, 1 stream (greedy)':<52} {ours_greedy:>12,.0f}")
-    print(f"{f'charlm generate, {streams} streams in one batch (total)':<52} {batched:>12,.0f}")
+    print(f"{f'charlm generate, {batch} in one batch (total)':<52} {batched:>12,.0f}")
     if cpu:
         print(f"{'charlm generate, 1 stream, --precision bf16':<52} {rates['1 bf16']:>12,.0f}")
-        print(f"{f'charlm generate, {streams} streams, --precision bf16 (total)':<52} {rates['batch bf16']:>12,.0f}")
-    print(f"{f'server engine of {streams} rows, 1 stream (no HTTP)':<52} {rates['server 1']:>12,.0f}")
-    print(
-        f"{f'server step batch of {streams} rows, {streams} streams (total)':<52} {rates[f'server {streams}']:>12,.0f}"
-    )
+        print(f"{f'charlm generate, {batch}, --precision bf16 (total)':<52} {rates['batch bf16']:>12,.0f}")
+    print(f"{f'server engine of {rows}, 1 stream (no HTTP)':<52} {rates['server 1']:>12,.0f}")
+    print(f"{f'server step batch of {rows}, {batch} (total)':<52} {rates[f'server {streams}']:>12,.0f}")
     print(f"{'(a) bare loop: nn.LSTM called once per character':<52} {bare:>12,.0f}")
     print(f"{'(b) roofline: the step matrix products alone':<52} {roof:>12,.0f}")
-    print(f"{f'(c) naive: re-run the prefix per character, {n} chars':<52} {naive:>12,.1f}")
+    print(f"{'(c) naive: re-run the prefix per character, ' + counted(n, 'char'):<52} {naive:>12,.1f}")
     print("\nratios")
     print(f"  1 stream vs bare nn.LSTM loop:      {ours / bare:6.2f}x   (target >= 2x)")
     print(f"  1 stream vs roofline:               {ours / roof:6.2f}    (target >= 0.60)")
-    print(f"  {streams} streams vs 1 stream (total):     {batched / ours:6.1f}x   (target >= 25x)")
+    print(f"  {batch} vs 1 stream (total):     {batched / ours:6.1f}x   (target >= 25x)")
     if cpu:
-        print(f"  {streams} streams bf16 vs 1 stream bf16:   {rates['batch bf16'] / rates['1 bf16']:6.1f}x")
-        print(f"  {streams} streams bf16 vs 1 stream fp32:   {rates['batch bf16'] / ours:6.1f}x")
-    print(f"  1 stream vs naive prefix re-run:    {ours / naive:6.0f}x   (target >= 50x at {n} characters)")
+        print(f"  {batch} bf16 vs 1 stream bf16:   {rates['batch bf16'] / rates['1 bf16']:6.1f}x")
+        print(f"  {batch} bf16 vs 1 stream fp32:   {rates['batch bf16'] / ours:6.1f}x")
+    print(f"  1 stream vs naive prefix re-run:    {ours / naive:6.0f}x   (target >= 50x at {counted(n, 'character')})")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,33 @@ def test_sample_speed_bench_runs():
     assert "server engine of 4 rows, 1 stream (no HTTP)" in out and "server step batch of 4 rows, 4 streams" in out
 
 
+# a count of one with its noun in the plural, as a report printed it ("1 steps", "on 1 threads")
+ONE_IN_THE_PLURAL = re.compile(r"\b1 (?:[a-z]+ )?(?:steps|streams|rows|threads|chars|characters|iterations|files)\b")
+
+
+def test_sample_speed_bench_counts_one_stream_and_one_thread_in_the_singular():
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a one-core machine, or `taskset -c 0`
+    try:
+        out = run_bench(
+            "sample_speed", "--hidden", "16", "--layers", "1", "--chars", "60", "--streams", "1", "--rounds", "1"
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+    assert "1 thread\n" in out and "server engine of 1 row, 1 stream" in out
+    assert not ONE_IN_THE_PLURAL.search(out), ONE_IN_THE_PLURAL.search(out)
+
+
+def test_babygpt_counts_one_iteration_and_one_training_character_in_the_singular(fox_file, tmp_path):
+    shape = ["--layers", "1", "--heads", "1", "--embed", "8", "--block", "4", "--batch", "2", "--eval-iters", "1"]
+    out = run_bench("babygpt", str(fox_file), *shape, "--iters", "1", "--no-compile", "--quiet")
+    assert "1 iteration in" in out and not ONE_IN_THE_PLURAL.search(out)
+    short = tmp_path / "short.txt"
+    short.write_text("\n", encoding="utf-8")  # a text of one character, all of it trained on (too short to hold out)
+    code, _, stderr = bench_ended("babygpt", str(short), *shape, "--iters", "1", "--no-compile", "--quiet")
+    assert code == 1 and "1 character" in stderr and not ONE_IN_THE_PLURAL.search(stderr), stderr
+
+
 @pytest.mark.parametrize("situation", ["quiet, torch's count (fixed)", "quiet, charlm.generate (governor)"])
 def test_api_threads_bench_runs_a_situation(situation):
     """One situation in this process (the script starts a process of its own for each): a loop of tiny
@@ -131,7 +158,11 @@ def test_prepare_bench_runs(tmp_path, monkeypatch):
     result = json.loads((tmp_path / "prepare" / "result.json").read_text())
     assert result["ratio"] == result["train_rss_mb"]["2 MB"] / result["train_rss_mb"]["1 MB"] > 0
     trained = [json.loads(run.read_text())["config"] for run in (tmp_path / "prepare").glob("run-*/run.json")]
-    assert "1 steps (16 hidden) on" in out and [config["hidden"] for config in trained] == [16, 16]
+    assert (
+        "1 step (16 hidden) on" in out
+        and not ONE_IN_THE_PLURAL.search(out)
+        and [config["hidden"] for config in trained] == [16, 16]
+    )
 
 
 def test_prepare_bench_compares_many_files_with_one(tmp_path, monkeypatch):
@@ -142,6 +173,8 @@ def test_prepare_bench_compares_many_files_with_one(tmp_path, monkeypatch):
     assert "300 files of one line" in out and "one file of the same lines" in out
     result = json.loads((tmp_path / "prepare" / "result-many-files.json").read_text())
     assert result["files"] == 300 and result["ratio"] > 0
+    out = run_bench("prepare", "--many-files", "1", "--out", str(tmp_path / "prepare"))
+    assert "1 file of one line" in out and not ONE_IN_THE_PLURAL.search(out)
 
 
 def test_finetune_bench_runs(fox_file, tmp_path):
