@@ -28,7 +28,7 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import Vocab
 
-from .conftest import assert_one_line_error, cli, make_model, run_bench
+from .conftest import TINY, assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the fox_run fixture
     COUNT_LAYOUTS,
@@ -842,6 +842,59 @@ def test_the_pages_top_k_keeps_the_k_likeliest_as_charlm_does(tmp_path):
     first = [text[-1] for text in got["texts"][1:]]
     assert set(first) <= set(probs), (set(first), probs)
     assert max(abs(first.count(c) / len(first) - p) for c, p in probs.items()) < 0.1, probs
+
+
+# sampler.js's generator run in Node: the first `count` uniforms of each of `seeds`.
+UNIFORMS_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const script = fs.readFileSync(process.argv[2], "utf8"), request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+const context = vm.createContext({ postMessage: () => {}, onmessage: null, atob, performance, setTimeout, TextEncoder, WebAssembly });
+vm.runInContext(script, context);
+console.log(JSON.stringify(request.seeds.map((seed) => Array.from({ length: request.count }, context.torchUniforms(seed)))));
+"""
+
+
+def test_the_pages_generator_draws_torch_rands_numbers(tmp_path):
+    """The page drew its uniforms from a generator of its own (mulberry32), so no seeded text of it was
+    charlm's: it draws torch.rand's float64 numbers of a generator seeded as the engine seeds a row, past
+    the first refill of MT19937's state (312 numbers), from a negative seed and one above 32 bits too."""
+    seeds = [0, 1, 2, 2**32 + 5, -5, 2**53 - 1]
+    script = Path(html.__file__).with_name("sampler.js")
+    got = run_in_node(tmp_path, UNIFORMS_HARNESS, script, {"seeds": seeds, "count": 700})
+    for seed, uniforms in zip(seeds, got):
+        expected = torch.rand(700, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        assert uniforms == expected.tolist(), seed
+
+
+def test_the_pages_seeded_text_is_the_one_charlm_samples(tmp_path):
+    """A seeded text of the page was reproducible in the page alone: `random_seed: 1` wrote another text
+    than `charlm sample --random-seed 1`. It draws torch's uniforms and decides each draw in the engine's
+    float32 arithmetic, so it writes charlm's text under temperature, top-k, top-p and a template. A seed
+    JavaScript cannot hold exactly (2**63 - 1 arrives as 2**63) is refused, not drawn as another."""
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text(TEXT * 60, encoding="utf-8")
+    charlm.train(corpus, out=tmp_path / "fox", **{**TINY, "max_steps": 60, "lr": 0.03, "eval_every": 60})
+    model = charlm.load(tmp_path / "fox")
+    page = tmp_path / "fox.html"
+    result = cli("export", str(tmp_path / "fox"), "--format", "html", "--weights", "fp32", "--output", str(page))
+    assert result.exit_code == 0, result.output
+    template = "___ _____ _____ ___\n" * 11
+    requests = [
+        {"seed": "the ", "length": 250, "temperature": 1.0, "random_seed": 0},
+        {"seed": "the ", "length": 250, "temperature": 0.8, "top_p": 0.9, "random_seed": 1},
+        {"seed": "", "length": 250, "temperature": 1.3, "top_k": 5, "random_seed": 2**32 + 5},
+        {"seed": "the ", "length": 250, "temperature": 1.5, "top_k": 8, "top_p": 0.95, "random_seed": -5},
+        {"seed": "the ", "length": 300, "temperature": 1.2, "template": template, "random_seed": 7},
+    ]
+    generations = [*requests, {"seed": "the ", "length": 20, "random_seed": 2**63 - 1}]
+    got = run_in_node(tmp_path, NODE_HARNESS, page, {"text": "the", "generations": generations})
+    for request, text in zip(requests, got["texts"]):
+        options = {name: value for name, value in request.items() if name != "seed"}
+        assert text == sampler.generate(model, request["seed"], **options)[0], request
+    assert len(got["texts"][-2]) == len(template)  # the seed began its first verse
+    options = ("--length", "250", "--temperature", "0.8", "--top-p", "0.9", "--random-seed", "1")
+    assert cli("sample", str(tmp_path / "fox"), "--seed", "the ", *options).output == got["texts"][1] + "\n"
+    assert got["texts"][-1].startswith("error: random_seed") and "\n" not in got["texts"][-1]
 
 
 def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing_something_else(tmp_path):

@@ -4,7 +4,7 @@
 // torch's gate order, a full head (W h + b) or an adaptive softmax (nn.AdaptiveLogSoftmaxWithLoss's
 // log_prob, then the `rank` lookup back to id order); a seed primes the state from zero (an empty
 // seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps
-// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform. Weights are fp32; the
+// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform of torch's generator, as charlm does. Weights are fp32; the
 // matrix products sum in fp32 (WebAssembly SIMD) or doubles (the plain loop), the softmax in doubles, so the
 // log-probabilities match PyTorch's fp32 to a few 1e-6 nats (docs/export.md). A poem form or template (charlm/forms.py)
 // keeps only the characters allowed at each position before the temperature, as charlm does.
@@ -365,14 +365,32 @@ class Model {
 // `\r\r\n`, as `\n`; a lone `\r` stays, a character the model knows or not. A seed of `\r\n` was refused.
 function lineBreaks(text) { return text.replace(/\r+\n/g, "\n"); }
 
-function mulberry32(seed) {  // a small seeded generator: the page's own, not torch's
-  let a = seed >>> 0;
+// torch's CPU generator, so that a seeded text is the one `charlm sample --random-seed` writes: the engine
+// draws a row's uniforms from torch.Generator().manual_seed(seed), which is MT19937 seeded with the seed's
+// low 32 bits, and torch.rand(..., dtype=torch.float64) makes each of two 32-bit outputs: the low 53 bits
+// of (first << 32 | second), times 2^-53. Returns the next such uniform on each call.
+function torchUniforms(seed) {
+  const state = new Uint32Array(624);  // a Uint32Array keeps every sum and product below to 32 bits
+  state[0] = seed >>> 0;  // the low 32 bits, a negative seed's in two's complement, as torch's
+  for (let i = 1; i < 624; i++) state[i] = Math.imul(1812433253, state[i - 1] ^ (state[i - 1] >>> 30)) + i;
+  let next = 624;
+  const word = () => {
+    if (next === 624) {  // the state twisted once all 624 words are used
+      for (let k = 0; k < 624; k++) {
+        const y = (state[k] & 0x80000000) | (state[(k + 1) % 624] & 0x7fffffff);
+        state[k] = state[(k + 397) % 624] ^ (y >>> 1) ^ (y & 1 ? 0x9908b0df : 0);
+      }
+      next = 0;
+    }
+    let y = state[next++];
+    y ^= y >>> 11;
+    y ^= (y << 7) & 0x9d2c5680;
+    y ^= (y << 15) & 0xefc60000;
+    return (y ^ (y >>> 18)) >>> 0;
+  };
   return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    const high = word() & 0x1fffff, low = word();
+    return (high * 2 ** 32 + low) * 2 ** -53;
   };
 }
 
@@ -382,41 +400,57 @@ function argmax(values, count, allowed) {
   return best;
 }
 
-// sampler.choose: the template's allowed characters (the others get probability 0), temperature,
-// then top-k (the k likeliest, ties at the k-th kept), then top-p (the smallest set of likeliest
-// characters whose total reaches top_p), then the CDF inverted at a uniform. `allowed` (one byte per
-// id) is null for free text with nothing banned.
+const BELOW_ONE = 1 - 2 ** -24;  // decoding.BELOW_ONE: the largest float32 below 1
+const LARGEST = 3.4028234663852886e38;  // float32's largest: decoding.LARGEST
+
+// decoding.RowSampler.drawn, in its float32 arithmetic wherever it decides the id (Math.fround: a float32):
+// the template's allowed characters (the others get probability 0), temperature, then top-k (the k likeliest,
+// ties at the k-th kept), then top-p (`nucleus`), then the CDF inverted at a uniform (`inverseCdf`). The
+// log-probabilities differ from torch's in their last bits, so a uniform within that of a boundary of the CDF
+// may still draw a neighbour. `allowed` (one byte per id) is null for free text with nothing banned.
 function choose(logprobs, count, options, uniform, probs, allowed = null) {
-  if (options.greedy || options.temperature === 0) return argmax(logprobs, count, allowed);
-  const scale = 1 / options.temperature;
+  const temperature = Math.min(Math.fround(options.temperature), LARGEST);  // 0 in float32: greedy, as charlm's
+  if (options.greedy || temperature === 0) return argmax(logprobs, count, allowed);
   let max = -Infinity;
   for (let i = 0; i < count; i++) if ((!allowed || allowed[i]) && logprobs[i] > max) max = logprobs[i];
-  let total = 0;
-  for (let i = 0; i < count; i++) total += (probs[i] = !allowed || allowed[i] ? Math.exp((logprobs[i] - max) * scale) : 0);
+  for (let i = 0; i < count; i++) {  // scaled from the largest down
+    probs[i] = !allowed || allowed[i] ? Math.fround(Math.fround(logprobs[i] - max) / temperature) : -Infinity;
+  }
   if (options.top_k && options.top_k < count) {
     const kth = Float64Array.from(probs.subarray(0, count)).sort()[count - options.top_k];
-    total = 0;
-    for (let i = 0; i < count; i++) total += (probs[i] = probs[i] < kth ? 0 : probs[i]);
+    for (let i = 0; i < count; i++) if (probs[i] < kth) probs[i] = -Infinity;
   }
-  if (options.top_p < 1) {
-    const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
-    let before = 0, kept = 0;
-    for (const i of order) {
-      const p = probs[i] / total;
-      if (before >= options.top_p) probs[i] = 0;
-      else kept += probs[i];
-      before += p;
-    }
-    total = kept;
+  let total = 0;
+  for (let i = 0; i < count; i++) total += (probs[i] = Math.exp(probs[i]));
+  for (let i = 0; i < count; i++) probs[i] = Math.fround(probs[i] / total);
+  if (options.top_p < 1) nucleus(probs, count, Math.fround(options.top_p));
+  return inverseCdf(probs, count, Math.min(Math.fround(uniform()), BELOW_ONE));  // decoding.as_uniforms
+}
+
+// decoding.nucleus: the likeliest first (ties in id order), each dropped where the probability of those
+// before it reaches top_p. Sums in doubles, each rounded to float32: torch's CPU cumsum of float32.
+function nucleus(probs, count, topP) {
+  const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
+  let sum = 0;
+  for (const i of order) {
+    const p = probs[i];
+    sum += p;
+    if (Math.fround(Math.fround(sum) - p) >= topP) probs[i] = 0;
   }
-  const target = uniform() * total;
-  let cumulative = 0;
+}
+
+// decoding.inverse_cdf: the first id whose cumulative probability (float32, summed as `nucleus` sums) is
+// above uniform * total (searchsorted, right=True), at most the last.
+function inverseCdf(probs, count, uniform) {
+  let sum = 0;
+  for (let i = 0; i < count; i++) sum += probs[i];
+  const target = Math.fround(uniform * Math.fround(sum));
+  sum = 0;
   for (let i = 0; i < count; i++) {
-    cumulative += probs[i];
-    if (cumulative > target) return i;
+    sum += probs[i];
+    if (Math.fround(sum) > target) return i;
   }
-  for (let i = count - 1; i > 0; i--) if (probs[i] > 0) return i;
-  return 0;
+  return count - 1;
 }
 
 // --- poem forms and templates ---------------------------------------------------------------------
@@ -698,8 +732,8 @@ function checkOptions(request) {
   if (given("length") && !(isInteger("length") && request.length >= 0)) {
     throw optionError("length", `length must be an integer of 0 or more, not ${shown(request.length)}`);
   }
-  if (given("random_seed") && !isInteger("random_seed")) {
-    throw optionError("random_seed", `random_seed must be an integer, not ${shown(request.random_seed)}`);
+  if (given("random_seed") && !Number.isSafeInteger(request.random_seed)) {  // 2 ** 63 - 1 arrives as 2 ** 63: another seed
+    throw optionError("random_seed", `random_seed must be an integer from -(2^53 - 1) to 2^53 - 1 (JavaScript's exact integers), not ${shown(request.random_seed)}`);
   }
   if (given("greedy") && typeof request.greedy !== "boolean") {
     throw optionError("greedy", `greedy must be true or false, not ${shown(request.greedy)}`);
@@ -748,7 +782,7 @@ function generate(request) {
   const begin = form ? form.begun(seed) : 0;
   const allowed = form ? (count) => form.allowed(begin + count) : () => unbanned;
   if (seed !== typed) postMessage({ type: "seed", id: request.id, text: seed });
-  const uniform = mulberry32(request.random_seed ?? Math.floor(Math.random() * 2 ** 32));
+  const uniform = torchUniforms(request.random_seed ?? Math.floor(Math.random() * 2 ** 32));
   const probs = new Float64Array(model.V), chars = model.meta.vocab.chars;
   // The stop is looked for in `ending`, the text's last stop.length units: made.endsWith(stop) after
   // each character flattened the whole text each time (quadratic in a long sample's length).
