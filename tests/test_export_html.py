@@ -592,7 +592,7 @@ def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):
     expected = sampler.generate(model, "the ", length=200, greedy=True, logit_bias=bias)[0]
     write(browser, seed="the ", temperature="0", length="200", ban=ban + "0123")  # digits: unknown, never written
     wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
-    assert browser.execute_script("return fullText()") == expected != greedy
+    assert browser.execute_script("return fullText(state)") == expected != greedy
     unwritten = " (ban: the model never writes '0' '1' '2' '3', so banning them changes nothing)"
     assert browser.find_element("id", "status").text.endswith(unwritten)  # as `charlm sample --ban` warns
     drawn = call(
