@@ -315,13 +315,21 @@ DAMAGES = {
         "this page is damaged: its weights do not fit its description: embed is 10x24, the description needs 9x24"
         + AGAIN,
     ),
-    "a part taken from the description": (  # its script stopped, said in the console alone
+    "a part taken from the description": (  # its script stopped at it, said in the console alone
         with_json("meta", lambda meta: meta.pop("forms")),
-        "this page is damaged: its script stopped: Uncaught TypeError: ",
+        "this page is damaged: its description (charlm-meta) has no forms" + AGAIN,
+    ),
+    "a part within a part taken from the description": (
+        with_json("meta", lambda meta: meta["vocab"].pop("chars")),
+        "this page is damaged: its description (charlm-meta) has no vocab.chars" + AGAIN,
     ),
     "the description no longer JSON": (
         lambda text, parts: text[: parts["meta"][0]] + text[parts["meta"][0] + 1 :],
         "this page is damaged: its description (charlm-meta) is not JSON",
+    ),
+    "its script edited so that it does not parse": (  # damage, as the page's own parses (a cut one is not run)
+        lambda text, parts: text.replace("function showRead(read) {", "function showRead(read) {{"),
+        "this page is damaged: its script stopped: Uncaught SyntaxError: ",
     ),
     "the file cut short in its weights": (
         lambda text, parts: text[: sum(parts["weights"]) // 2],
@@ -359,6 +367,14 @@ def test_a_damaged_page_says_what_is_wrong_in_one_line(tmp_path, browser):
     WebDriverWait(browser, 30, 0.02).until(lambda d: d.find_element("id", "seed-error").text)
     failed = "the sampler failed: Cannot read properties of null (reading 'bug')"
     assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
+
+    # Nor is the page's own script failing as it loads (a bug put in it): said as a failure, not "export again"
+    bug = lambda text, parts: text.replace("describe();\nstart();", "describe();\nnull.bug;\nstart();")
+    browser.get(damaged_copy(page, "bug.html", bug).as_uri())
+    WebDriverWait(browser, 5, 0.02).until(lambda d: d.find_element("id", "status").text != "loading the model…")
+    failed = "the page failed: Uncaught TypeError: Cannot read properties of null (reading 'bug')"
+    assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
+    assert not browser.find_element("id", "generate").is_enabled()
 
 
 # The page's worker (page.js, then sampler.js, as the page runs them) in Node, loading each case's weights
@@ -592,7 +608,7 @@ def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):
     expected = sampler.generate(model, "the ", length=200, greedy=True, logit_bias=bias)[0]
     write(browser, seed="the ", temperature="0", length="200", ban=ban + "0123")  # digits: unknown, never written
     wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
-    assert browser.execute_script("return fullText()") == expected != greedy
+    assert browser.execute_script("return fullText(state)") == expected != greedy
     unwritten = " (ban: the model never writes '0' '1' '2' '3', so banning them changes nothing)"
     assert browser.find_element("id", "status").text.endswith(unwritten)  # as `charlm sample --ban` warns
     drawn = call(

@@ -3084,7 +3084,7 @@ def test_page_shows_alternatives_for_a_line_break(tiny_model, browser):
             ActionChains(browser).move_to_element(letter).perform()  # off the break, so hovering it is a new hover
             ActionChains(browser).move_to_element(line_break).perform()
             wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed() and "\u21b5" in tip.text)
-        assert "\u21b5" not in made_text(browser) and "\u21b5" not in browser.execute_script("return fullText()")
+        assert "\u21b5" not in made_text(browser) and "\u21b5" not in browser.execute_script("return fullText(state)")
     # Nothing on the way failed in the browser: no script error, no request answered 404 (a favicon was)
     assert [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
 
@@ -3123,7 +3123,7 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=PAGE_WAIT)  # the row is freed
         time.sleep(0.3)
         assert made_text(browser) == stopped and 0 < len(stopped) < 200_000
-        assert "the quick " + stopped == browser.execute_script("return fullText()")
+        assert "the quick " + stopped == browser.execute_script("return fullText(state)")
 
         set_field(browser, "length", "120")
         browser.find_element("id", "continue").click()
@@ -3198,7 +3198,7 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         # punctuation: 70 of 150 in one draw), so the bound is far below any draw and far above zero.
         assert len(made) == 150 and set(made) <= set(text) and "\ufffd" not in made
         assert sum("\u4e00" <= c <= "\u9fff" for c in made) > 30
-        assert browser.execute_script("return fullText()") == seed + made
+        assert browser.execute_script("return fullText(state)") == seed + made
         spans = browser.find_elements("css selector", "#text .made")
         target = next(s for s in spans if "\u4e00" <= s.text <= "\u9fff")
         ActionChains(browser).move_to_element(target).perform()
@@ -3347,7 +3347,7 @@ def test_page_lays_a_long_text_out_in_contained_blocks_that_show_and_copy_as_one
         set_field(browser, "seed", seed)
         browser.find_element("id", "generate").click()
         wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
-        assert browser.execute_script("return fullText()") == seed + BLOCKS_TEXT
+        assert browser.execute_script("return fullText(state)") == seed + BLOCKS_TEXT
         blocks = browser.execute_async_script(  # three frames on: the finished blocks are contained by then
             """const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
             frame().then(frame).then(frame).then(() => arguments[0]([...document.getElementById("text").children]
@@ -3460,7 +3460,7 @@ def test_page_hovers_a_combining_mark_with_the_letter_it_joins(tiny_model, brows
         set_field(browser, "seed", "Rene")
         browser.find_element("id", "generate").click()
         wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
-        assert made_text(browser) == text and browser.execute_script("return fullText()") == "Rene" + text
+        assert made_text(browser) == text and browser.execute_script("return fullText(state)") == "Rene" + text
         targets_script = (
             "return [...document.querySelectorAll('#text > .block > .made:not(.break), #text > .block > .cluster')]"
             ".map(s => [s.textContent, s.getBoundingClientRect().width])"

@@ -92,6 +92,44 @@ function showWriting(running, hasText, hasSeed) {
   if (focused && focused.disabled) byId(running ? "stop" : "generate").focus();
 }
 
+// A page's text (`state`): its seed, the pieces written after it (each a {text}), and whether it is
+// being written, which the buttons show (showWriting).
+function setRunning(state, running) {
+  state.running = running;
+  showWriting(running, state.made.length > 0, state.seed !== "");
+}
+function madeText(state) { return state.made.map((piece) => piece.text).join(""); }
+function fullText(state) { return state.seed + madeText(state); }
+
+// Pieces written go into the text box once per animation frame, together: adding each as it came read the
+// text's height each time, a layout of the whole text per piece, and a long stream (30,000 characters) kept
+// the page from answering for minutes. `place` puts one piece in the box (its span, the page's own).
+// `show` shows the pieces waiting now (a text that ends is shown whole at once, in a hidden tab too, where
+// no frame comes); `drop` forgets them (a text shown anew). The box stays scrolled to its end unless the
+// reader scrolled up from it.
+function perFrame(box, place) {
+  const waiting = [];
+  let frame = 0;
+  function show() {
+    cancelAnimationFrame(frame);
+    frame = 0;
+    if (!waiting.length) return;
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    for (const piece of waiting) place(piece);  // into the last block (and new ones): the finished ones stay as laid out
+    waiting.length = 0;
+    if (atBottom) box.scrollTop = box.scrollHeight;
+    containFinished(box);
+  }
+  return {
+    add(piece) {
+      waiting.push(piece);
+      if (!frame) frame = requestAnimationFrame(show);
+    },
+    show,
+    drop() { waiting.length = 0; },
+  };
+}
+
 // Enter in a setting's box (a number, a slider, the form row's boxes) writes, and Ctrl+Enter in the seed
 // (where Enter breaks a line): Enter did nothing outside the seed. Not while an input method composes,
 // where Enter picks the characters (春夏秋冬 typed in the acrostic box).
