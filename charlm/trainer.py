@@ -147,7 +147,7 @@ class Trainer:
                 stack.enter_context(torch.autograd.detect_anomaly())
         self.model.train()
         threads.configure(self.config.threads, self.device)
-        self.plan_probe_check(max_seconds)
+        self.schedule_probe_check(max_seconds)
         return stop
 
     def timed_step(self, share: float) -> tuple[torch.Tensor, float]:
@@ -252,7 +252,7 @@ class Trainer:
         elif step % NAN_CHECK_EVERY == 0:
             self.check_diverged()
 
-    def plan_probe_check(self, max_seconds: float | None) -> None:
+    def schedule_probe_check(self, max_seconds: float | None) -> None:
         """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
         if max_seconds:
             settled = max(SETTLED[0], SETTLED[1] * max_seconds)
@@ -510,7 +510,7 @@ class Trainer:
         changed = checkpoint.config.changed_options(self.config)
         self.resume_changes = {name: change for name, change in changed.items() if name not in UNRECORDED}
         step = checkpoint.progress.step
-        was, now = checkpoint.hardware(), self.hardware(checkpoint)
+        was, now = checkpoint.hardware(), self.hardware_now(checkpoint)
         self.resume_hardware = (was, now) if was != now else None
         self.resumes = [record for record in runs.read_resumes(self.run_dir) if record["step"] < step]
         if self.resume_changes or self.resume_hardware:
@@ -528,7 +528,7 @@ class Trainer:
             "cores": threads.available_cores() if device.type == "cpu" else None,
         }
 
-    def hardware(self, saved: Checkpoint) -> str:
+    def hardware_now(self, saved: Checkpoint) -> str:
         """What this session trains on, said as `saved.hardware()` says what trained `saved`: what an older
         checkpoint did not record (the core's precision, the cores) is left out of both, so it is no change."""
         recorded = self.recorded_hardware()
