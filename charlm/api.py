@@ -46,10 +46,11 @@ from .fields import (
     unset_dropped,
 )
 from .model import CharLM
+from .run_notes import done_note, lost_note
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .sources import CorpusChanged
 from .tokens import TokenCorpus, load_corpus
-from .trainer import Trainer, lost_note_for
+from .trainer import Trainer
 from .unseen_notes import unseen_note
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus, the
@@ -255,7 +256,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     if "encoding" not in overrides:  # as a resume read it last, where that resume saved no checkpoint yet
         resumed = dataclasses.replace(resumed, config=reading(saved.corpus, resumed.config, where, path.parent))
     config = resumed.config
-    with peer_note(lambda: lost_note_for(resumed.run_dir, saved=True)):  # a peer lost now: resume again
+    with peer_note(lambda: lost_note(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():
             try:
                 quiet, given = config.quiet or not ranks.leader, "encoding" in overrides
@@ -369,12 +370,13 @@ def train(
         pass_on_signal(trainer)
     if not trainer.config.quiet:  # where the run is kept: out=None names a folder the caller has not seen
         load = "" if trainer.save_error else f": charlm.load({str(trainer.run_dir)!r}) loads its best"
-        print(one_line(f"{trainer.done_note()}{load}"), file=sys.stderr)
+        done = done_note(trainer.progress, trainer.run_dir, trainer.saved_step, trainer.save_error)
+        print(one_line(f"{done}{load}"), file=sys.stderr)
     return model.eval()  # ready for inference, as `load` returns it
 
 
 def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
-    """What a run stopped by a signal keeps, and the call that goes on with it (`Trainer.interrupted_note`
+    """What a run stopped by a signal keeps, and the call that goes on with it (`run_notes.interrupted_note`
     says it as commands)."""
     run = str(trainer.run_dir)
     if trainer.saved_step is None:

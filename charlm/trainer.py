@@ -18,15 +18,14 @@ import signal
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from . import files, finetune, run_claim, run_lock, runs, threads, train_state
+from . import files, finetune, run_claim, run_lock, run_notes, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
-from .config import UNRECORDED, Config
+from .config import UNRECORDED
 from .device import core_precision, hardware_change_said, hardware_said, precision_said, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
@@ -48,15 +47,6 @@ SETTLED = (30.0, 0.1)  # the speed is compared with the probe's once these secon
 SLOW_SHARE = 0.7  # below this share of the probe's speed the run says it is slow
 SHORT_DIGEST = 12  # hex digits of the base's sha256 a fine-tune's start line gives, as git's short hashes: `charlm info` has all 64
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
-
-
-def lost_note_for(run_dir: Path, saved: bool) -> str:
-    """What a run a lost peer stopped goes on from: its last checkpoint, where one was written (`saved`:
-    the ranks agreed it was, or the run resumed from one; a rank on another machine may not see the run
-    folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
-    if not saved and not runs.holds_checkpoint(run_dir):
-        return "; no checkpoint was written yet: start the run again"
-    return f"; {one_line_path(run_dir)} keeps its last checkpoint: resume with {runs.resume_command(run_dir)}"
 
 
 class Trainer:
@@ -121,7 +111,7 @@ class Trainer:
     def fit(self) -> CharLM:
         """Train until the budget is spent or a signal asks to stop; checkpoints on the way (the loop of
         the module's docstring, read top to bottom). Under torchrun a peer lost (gone, or not answering)
-        stops it: `lost_note` says where the run goes on from."""
+        stops it: `run_notes.lost_note` says where the run goes on from."""
         progress = self.progress
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
@@ -136,7 +126,7 @@ class Trainer:
                 self.report(loss, seconds)
             stopping = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
             if stopping and self.ranks.leader:
-                self.say(self.stopping_note(stop.signum))
+                self.say(run_notes.stopping_note(self.progress.step, stop.signum, self.run_dir, self.saved_step))
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save(on_cadence=False)
         self.stopped_early = stopping
@@ -157,7 +147,7 @@ class Trainer:
                 stack.enter_context(torch.autograd.detect_anomaly())
         self.model.train()
         threads.configure(self.config.threads, self.device)
-        self.plan_probe_check(max_seconds)
+        self.schedule_probe_check(max_seconds)
         return stop
 
     def timed_step(self, share: float) -> tuple[torch.Tensor, float]:
@@ -262,7 +252,7 @@ class Trainer:
         elif step % NAN_CHECK_EVERY == 0:
             self.check_diverged()
 
-    def plan_probe_check(self, max_seconds: float | None) -> None:
+    def schedule_probe_check(self, max_seconds: float | None) -> None:
         """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
         if max_seconds:
             settled = max(SETTLED[0], SETTLED[1] * max_seconds)
@@ -333,7 +323,7 @@ class Trainer:
         if self.ranks.leader:
             spent = limits_spent(self.config, self.progress, self.run_dir)
             tqdm.write(
-                f"{spent}: nothing to train{self.moved_note(always=True)}; give a larger limit to go on",
+                f"{spent}: nothing to train{run_notes.moved_note(self.corpus.sources)}; give a larger limit to go on",
                 file=sys.stderr,
             )
         return True
@@ -348,13 +338,6 @@ class Trainer:
         patience, progress = self.config.patience, self.progress
         return bool(patience and progress.step) and progress.worse_evaluations >= patience
 
-    def moved_note(self, always: bool = False) -> str:
-        """What a resume that trains nothing did all the same: record its text's new path in run.json (`open_run`),
-        where charlm eval and later resumes read it; "" where the path is the one recorded already, unless `always`."""
-        if not (self.text_moved or always):
-            return ""
-        return f"; its text's path is recorded ({' '.join(self.corpus.sources)}), where charlm eval and later resumes read it"
-
     def check_patience(self, resuming: bool = False) -> None:
         """Stop once validation has not improved for --patience evaluations in a row: the text is being
         memorized and best.pt already holds the best weights. Said once; every rank takes rank 0's word.
@@ -368,11 +351,12 @@ class Trainer:
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
         if out and resuming:
+            moved = run_notes.moved_note(self.corpus.sources) if self.text_moved else ""
             best, worse = progress.best_bpc, progress.worse_evaluations
             best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
             tqdm.write(
                 f"{self.shown_dir} stopped early at step {progress.step}: validation has not improved for "
-                f"{worse} evaluations (best {best_text}); nothing to train{self.moved_note()}: to train on, resume "
+                f"{worse} evaluations (best {best_text}); nothing to train{moved}: to train on, resume "
                 f"with {said('patience', 0)} or a {said('patience')} above {worse}",
                 file=sys.stderr,
             )
@@ -437,7 +421,8 @@ class Trainer:
                     tqdm.write(f"warning: {error}; training goes on ({said('save_errors', 'warn')})", file=sys.stderr)
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return best_written
-            raise CharLMError(f"{error}; training stopped at step {self.progress.step}{self.resume_note()}")
+            resume = run_notes.resume_note(self.run_dir, self.saved_step)
+            raise CharLMError(f"{error}; training stopped at step {self.progress.step}{resume}")
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
         return improved
 
@@ -491,72 +476,17 @@ class Trainer:
         """The run folder as the lines that name it show it: a folder renamed by hand to a space, quoted."""
         return one_line_path(self.run_dir)
 
-    def resume_note(self) -> str:
-        """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
-        if self.saved_step is None:
-            return ""
-        return f"; resume it from step {self.saved_step} with {runs.resume_command(self.run_dir)}"
-
-    def saved_note(self) -> str:
-        """Where the run's checkpoints are, or why the last could not be written (--save-errors warn)."""
-        if not self.save_error:
-            return f"saved in {self.shown_dir}"
-        kept = (
-            f"{self.shown_dir} holds step {self.saved_step}"
-            if self.saved_step
-            else f"{self.shown_dir} holds no checkpoint"
-        )
-        return f"not saved: the last checkpoint could not be written ({self.save_error}); {kept}"
-
-    def done_note(self) -> str:
-        """The line a finished run ends with: its last and best validation bpc, and where it is kept."""
-        progress = self.progress
-        best_bpc = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
-        return (
-            f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
-            f"(best {best_bpc}); {self.saved_note()}"
-        )
-
-    def lost_note(self) -> str:
-        """What this run goes on from if a lost peer stops it (`distributed.peer_note`)."""
-        return lost_note_for(self.run_dir, self.saved_step is not None)
-
-    def stopping_note(self, signum: int | None) -> str:
-        """Said as a signal stops the run: scoring and saving take seconds in silence (more on a busy machine),
-        and a second Ctrl-C meanwhile loses the steps since the last checkpoint."""
-        note = f"stopping at step {self.progress.step}: scoring the held-out text and saving"
-        if signum not in (None, signal.SIGINT):
-            return note
-        kept = "nothing" if self.saved_step is None else f"step {self.saved_step} ({self.shown_dir})"
-        return f"{note}; Ctrl-C again stops at once, keeping {kept}"
-
-    def interrupted_note(self) -> str:
-        """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
-        if self.saved_step is None:
-            return f"interrupted before the first checkpoint; train again ({said('out', self.run_dir)} is still free)"
-        return f"interrupted; {self.shown_dir} holds step {self.saved_step}: resume with {runs.resume_command(self.run_dir)}"
-
     def check_diverged(self) -> None:
         """Stop, writing nothing, once training has diverged: a loss was NaN or infinite, or the weights
         (the raw ones and their average) hold what no checkpoint reader takes (`unsound_weight`). The
         loss is computed before its step's update, so a last step that threw the weights past that bound
         had a finite one. Every rank decides alike: the loss is averaged over ranks, the weights are equal."""
-        if self.state.nonfinite.item():
-            raise CharLMError(self.diverged_message("the loss became NaN or infinite"))
+        why = "the loss became NaN or infinite" if self.state.nonfinite.item() else None
         for model in dict.fromkeys((self.model, self.result)):
-            if name := unsound_weight(model.state_dict()):
-                raise CharLMError(self.diverged_message(f"{name} became NaN, infinite or past {MAX_WEIGHT:.0e}"))
-
-    def diverged_message(self, why: str) -> str:
-        """Why the run stops (`why` it diverged), and how to go on: from the last good checkpoint at a lower
-        --lr, a quarter of this one's, or the default where that is lower (an absurd rate's quarter diverges too)."""
-        lower = f"{min(self.config.lr / 4, Config.lr):.2g}"
-        if self.saved_step is None:
-            return f"training diverged ({why}); start again with a lower {said('lr')}, e.g. {lower}"
-        return (
-            f"training diverged ({why} after step {self.saved_step}); the last good checkpoint is kept: resume it "
-            f"with a lower learning rate: {runs.resume_command(self.run_dir, said('lr', metavar=lower))}"
-        )
+            if why is None and (name := unsound_weight(model.state_dict())):
+                why = f"{name} became NaN, infinite or past {MAX_WEIGHT:.0e}"
+        if why:
+            raise CharLMError(run_notes.diverged_message(why, self.config.lr, self.run_dir, self.saved_step))
 
     def restore(self, checkpoint: Checkpoint, read_from: tuple[int, ...] | None = None) -> None:
         """Continue from a checkpoint of this run (train_state.restore), on the same corpus; `read_from`:
@@ -580,7 +510,7 @@ class Trainer:
         changed = checkpoint.config.changed_options(self.config)
         self.resume_changes = {name: change for name, change in changed.items() if name not in UNRECORDED}
         step = checkpoint.progress.step
-        was, now = checkpoint.hardware(), self.hardware(checkpoint)
+        was, now = checkpoint.hardware(), self.hardware_now(checkpoint)
         self.resume_hardware = (was, now) if was != now else None
         self.resumes = [record for record in runs.read_resumes(self.run_dir) if record["step"] < step]
         if self.resume_changes or self.resume_hardware:
@@ -598,7 +528,7 @@ class Trainer:
             "cores": threads.available_cores() if device.type == "cpu" else None,
         }
 
-    def hardware(self, saved: Checkpoint) -> str:
+    def hardware_now(self, saved: Checkpoint) -> str:
         """What this session trains on, said as `saved.hardware()` says what trained `saved`: what an older
         checkpoint did not record (the core's precision, the cores) is left out of both, so it is no change."""
         recorded = self.recorded_hardware()

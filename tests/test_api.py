@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, api, batches, run_lock, runs, scoring, threads, tracing, train_state
+from charlm import CharLM, api, batches, run_lock, run_notes, runs, scoring, threads, tracing, train_state
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
@@ -490,9 +490,7 @@ def slower_than_probed(fox: Path) -> str:
     return lines[0]
 
 
-def trainer_at(saved_step: int | None) -> SimpleNamespace:
-    """What Trainer's notes read of a trainer: its run folder, last saved step and learning rate."""
-    return SimpleNamespace(run_dir=Path("checkpoints/base"), saved_step=saved_step, config=Config(lr=1e-3))
+BASE_RUN = Path("checkpoints/base")  # the run folder the notes of a run (run_notes.py) name
 
 
 RUN_NAMES = {
@@ -592,19 +590,19 @@ RUN_NAMES = {
         "raise vocab_size or lower coverage",
     ),
     "diverged": (
-        lambda fox, _: Trainer.diverged_message(trainer_at(None), "the loss became NaN or infinite"),
+        lambda fox, _: run_notes.diverged_message("the loss became NaN or infinite", 1e-3, BASE_RUN, None),
         "start again with a lower lr, e.g. 0.00025",
     ),
     "diverged after a checkpoint": (
-        lambda fox, _: Trainer.diverged_message(trainer_at(10), "the loss became NaN or infinite"),
+        lambda fox, _: run_notes.diverged_message("the loss became NaN or infinite", 1e-3, BASE_RUN, 10),
         "resume it with a lower learning rate: charlm.train(resume='checkpoints/base', lr=0.00025)",
     ),
     "a checkpoint not written": (
-        lambda fox, _: Trainer.resume_note(trainer_at(10)),
+        lambda fox, _: run_notes.resume_note(BASE_RUN, 10),
         "; resume it from step 10 with charlm.train(resume='checkpoints/base')",
     ),
     "interrupted before a checkpoint": (
-        lambda fox, _: Trainer.interrupted_note(trainer_at(None)),
+        lambda fox, _: run_notes.interrupted_note(BASE_RUN, None),
         "train again (out='checkpoints/base' is still free)",
     ),
     "a folder lost": (

@@ -18,7 +18,19 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, files, processes, run_lock, runs, tokens, train_state, trainer
+from charlm import (
+    api,
+    checkpoint,
+    checkpoint_file,
+    files,
+    processes,
+    run_lock,
+    run_notes,
+    runs,
+    tokens,
+    train_state,
+    trainer,
+)
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
@@ -1320,8 +1332,8 @@ def test_a_lost_peer_s_note_trusts_a_checkpoint_the_ranks_agreed_on_where_the_fo
     written (or the one the run resumed from) is there all the same."""
     elsewhere = tmp_path / "run"
     with on_command_line():  # a peer is lost under torchrun, which the charlm command runs under
-        assert trainer.lost_note_for(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
-    assert trainer.lost_note_for(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"
+        assert run_notes.lost_note(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
+    assert run_notes.lost_note(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"
 
 
 def test_a_text_recorded_with_its_encoding_resumes_when_given_by_a_relative_path(fox_file, tiny):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import runs
+from .. import run_notes, runs
 from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
 from ..errors import one_line
 from ..fields import typed
@@ -83,7 +83,9 @@ def train(
             trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
         except KeyboardInterrupt:  # the corpus read, the run planned: no checkpoint of this start yet
             raise KeyboardInterrupt(not_started_note(resume is not None)) from None
-        with peer_note(trainer.lost_note):  # a peer lost from here on: the line says where the run goes on from
+        with peer_note(
+            lambda: lost_note(trainer)
+        ):  # a peer lost from here on: the line says where the run goes on from
             status = train_ranks(trainer, ranks)
     if status:  # after rank 0's last lines (`Ranks.leaving`): torchrun stops every rank once one fails
         sys.exit(status)
@@ -105,7 +107,7 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
         try:
             trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
-            raise KeyboardInterrupt(trainer.interrupted_note()) from None
+            raise KeyboardInterrupt(run_notes.interrupted_note(trainer.run_dir, trainer.saved_step)) from None
     else:
         trainer.fit()
     with peer_note(lambda: ended_note(trainer)), ranks.leaving():  # the others wait for rank 0's last lines
@@ -116,8 +118,18 @@ def ended_note(trainer: Trainer) -> str:
     """What a peer lost once training ended leaves: a finished run, whole (a resume would train nothing),
     or one stopped early, to resume."""
     if trainer.stopped_early:
-        return trainer.lost_note()
-    return f"; the run had finished: {trainer.saved_note()}"
+        return lost_note(trainer)
+    return f"; the run had finished: {saved_note(trainer)}"
+
+
+def lost_note(trainer: Trainer) -> str:
+    """Where a run a lost peer stopped goes on from, as it stands now (its last checkpoint written)."""
+    return run_notes.lost_note(trainer.run_dir, saved=trainer.saved_step is not None)
+
+
+def saved_note(trainer: Trainer) -> str:
+    """Where the run's checkpoints are, or why the last could not be written."""
+    return run_notes.saved_note(trainer.run_dir, trainer.saved_step, trainer.save_error)
 
 
 def say_ended(trainer: Trainer) -> int:
@@ -130,12 +142,12 @@ def say_ended(trainer: Trainer) -> int:
     if trainer.stopped_early:
         click.echo(
             one_line(
-                f"stopped at step {trainer.progress.step}; {trainer.saved_note()}. "
+                f"stopped at step {trainer.progress.step}; {saved_note(trainer)}. "
                 f"Resume with: {runs.resume_command(run_dir)}"
             )
         )
         return trainer.exit_status
-    click.echo(one_line(trainer.done_note()))
+    click.echo(one_line(run_notes.done_note(trainer.progress, run_dir, trainer.saved_step, trainer.save_error)))
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
         click.echo(

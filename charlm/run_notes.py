@@ -1,0 +1,89 @@
+"""What a training run says of where it is kept and how to go on: the lines it ends with, stops with, or
+is stopped by. Kept apart from the loop (trainer.py) so `fit` reads as the steps it takes; each note
+takes the few values it words (the run folder, the last checkpoint's step), so the CLI, the Python API
+and a lost peer's handler word a run alike, with or without its trainer.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import runs
+from .config import Config
+from .errors import one_line_path
+from .fields import said
+
+if TYPE_CHECKING:
+    from .checkpoint import Progress
+
+
+def resume_note(run_dir: Path, saved_step: int | None) -> str:
+    """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
+    if saved_step is None:
+        return ""
+    return f"; resume it from step {saved_step} with {runs.resume_command(run_dir)}"
+
+
+def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
+    """Where the run's checkpoints are, or why the last could not be written (--save-errors warn)."""
+    shown_dir = one_line_path(run_dir)
+    if not save_error:
+        return f"saved in {shown_dir}"
+    kept = f"{shown_dir} holds step {saved_step}" if saved_step else f"{shown_dir} holds no checkpoint"
+    return f"not saved: the last checkpoint could not be written ({save_error}); {kept}"
+
+
+def done_note(progress: Progress, run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
+    """The line a finished run ends with: its last and best validation bpc, and where it is kept."""
+    best_bpc = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
+    return (
+        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
+        f"(best {best_bpc}); {saved_note(run_dir, saved_step, save_error)}"
+    )
+
+
+def lost_note(run_dir: Path, saved: bool) -> str:
+    """What a run a lost peer stopped goes on from (`distributed.peer_note`): its last checkpoint, where one
+    was written (`saved`: the ranks agreed it was, or the run resumed from one; a rank on another machine
+    may not see the run folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
+    if not saved and not runs.holds_checkpoint(run_dir):
+        return "; no checkpoint was written yet: start the run again"
+    return f"; {one_line_path(run_dir)} keeps its last checkpoint: resume with {runs.resume_command(run_dir)}"
+
+
+def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int | None) -> str:
+    """Said as a signal stops the run: scoring and saving take seconds in silence (more on a busy machine),
+    and a second Ctrl-C meanwhile loses the steps since the last checkpoint."""
+    note = f"stopping at step {step}: scoring the held-out text and saving"
+    if signum not in (None, signal.SIGINT):
+        return note
+    kept = "nothing" if saved_step is None else f"step {saved_step} ({one_line_path(run_dir)})"
+    return f"{note}; Ctrl-C again stops at once, keeping {kept}"
+
+
+def interrupted_note(run_dir: Path, saved_step: int | None) -> str:
+    """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
+    if saved_step is None:
+        return f"interrupted before the first checkpoint; train again ({said('out', run_dir)} is still free)"
+    return f"interrupted; {one_line_path(run_dir)} holds step {saved_step}: resume with {runs.resume_command(run_dir)}"
+
+
+def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:
+    """Why the run stops (`why` it diverged at learning rate `lr`), and how to go on: from the last good
+    checkpoint at a lower --lr, a quarter of this one's, or the default where that is lower (an absurd
+    rate's quarter diverges too)."""
+    lower = f"{min(lr / 4, Config.lr):.2g}"
+    if saved_step is None:
+        return f"training diverged ({why}); start again with a lower {said('lr')}, e.g. {lower}"
+    return (
+        f"training diverged ({why} after step {saved_step}); the last good checkpoint is kept: resume it "
+        f"with a lower learning rate: {runs.resume_command(run_dir, said('lr', metavar=lower))}"
+    )
+
+
+def moved_note(sources: list[str]) -> str:
+    """What a resume that trains nothing did all the same: record its text's new path in run.json
+    (`Trainer.open_run`), where charlm eval and later resumes read it."""
+    return f"; its text's path is recorded ({' '.join(sources)}), where charlm eval and later resumes read it"
