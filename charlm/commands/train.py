@@ -83,9 +83,8 @@ def train(
             trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
         except KeyboardInterrupt:  # the corpus read, the run planned: no checkpoint of this start yet
             raise KeyboardInterrupt(not_started_note(resume is not None)) from None
-        with peer_note(
-            lambda: lost_note(trainer)
-        ):  # a peer lost from here on: the line says where the run goes on from
+        # a peer lost from here on: the line says where the run goes on from
+        with peer_note(lambda: lost_note(trainer)):
             status = train_ranks(trainer, ranks)
     if status:  # after rank 0's last lines (`Ranks.leaving`): torchrun stops every rank once one fails
         sys.exit(status)
