@@ -310,7 +310,8 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
     it was exported from (`hub.source_in`), all of one read of its files. Its
     config.json is plain JSON, there to be read and so edited: a `layers` or `hidden` its weights are
     not of is named as such, not as a missing weight, nor (fewer layers than the weights hold) as an
-    experiment's model of its own, which `charlm export` never writes; a `model` or `run` missing or of
+    experiment's model of its own, which `charlm export` never writes; a `vocab_size` vocab.json does not
+    hold, as config.json's field too; a `model` or `run` missing or of
     another type is named as a .pt's part is (`check_fields`)."""
     config, vocab, weights, digest, source = hub.read(folder)
     try:
@@ -325,6 +326,12 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
                 f"{hub.CONFIG} has {name} {model_config.get(name)!r} but {hub.WEIGHTS} holds weights of {name} "
                 f"{value!r}: they do not match",
             )
+    if (size := vocab_size_of(vocab)) is not None and model_config.get("vocab_size") != size:
+        raise hub.damaged(
+            folder,
+            f"{hub.CONFIG} has vocab_size {model_config.get('vocab_size')!r} but {hub.VOCAB} holds {size} ids: "
+            "they do not match",
+        )
     payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
     saved = Checkpoint.from_payload(payload, folder)
     if extra := saved.extra_weights():
@@ -332,6 +339,16 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
             folder, f"{hub.WEIGHTS} holds weights its {hub.CONFIG}'s model has not: {', '.join(extra[:3])}"
         )
     return saved, digest, source
+
+
+def vocab_size_of(vocab: object) -> int | None:
+    """How many ids the vocabulary vocab.json holds, to name a config.json `vocab_size` edited away from
+    it as config.json's field, not in charlm.CharLM's words to a Python caller; None where vocab.json is
+    damaged itself (`Checkpoint.from_payload` names how)."""
+    try:
+        return len(Vocab.from_dict(vocab))
+    except CharLMError:
+        return None
 
 
 def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = None) -> list[Path]:

@@ -37,6 +37,16 @@ def escaped(char: str) -> str:
     return repr(char)[1:-1]
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 character`, `2 characters`, `1,024 ids`: a count with its noun agreeing, never `1 character(s)`."""
+    return f"{count:,} {agreeing(noun, count)}"
+
+
+def agreeing(noun: str, count: int) -> str:
+    """`noun` as it agrees with `count`: itself for one, with an s for any other number (`unknown options`)."""
+    return noun if count == 1 else f"{noun}s"
+
+
 def one_line_path(path: str | Path) -> str:
     """`path` as `one_line` shows it, each name in it apart, and a name with a space at either end quoted:
     a run folder renamed by hand to a space is `checkpoints/' '`, and one to `run ` is `checkpoints/'run '`,

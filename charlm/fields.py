@@ -28,7 +28,7 @@ from dataclasses import field
 from pathlib import PurePath
 from typing import Any, TypeVar
 
-from .errors import UNDECODABLE_BYTE, CharLMError, escaped, one_line_path
+from .errors import UNDECODABLE_BYTE, CharLMError, agreeing, escaped, one_line_path
 from .halfwidth import as_choice, as_number, half_width
 
 T = TypeVar("T")
@@ -490,7 +490,7 @@ def check_keywords(
         named = ", ".join(
             f"{name} ({instead[name]})" if name in instead else meant(name, [*known, *arguments]) for name in unknown
         )
-        raise CharLMError(f"unknown {what}(s) {named}; known: {', '.join(known)}")
+        raise CharLMError(f"unknown {agreeing(what, len(unknown))} {named}; known: {', '.join(known)}")
 
 
 def keywords_named(config_class: type[T]) -> type[T]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from . import checkpoint, hub, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config
-from .errors import CharLMError, callers_stacklevel
+from .errors import CharLMError, callers_stacklevel, counted
 from .fields import about_option, from_options, said
 from .model import CharLM, grow_vocab
 from .unseen import with_hint
@@ -188,7 +188,7 @@ def named(chars: list[str] | None, count: int, how: str = "", base: Vocabulary |
     the `base` vocabulary writes, so a stray form is told from a new letter: `',' (the base writes '，')`."""
     if not count:
         return "no new characters"
-    note = f"{count:,} new character{'' if count == 1 else 's'}{how}"
+    note = counted(count, "new character") + how
     if not chars:
         return note
     shown = [with_forms(char, base) for char in chars[:SHOWN_NEW]]

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .corpus import check_characters
-from .errors import CharLMError
+from .errors import CharLMError, counted
 from .fields import SHOWN, said
 
 FREE = "_"
@@ -129,10 +129,7 @@ def template_of(
     if acrostic is not None:
         starts = verses(slots)
         if len(acrostic) != len(starts):
-            characters, verses_ = (
-                f"{n} {noun}{'' if n == 1 else 's'}"
-                for n, noun in ((len(acrostic), "character"), (len(starts), "verse"))
-            )
+            characters, verses_ = counted(len(acrostic), "character"), counted(len(starts), "verse")
             raise CharLMError(f"{acrostic_} has {characters} but {name} has {verses_}; give one per verse")
         for start, char in zip(starts, acrostic):
             slots[start] = char

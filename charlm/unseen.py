@@ -14,7 +14,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Collection
 
-from .errors import CharLMError
+from .errors import CharLMError, counted
 from .forms import is_han
 
 SHOWN_UNSEEN = 10  # unseen characters an error or a warning names (`first_named`), then " ..."
@@ -71,7 +71,7 @@ def never_seen(what: str, chars: list[str], name: Callable[[str], str]) -> CharL
     wording for a seed's and a template's or acrostic's, so a user of traditional characters typing
     both is told of every character at once, in the same words."""
     return CharLMError(
-        f"{what}: {len(chars)} character(s) the model has never seen: {first_named(chars, name)}; "
+        f"{what}: {counted(len(chars), 'character')} the model has never seen: {first_named(chars, name)}; "
         "use only characters from the training text"
     )
 

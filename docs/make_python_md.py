@@ -247,7 +247,7 @@ SECTIONS = [
                 try:
                     charlm.generate(model, "It was", temprature=0.8)
                 except charlm.CharLMError as error:
-                    print(error)  # unknown sampling option(s) temprature (did you mean temperature?); ...
+                    print(error)  # unknown sampling option temprature (did you mean temperature?); ...
                 """,
             ),
         ],

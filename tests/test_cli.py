@@ -947,7 +947,7 @@ def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(traine
         ["the\n", "zz\u20ac\n", "over\n"],
         lambda t, screen=True: shown.append(t),
     )
-    assert "line 2 of the input: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
+    assert "line 2 of the input: 1 character the model has never seen: '\u20ac'" in capsys.readouterr().err
     assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(shown) and conversation.read == "\nover\n"
 
 
@@ -1908,14 +1908,12 @@ def test_a_seed_pasted_with_windows_line_breaks_is_read_as_its_seed_file_is(trai
     typed = cli("sample", "--seed", "the quick\r\nbrown ", "--length", "8", "--greedy")
     plain = cli("sample", "--seed", "the quick\nbrown ", "--length", "8", "--greedy")
     assert typed.exit_code == 0 and typed.output == from_file.output == plain.output, typed.output
-    assert_one_line_error(
-        cli("sample", "--seed", "the\rquick"), "--seed: 1 character(s) the model has never seen: '\\r'"
-    )
+    assert_one_line_error(cli("sample", "--seed", "the\rquick"), "--seed: 1 character the model has never seen: '\\r'")
 
 
 def test_a_seed_typed_with_a_backslash_n_is_told_how_to_break_its_line(tmp_path):
     """`--seed '春望\\n杜甫\\n'` (the docs' $'...' without its $, or a shell with no $'...') was refused with
-    "2 character(s) the model has never seen: '\\\\' 'n'" and no word of why: the shell passed a backslash
+    "2 characters the model has never seen: '\\\\' 'n'" and no word of why: the shell passed a backslash
     and an n. The error says so, and how to type the line break; a seed the model reads is still read."""
     from .test_forms import HAN, chinese_model
 
@@ -1923,7 +1921,7 @@ def test_a_seed_typed_with_a_backslash_n_is_told_how_to_break_its_line(tmp_path)
     typed = cli("sample", str(tmp_path / "poems"), "--seed", f"{HAN[1]}\\n{HAN[3]}\\n", "--form", "五言绝句")
     assert_one_line_error(
         typed,
-        "--seed: 2 character(s) the model has never seen: '\\\\' 'n'",
+        "--seed: 2 characters the model has never seen: '\\\\' 'n'",
         "its \\n is a backslash and an n, not a line break",
         "$'",
         "--seed-file",

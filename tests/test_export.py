@@ -312,6 +312,27 @@ def test_a_model_folder_whose_config_json_was_edited_names_the_field_its_weights
     assert_one_line_error(cli("sample", "--checkpoint", str(hub), "--length", "5"), said)
 
 
+@pytest.mark.parametrize("change", [3, -1])
+def test_a_model_folder_whose_config_json_vocab_size_was_edited_names_the_field_and_vocab_json(tmp_path, change):
+    """A config.json edited to another `vocab_size` was refused in the words meant for a Python caller of
+    charlm.CharLM ("config.vocab_size is 30 ... (model.config with model.vocab)"), naming no file of the
+    folder: it is named as `layers` is, against the vocabulary vocab.json holds."""
+    hub = tmp_path / "hub"
+    checkpoint.write_model_folder(checkpoint.read(run_of(model_of(), tmp_path / "run") / "best.pt"), hub)
+    config = json.loads((hub / "config.json").read_text(encoding="utf-8"))
+    size = config["model"]["vocab_size"]
+    config["model"]["vocab_size"] = size + change
+    (hub / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    said = (
+        f"{hub}: damaged model folder (config.json has vocab_size {size + change} but vocab.json holds {size} ids: "
+        "they do not match); export it again from its run"
+    )
+    assert_one_line_error(cli("info", str(hub)), said)
+    with pytest.raises(charlm.CharLMError) as refused:
+        charlm.load(hub)
+    assert str(refused.value) == said
+
+
 def two_runs(tmp_path: Path) -> list[Checkpoint]:
     """Two runs whose model folders differ in every file (weights, the vocabulary's order, corpus) but not
     in shapes: a folder that mixes them loads without a word, and writes garbage."""

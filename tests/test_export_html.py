@@ -494,9 +494,7 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):
     write(browser, template="__，春_")
     wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     error = browser.find_element("id", "seed-error").text
-    assert (
-        error == "template: 1 character(s) the model has never seen: '春'; use only characters from the training text"
-    )
+    assert error == "template: 1 character the model has never seen: '春'; use only characters from the training text"
     assert "see the form" in browser.find_element("id", "status").text and made_text(browser) == poem  # it stays
 
     Select(browser.find_element("id", "form")).select_by_value("")
@@ -1020,7 +1018,7 @@ def test_the_page_gives_a_free_seed_as_the_model_read_it_as_charlm_does(tmp_path
     if normalize == "nfkc":  # read otherwise than typed, and no refusal
         assert [text[:4] for text in expected[:3]] == ["the ", "fi 1", "kg é"], expected
     if normalize != "none" and not unknown:
-        assert expected[4] == "error: seed: 1 character(s) the model has never seen: " + (
+        assert expected[4] == "error: seed: 1 character the model has never seen: " + (
             "'.' (did you mean '。'?); use only characters from the training text"
             if normalize == "nfkc"
             else "'．'; use only characters from the training text"
@@ -1132,6 +1130,17 @@ def test_the_page_counts_an_acrostic_of_one_character_as_charlm_does(tmp_path):
     assert texts[1].startswith("error: acrostic has 2 characters but template has 1 verse; "), texts[1]
 
 
+def test_the_page_counts_the_characters_a_model_never_saw_as_charlm_does(tmp_path):
+    """The page said "1 character(s) the model has never seen", as charlm did: one character, two characters."""
+    model, seeds = model_of("lstm", "abc \n", hidden=8), ["z", "zy"]
+    generations = [{"seed": seed, "greedy": True} for seed in seeds]
+    texts = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "a", "generations": generations})
+    texts = texts["texts"]
+    assert texts == [charlms(model, seed) for seed in seeds]
+    assert texts[0].startswith("error: seed: 1 character the model has never seen: 'z'; "), texts[0]
+    assert texts[1].startswith("error: seed: 2 characters the model has never seen: 'z' 'y'; "), texts[1]
+
+
 def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
     """An acrostic's character "'" was quoted with JSON's quotes where charlm quotes as Python does: the same
     line now, for '"' and a backslash too."""
@@ -1190,7 +1199,7 @@ def test_the_page_reads_a_seeds_windows_line_breaks_and_refuses_a_templates_as_c
     got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
     for seed, text in zip(seeds[:2], got["texts"]):
         assert text == sampler.generate(model, seed, form="五绝", greedy=True)[0], seed
-    assert got["texts"][2].startswith("error: seed: 1 character(s) the model has never seen")
+    assert got["texts"][2].startswith("error: seed: 1 character the model has never seen")
     with pytest.raises(CharLMError, match="never seen"):
         sampler.generate(model, seeds[2], form="五绝")
     with pytest.raises(CharLMError) as error:
@@ -1287,8 +1296,8 @@ def test_the_page_names_a_templates_unseen_character_with_charlms_hints(tmp_path
     requests += [{"form": "五绝", "acrostic": "寶明寶釵"}, {"template": "寶_，釵_，寶_", "acrostic": "說明月"}]
     texts = refused_alike(tmp_path, model, "明月", requests)
     assert "',' (did you mean '，'?)" in texts[0] and "(traditional? " in texts[1]
-    assert texts[3].startswith("error: acrostic: 2 character(s)") and "'釵' (traditional? " in texts[3]
-    assert texts[4].startswith("error: template: 2 character(s)")  # the template's first, then its own
+    assert texts[3].startswith("error: acrostic: 2 characters") and "'釵' (traditional? " in texts[3]
+    assert texts[4].startswith("error: template: 2 characters")  # the template's first, then its own
 
 
 def test_the_page_reads_a_nul_in_a_template_as_charlm_does(tmp_path):
@@ -1297,7 +1306,7 @@ def test_the_page_reads_a_nul_in_a_template_as_charlm_does(tmp_path):
     pass) reads a NUL as the character fixed there, refused by a model that never saw one, written by one that did."""
     requests = [{"template": "__\x00__"}, {"template": "_\\_\x00_"}]
     texts = refused_alike(tmp_path, poet_model("_"), "丁", requests)
-    assert all(text.startswith("error: template: 1 character(s) the model has never seen: '\\x00'") for text in texts)
+    assert all(text.startswith("error: template: 1 character the model has never seen: '\\x00'") for text in texts)
     knows = poet_model("_\x00")
     generations = [{"seed": "丁", "greedy": True, **request} for request in requests]
     got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, knows), {"text": "丁", "generations": generations})

@@ -2365,20 +2365,20 @@ NEVER_RUN = [
         "/v1/completions",
         {"prompt": "a", "template": "__：_"},
         400,
-        "template: 1 character(s) the model has never seen: '：",
+        "template: 1 character the model has never seen: '：",
     ),
     (
         "/v1/completions",
         {"prompt": "a", "form": "五言绝句"},
         400,
-        "form 五言绝句: 2 character(s) the model has never seen: '，'",
+        "form 五言绝句: 2 characters the model has never seen: '，'",
     ),
     ("/v1/completions", {"prompt": "a", "template": "_,_", **COMMA_BANNED}, 400, "bans ',', but template must"),
     (
         "/v1/chat/completions",
         {**CHAT_A, "template": "_？_"},
         400,
-        "template: 1 character(s) the model has never seen: '？'",
+        "template: 1 character the model has never seen: '？'",
     ),
     ("/v1/completions", {"prompt": "a", "max_tokens": 1}, 429, "streams are busy"),  # good, but no row is free
     ("/v1/completions", {"prompt": "a", "template": "_,_"}, 429, "streams are busy"),  # a writable template too

@@ -98,11 +98,11 @@ def test_the_server_and_generate_write_the_same_poem_from_one_seed(client):
 @pytest.mark.parametrize(
     ("fields", "param", "says"),
     [
-        ({"template": "__：___"}, "template", "template: 1 character(s) the model has never seen: '："),
+        ({"template": "__：___"}, "template", "template: 1 character the model has never seen: '："),
         (
             {"template": "__，___", "acrostic": "龘夏"},
             "acrostic",
-            "acrostic: 1 character(s) the model has never seen: '龘'",
+            "acrostic: 1 character the model has never seen: '龘'",
         ),
         ({"form": "五言"}, "form", "form '五言' is not a form charlm knows; choose one of 五言绝句"),
         ({"form": "五言"}, "form", "or a short name (五绝, 七绝, 五律, 七律), in simplified or traditional"),
@@ -279,7 +279,7 @@ def test_page_writes_a_poem_in_the_form_chosen(served, browser):
     set_field(browser, "template", "__：___")
     for error in (
         "acrostic has 4 characters but template has 2 verses",
-        "template: 1 character(s) the model has never seen: '：",
+        "template: 1 character the model has never seen: '：",
     ):
         browser.find_element("id", "generate").click()
         wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)

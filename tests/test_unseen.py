@@ -16,6 +16,7 @@ from charlm.pieces import PieceVocab, train_model
 from charlm.scoring import bits_per_char, prompt_logprobs, surprise
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
+from charlm.unseen import never_seen
 from charlm.unseen_notes import unseen_note
 from charlm.vocab import UNSEEN, Vocab
 
@@ -33,6 +34,16 @@ def reference_bits(model, ids: torch.Tensor) -> tuple[float, int]:
         log_probs = F.log_softmax(model.head.logits(out[0]), dim=-1)
     chosen = log_probs.gather(1, ids[1:].clamp(min=0)[:, None])[:, 0]
     return -chosen[known[1:]].sum().item() / math.log(2), int(known[1:].sum())
+
+
+def test_the_characters_never_seen_are_counted_in_the_singular_or_plural():
+    """A seed of one character the model never saw was refused as "1 character(s) the model has never seen":
+    one is a character, two are characters, as charlm counts everywhere else."""
+    said = [str(never_seen("--seed", list(chars), repr)) for chars in ("z", "zy")]
+    assert said == [
+        "--seed: 1 character the model has never seen: 'z'; use only characters from the training text",
+        "--seed: 2 characters the model has never seen: 'z' 'y'; use only characters from the training text",
+    ]
 
 
 def test_an_unseen_character_is_read_as_the_zero_embedding_and_left_out_of_the_score():

@@ -39,9 +39,7 @@ def test_both_vocabularies_refuse_a_lone_surrogate_with_the_same_line(tokenizer,
 
 def test_an_unseen_character_names_the_form_the_model_knows():
     vocab = vocabulary("char")
-    with pytest.raises(
-        CharLMError, match=r"--seed: 1 character\(s\) the model has never seen: ':' \(did you mean '：'\?\)"
-    ):
+    with pytest.raises(CharLMError, match=r"--seed: 1 character the model has never seen: ':' \(did you mean '：'\?\)"):
         vocab.encode("宝玉道:", what="--seed")
     with pytest.raises(CharLMError, match=r"'\?' \(did you mean '？'\?\) '\(' \(did you mean '（'\?\) '宁';"):
         vocab.encode("你呢?(宁", what="--seed")
@@ -76,7 +74,7 @@ def test_a_traditional_character_for_a_model_of_simplified_text_is_said_to_be_on
     with pytest.raises(CharLMError) as error:
         vocab.encode("寶玉道：「宝」", what="--seed")
     assert str(error.value) == (
-        "--seed: 3 character(s) the model has never seen: '寶' (traditional? this model knows simplified "
+        "--seed: 3 characters the model has never seen: '寶' (traditional? this model knows simplified "
         "Chinese) '「' (did you mean '“'?) '」' (did you mean '”'?); use only characters from the training text"
     )
     traditional = Vocab.from_counts(Counter("寶玉們來說學國這個「」\n" * 10))
@@ -159,7 +157,7 @@ def test_a_simplified_character_for_a_model_of_traditional_text_is_said_to_be_on
     with pytest.raises(CharLMError) as error:
         vocab.encode("宝玉们道：“”", what="--seed")
     assert str(error.value) == (
-        f"--seed: 4 character(s) the model has never seen: '宝' ({SIMPLIFIED_NOTE}) '们' ({SIMPLIFIED_NOTE}) "
+        f"--seed: 4 characters the model has never seen: '宝' ({SIMPLIFIED_NOTE}) '们' ({SIMPLIFIED_NOTE}) "
         "'“' (did you mean '「'?) '”' (did you mean '」'?); use only characters from the training text"
     )
     assert [vocab.name_unseen(c) for c in "亻酰着"] == ["'亻'", "'酰'", "'着'"]

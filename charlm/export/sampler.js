@@ -469,7 +469,7 @@ function optionError(param, message) { return Object.assign(new Error(message), 
 // each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
 function neverSeen(what, chars, hints) {
   const named = firstNamed(chars, (c) => nameUnseen(c, hints));
-  return `${what}: ${chars.length} character(s) the model has never seen: ${named}; use only characters from the training text`;
+  return `${what}: ${chars.length} character${chars.length === 1 ? "" : "s"} the model has never seen: ${named}; use only characters from the training text`;
 }
 
 // forms.py's class of a character the model does not know (html.class_of gave the known ones' ids theirs):
