@@ -20,8 +20,9 @@ import time
 
 import torch
 
-from bench.common import busy_processes, counted
+from bench.common import busy_processes
 from charlm import CharLM, ModelConfig, generate
+from charlm.errors import counted
 from charlm.sampler import generate as fixed_generate
 from charlm.vocab import Vocab
 

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.common import counted, errors_in_one_line, read_corpus, split_at
+from bench.common import errors_in_one_line, read_corpus, split_at
+from charlm.errors import counted
 
 LOG2E = 1.0 / math.log(2.0)
 

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import torch
 
-from bench.common import best_seconds, counted
+from bench.common import best_seconds
 from charlm import checkpoint, weight_checks
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
+from charlm.errors import counted
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 from charlm.weight_checks import MAX_WEIGHT

@@ -164,12 +164,6 @@ def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     return best
 
 
-def counted(count: int, noun: str) -> str:
-    """`1 round`, `7 rounds`, `20,000 files`: a report's count with its noun agreeing (`--rounds 1` said
-    `1 rounds`)."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
 # -- charlm's trainer, size rule and run planning (the only place bench/ reaches into them) --------
 def bare_config(**settings) -> Config:
     """charlm's defaults for a trainer that only steps: no time or step limit, no evaluation or

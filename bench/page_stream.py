@@ -39,8 +39,9 @@ import uvicorn
 from fastapi.responses import HTMLResponse
 
 from bench.browser import chromium
-from bench.common import counted, wait_healthy
+from bench.common import wait_healthy
 from charlm import forms
+from charlm.errors import counted
 from charlm.model import CharLM, ModelConfig
 from charlm.serve import listening_socket, protocol
 from charlm.serve.app import create_app

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import counted
+from charlm.errors import counted
 
 MB = 1_000_000
 

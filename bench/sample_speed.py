@@ -18,10 +18,10 @@ import argparse
 import torch
 
 from bench.common import best_seconds as timed
-from bench.common import counted
 from charlm import CharLM, ModelConfig
 from charlm.config import SampleConfig
 from charlm.device import resolve_device, synchronize
+from charlm.errors import counted
 from charlm.generation import Batch, Row
 from charlm.inference_context import inference
 from charlm.sampler import generate

@@ -59,9 +59,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import counted, errors_in_one_line, served_url, wait_healthy
+from bench.common import errors_in_one_line, served_url, wait_healthy
 from bench.lifeline import Lifeline
 from charlm import runs
+from charlm.errors import counted
 
 ALPHABET = string.ascii_letters + string.digits + " \n.,;:!?'-"  # 72 characters, near tinyshakespeare's 65
 

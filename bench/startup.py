@@ -36,8 +36,9 @@ from pathlib import Path
 import torch
 
 import charlm
-from bench.common import counted, served_url, wait_healthy
+from bench.common import served_url, wait_healthy
 from bench.lifeline import Lifeline
+from charlm.errors import counted
 
 ALPHABET = string.ascii_letters + " \n"
 TINY = {"layers": 1, "hidden": 32, "seq_len": 16, "batch_size": 4}

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import catalog, runs
 from .checkpoint_header import glance
 from .config import MAXIMA
-from .errors import CharLMError, one_line
+from .errors import CharLMError, counted, one_line
 from .fields import holds, said
 from .files import is_number
 from .runs import read_metrics
@@ -88,7 +88,7 @@ def unread_note(root: str | Path = runs.CHECKPOINT_ROOT, shown: int = 3) -> str:
     more = f" and {len(unread) - shown:,} more" if len(unread) > shown else ""
     one = len(unread) == 1
     return one_line(
-        f"left out {len(unread):,} folder{'' if one else 's'} that cannot be read{shared}: "
+        f"left out {counted(len(unread), 'folder')} that cannot be read{shared}: "
         f"{names}{more}; make {'it' if one else 'them'} readable (chmod u+rx) to list {'it' if one else 'them'}"
     )
 
