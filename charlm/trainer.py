@@ -410,6 +410,8 @@ class Trainer:
         with self.ranks.leader_first(setup=False):  # the others wait while rank 0 writes, however long
             if self.ranks.leader and not lost:
                 error, best_written = self.write_files(checkpoint, improved)
+                if error and best_written and not (self.run_dir / runs.LATEST).exists():
+                    self.saved_step = self.progress.step  # its first latest.pt failed: it goes on from best.pt
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None
@@ -438,11 +440,7 @@ class Trainer:
             for note in save(checkpoint, [self.run_dir / name for name in names]):
                 tqdm.write(f"warning: {note}", file=sys.stderr)
         except NotSaved as e:
-            best_written = improved and self.run_dir / runs.BEST in e.saved
-            if best_written and not (self.run_dir / runs.LATEST).exists():
-                # best.pt was written and the run has no latest.pt (its first one failed): it goes on from best.pt
-                self.saved_step = self.progress.step
-            return str(e), best_written
+            return str(e), improved and self.run_dir / runs.BEST in e.saved
         return None, improved
 
     def start_notes(self) -> list[str]:
