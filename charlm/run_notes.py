@@ -83,6 +83,12 @@ def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None)
     )
 
 
+def nothing_to_train_note(spent: str, sources: list[str]) -> str:
+    """Why a resume whose limits were spent before it started (`spent`: `plan.limits_spent`'s words) trains
+    nothing, and what it did all the same: record its text's new path (`sources`)."""
+    return f"{spent}: nothing to train{moved_note(sources)}; give a larger limit to go on"
+
+
 def moved_note(sources: list[str]) -> str:
     """What a resume that trains nothing did all the same: record its text's new path in run.json
     (`Trainer.open_run`), where charlm eval and later resumes read it."""

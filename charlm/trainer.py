@@ -116,7 +116,9 @@ class Trainer:
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
             stop = self.start(stack, max_seconds)
-            if not self.nothing_to_train(max_seconds):
+            if self.resumed_spent(max_seconds):
+                self.say_nothing_to_train()
+            else:
                 self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
@@ -316,24 +318,21 @@ class Trainer:
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
 
-    def nothing_to_train(self, max_seconds: float | None) -> bool:
-        """Whether this resume has nothing to train, its limits spent before its first step: a resume given
-        the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` has now recorded in
-        run.json, and says so, even under --quiet, as nothing else says why no step was trained."""
-        if self.saved_step is None or self.spent(max_seconds) < 1.0:
-            return False
+    def resumed_spent(self, max_seconds: float | None) -> bool:
+        """Whether this resume's limits were spent before its first step: a resume taken up all the same,
+        as it gave the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` recorded."""
+        return self.saved_step is not None and self.spent(max_seconds) >= 1.0
+
+    def say_nothing_to_train(self) -> None:
+        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
         if self.ranks.leader:
             spent = limits_spent(self.config, self.progress, self.run_dir)
-            tqdm.write(
-                f"{spent}: nothing to train{run_notes.moved_note(self.corpus.sources)}; give a larger limit to go on",
-                file=sys.stderr,
-            )
-        return True
+            tqdm.write(run_notes.nothing_to_train_note(spent, self.corpus.sources), file=sys.stderr)
 
     def resumed_idle(self, max_seconds: float | None) -> bool:
-        """Whether this resume takes no step, its limits or --patience spent (`nothing_to_train`, `check_patience`):
+        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `check_patience`):
         its progress bar would show steps never taken, drawn full above and below the line that says why."""
-        return self.saved_step is not None and (self.spent(max_seconds) >= 1.0 or self.patience_spent())
+        return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
 
     def patience_spent(self) -> bool:
         """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
