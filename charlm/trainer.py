@@ -263,9 +263,8 @@ class Trainer:
             self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
 
     def compare_with_probe(self) -> None:
-        """Once, when the run has settled: say so if it trains well below the speed its size was chosen
-        for (the machine got busier after the probe; the model will see fewer characters per parameter
-        than planned)."""
+        """Once, when the run has settled: say so (`run_notes.slow_note`) if it trains well below the speed
+        its size was chosen for: the machine got busier after the probe."""
         if self.probe_check is None or self.progress.elapsed < self.probe_check[0]:
             return
         _, since_elapsed, since_tokens = self.probe_check
@@ -275,18 +274,9 @@ class Trainer:
             return
         seconds, tokens = self.progress.elapsed - since_elapsed, self.progress.tokens - since_tokens
         speed = tokens * self.corpus.chars_per_token / max(seconds, 1e-9)
-        if speed < SLOW_SHARE * probed:
-            if self.plan.reasons.get("hidden") == GIVEN:  # the probe timed the given size for dropout's passes
-                probe, fitted = "speed probe", "dropout"
-                planned = f"run will make fewer passes over its text than {said('dropout', self.config.dropout)} was fitted to"
-            else:
-                probe, fitted = "size probe", "hidden"
-                planned = "model will see fewer characters per parameter than the size rule planned"
-            self.say(
-                f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the {probed:,.0f} the {probe} "
-                f"measured for {said('hidden', self.config.hidden)}: the machine is busier than when the run "
-                f"started, so the {planned} (give {said(fitted)} to choose yourself)",
-            )
+        if speed < SLOW_SHARE * probed:  # given, the probe timed its size for dropout's passes
+            hidden_given = self.plan.reasons.get("hidden") == GIVEN
+            self.say(run_notes.slow_note(speed, probed, self.config.hidden, self.config.dropout, hidden_given))
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
     def evaluate_and_save(self, on_cadence: bool = True) -> None:
@@ -352,21 +342,10 @@ class Trainer:
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
         if out and resuming:
-            moved = run_notes.moved_note(self.corpus.sources) if self.text_moved else ""
-            best, worse = progress.best_bpc, progress.worse_evaluations
-            best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
-            tqdm.write(
-                f"{self.shown_dir} stopped early at step {progress.step}: validation has not improved for "
-                f"{worse} evaluations (best {best_text}); nothing to train{moved}: to train on, resume "
-                f"with {said('patience', 0)} or a {said('patience')} above {worse}",
-                file=sys.stderr,
-            )
+            moved_to = self.corpus.sources if self.text_moved else None
+            tqdm.write(run_notes.patience_resumed_note(progress, self.run_dir, moved_to), file=sys.stderr)
         elif out:
-            self.say(
-                f"validation has not improved for {patience} evaluations (best {progress.best_bpc:.3f} bpc at "
-                f"step {progress.best_step}, now {progress.val_bpc:.3f}): the text is being memorized; stopping "
-                f"early, best.pt keeps the best ({said('patience', 0)} trains on)",
-            )
+            self.say(run_notes.patience_note(patience, progress))
 
     def say(self, line: str) -> None:
         """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid;
