@@ -25,14 +25,14 @@ from tqdm.auto import tqdm
 from . import files, finetune, run_claim, run_lock, run_notes, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
-from .config import UNRECORDED
-from .device import core_precision, hardware_change_said, hardware_said, precision_said, precision_text
+from .device import core_precision, hardware_said, precision_said, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
-from .fields import changes_said, said
+from .fields import said
 from .model import CharLM
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
+from .resume_record import ResumeRecord, record_resume
 from .runtext import read_eval_also
 from .sampler import generate
 from .scoring import bits_per_char
@@ -68,9 +68,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
         self.text_moved = False  # a resume read the run's text at a path its checkpoint does not record
-        self.resume_changes: dict[str, tuple[object, object]] = {}  # options this resume changed: (old, new)
-        self.resume_hardware: tuple[str, str] | None = None  # (what trained the checkpoint, this), where they differ
-        self.resumes: list[dict] = []  # run.json's record of the resumes that changed options or hardware (`restore`)
+        self.resume = ResumeRecord()  # what this resume changed, and the run's earlier resumes (`restore`)
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
@@ -103,7 +101,7 @@ class Trainer:
             "vocabulary": len(self.corpus.vocab),
             "config": self.config.to_dict(),
             "reasons": self.plan.reasons,
-            "resumes": self.resumes,
+            "resumes": self.resume.records,
             **({"base": dataclasses.asdict(self.base)} if self.base else {}),
         }
 
@@ -430,16 +428,12 @@ class Trainer:
         resumed = (
             "" if self.saved_step is None else f", resumed at step {self.saved_step:,} ({self.saved_at:.0f}s trained)"
         )
-        if self.resume_changes:  # a kink in the loss curve, and a run compared with another, need them said
-            resumed += f" with {changes_said(self.resume_changes)}"
-        if self.resume_hardware:  # and so do speed figures of another machine
-            resumed += f"{';' if self.resume_changes else ''} {hardware_change_said(*self.resume_hardware)}"
         precision = precision_text(self.device, self.precision, type(model.core))
         hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)
         training = (
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
-            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}"
+            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}{self.resume.said()}"
         )
         notes = [training]
         if self.base and self.saved_step is not None:  # its new characters were said when it started
@@ -478,24 +472,7 @@ class Trainer:
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed
-        self.record_resume(checkpoint)
-
-    def record_resume(self, checkpoint: Checkpoint) -> None:
-        """The options this resume changed from its checkpoint's, and the hardware where it is not what trained the
-        checkpoint, kept in run.json's `resumes` with the step and time (the checkpoint keeps only the options its
-        steps were last trained with). A record from this step on is dropped: a resume from there whose steps no
-        checkpoint kept (killed, or it trained nothing)."""
-        changed = checkpoint.config.changed_options(self.config)
-        self.resume_changes = {name: change for name, change in changed.items() if name not in UNRECORDED}
-        step = checkpoint.progress.step
-        was, now = checkpoint.hardware(), self.hardware_now(checkpoint)
-        self.resume_hardware = (was, now) if was != now else None
-        self.resumes = [record for record in runs.read_resumes(self.run_dir) if record["step"] < step]
-        if self.resume_changes or self.resume_hardware:
-            changes = {name: {"was": old, "now": new} for name, (old, new) in self.resume_changes.items()}
-            elapsed, when = round(checkpoint.progress.elapsed, 1), time.strftime("%Y-%m-%d %H:%M:%S")
-            record = {"step": step, "elapsed": elapsed, "time": when, "changed": changes}
-            self.resumes.append(record | ({"hardware": {"was": was, "now": now}} if self.resume_hardware else {}))
+        self.resume = record_resume(checkpoint, self.config, self.run_dir, self.hardware_now(checkpoint))
 
     def recorded_hardware(self) -> dict:
         """What a checkpoint records of the hardware beyond device and precision: the recurrent core's
