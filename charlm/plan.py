@@ -300,7 +300,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     The reasons are the run's, from its run.json, but for those given now and `--precision auto`'s, which
     is chosen again on this resume's device.
     `text_given`: the resume names the run's text (at a new path, which it records), so a run whose limits
-    are spent is taken up, to record it and train nothing (`Trainer.nothing_to_train`), not refused."""
+    are spent is taken up, to record it and train nothing (`Trainer.say_nothing_to_train`), not refused."""
     run_dir = path.parent
     check_not_behind(saved, path)
     refuse_added_limits(overrides, saved.progress.step, saved.progress.elapsed, run_dir)

@@ -1,7 +1,8 @@
 """What a training run says of where it is kept and how to go on: the lines it ends with, stops with, or
-is stopped by. Kept apart from the loop (trainer.py) so `fit` reads as the steps it takes; each note
-takes the few values it words (the run folder, the last checkpoint's step), so the CLI, the Python API
-and a lost peer's handler word a run alike, with or without its trainer.
+is stopped by, and its warning that it trains slower than planned. Kept apart from the loop (trainer.py)
+so `fit` reads as the steps it takes; each note takes the few values it words (the run folder, the last
+checkpoint's step), so the CLI, the Python API and a lost peer's handler word a run alike, with or
+without its trainer.
 """
 
 from __future__ import annotations
@@ -81,6 +82,52 @@ def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None)
         f"training diverged ({why} after step {saved_step}); the last good checkpoint is kept: resume it "
         f"with a lower learning rate: {runs.resume_command(run_dir, said('lr', metavar=lower))}"
     )
+
+
+def patience_note(patience: int, progress: Progress) -> str:
+    """Why the run stops before its limits: validation has not improved for `patience` evaluations in a row,
+    so the text is being memorized, and best.pt already holds the best weights."""
+    return (
+        f"validation has not improved for {patience} evaluations (best {progress.best_bpc:.3f} bpc at "
+        f"step {progress.best_step}, now {progress.val_bpc:.3f}): the text is being memorized; stopping "
+        f"early, best.pt keeps the best ({said('patience', 0)} trains on)"
+    )
+
+
+def patience_resumed_note(progress: Progress, run_dir: Path, moved_to: list[str] | None) -> str:
+    """Why a resume of a run --patience stopped trains nothing, and how it trains on; `moved_to`: its text's
+    new path, recorded all the same (None: where it was)."""
+    best, worse = progress.best_bpc, progress.worse_evaluations
+    best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
+    moved = moved_note(moved_to) if moved_to else ""
+    return (
+        f"{one_line_path(run_dir)} stopped early at step {progress.step}: validation has not improved for "
+        f"{worse} evaluations (best {best_text}); nothing to train{moved}: to train on, resume "
+        f"with {said('patience', 0)} or a {said('patience')} above {worse}"
+    )
+
+
+def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_given: bool) -> str:
+    """A run training at `speed` chars/s, well below the `probed` its plan was made for: the machine got
+    busier, so a size the probe chose sees fewer characters per parameter than planned, and a size given
+    (`hidden_given`, timed for the passes --dropout was fitted to) makes fewer passes than fitted."""
+    if hidden_given:
+        probe, fitted = "speed probe", "dropout"
+        planned = f"run will make fewer passes over its text than {said('dropout', dropout)} was fitted to"
+    else:
+        probe, fitted = "size probe", "hidden"
+        planned = "model will see fewer characters per parameter than the size rule planned"
+    return (
+        f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the {probed:,.0f} the {probe} "
+        f"measured for {said('hidden', hidden)}: the machine is busier than when the run started, so the "
+        f"{planned} (give {said(fitted)} to choose yourself)"
+    )
+
+
+def nothing_to_train_note(spent: str, sources: list[str]) -> str:
+    """Why a resume whose limits were spent before it started (`spent`: `plan.limits_spent`'s words) trains
+    nothing, and what it did all the same: record its text's new path (`sources`)."""
+    return f"{spent}: nothing to train{moved_note(sources)}; give a larger limit to go on"
 
 
 def moved_note(sources: list[str]) -> str:

@@ -25,14 +25,14 @@ from tqdm.auto import tqdm
 from . import files, finetune, run_claim, run_lock, run_notes, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
-from .config import UNRECORDED
-from .device import core_precision, hardware_change_said, hardware_said, precision_said, precision_text
+from .device import core_precision, hardware_said, precision_said, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
-from .fields import changes_said, said
+from .fields import said
 from .model import CharLM
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
+from .resume_record import ResumeRecord, record_resume
 from .runtext import read_eval_also
 from .sampler import generate
 from .scoring import bits_per_char
@@ -68,9 +68,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
         self.text_moved = False  # a resume read the run's text at a path its checkpoint does not record
-        self.resume_changes: dict[str, tuple[object, object]] = {}  # options this resume changed: (old, new)
-        self.resume_hardware: tuple[str, str] | None = None  # (what trained the checkpoint, this), where they differ
-        self.resumes: list[dict] = []  # run.json's record of the resumes that changed options or hardware (`restore`)
+        self.resume = ResumeRecord()  # what this resume changed, and the run's earlier resumes (`restore`)
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
@@ -103,7 +101,7 @@ class Trainer:
             "vocabulary": len(self.corpus.vocab),
             "config": self.config.to_dict(),
             "reasons": self.plan.reasons,
-            "resumes": self.resumes,
+            "resumes": self.resume.records,
             **({"base": dataclasses.asdict(self.base)} if self.base else {}),
         }
 
@@ -116,7 +114,9 @@ class Trainer:
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
             stop = self.start(stack, max_seconds)
-            if not self.nothing_to_train(max_seconds):
+            if self.resumed_spent(max_seconds):
+                self.say_nothing_to_train()
+            else:
                 self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
@@ -239,8 +239,10 @@ class Trainer:
         return bool(signum)
 
     def hooks_if_due(self) -> None:
-        """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every, else now
-        and then a look for divergence (each of them looks first)."""
+        """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every, else every
+        NAN_CHECK_EVERY steps a look for divergence. The two hooks make that look themselves before
+        scoring or writing anything (a diverged model is neither scored nor saved); the look waits for
+        the device, so the steps between hooks make it only now and then."""
         step = self.progress.step
         every_steps, every_seconds = self.checkpoint_interval
         if step % self.config.eval_every == 0:
@@ -259,9 +261,8 @@ class Trainer:
             self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
 
     def compare_with_probe(self) -> None:
-        """Once, when the run has settled: say so if it trains well below the speed its size was chosen
-        for (the machine got busier after the probe; the model will see fewer characters per parameter
-        than planned)."""
+        """Once, when the run has settled: say so (`run_notes.slow_note`) if it trains well below the speed
+        its size was chosen for: the machine got busier after the probe."""
         if self.probe_check is None or self.progress.elapsed < self.probe_check[0]:
             return
         _, since_elapsed, since_tokens = self.probe_check
@@ -271,18 +272,9 @@ class Trainer:
             return
         seconds, tokens = self.progress.elapsed - since_elapsed, self.progress.tokens - since_tokens
         speed = tokens * self.corpus.chars_per_token / max(seconds, 1e-9)
-        if speed < SLOW_SHARE * probed:
-            if self.plan.reasons.get("hidden") == GIVEN:  # the probe timed the given size for dropout's passes
-                probe, fitted = "speed probe", "dropout"
-                planned = f"run will make fewer passes over its text than {said('dropout', self.config.dropout)} was fitted to"
-            else:
-                probe, fitted = "size probe", "hidden"
-                planned = "model will see fewer characters per parameter than the size rule planned"
-            self.say(
-                f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the {probed:,.0f} the {probe} "
-                f"measured for {said('hidden', self.config.hidden)}: the machine is busier than when the run "
-                f"started, so the {planned} (give {said(fitted)} to choose yourself)",
-            )
+        if speed < SLOW_SHARE * probed:  # given, the probe timed its size for dropout's passes
+            hidden_given = self.plan.reasons.get("hidden") == GIVEN
+            self.say(run_notes.slow_note(speed, probed, self.config.hidden, self.config.dropout, hidden_given))
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
     def evaluate_and_save(self, on_cadence: bool = True) -> None:
@@ -314,24 +306,21 @@ class Trainer:
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
 
-    def nothing_to_train(self, max_seconds: float | None) -> bool:
-        """Whether this resume has nothing to train, its limits spent before its first step: a resume given
-        the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` has now recorded in
-        run.json, and says so, even under --quiet, as nothing else says why no step was trained."""
-        if self.saved_step is None or self.spent(max_seconds) < 1.0:
-            return False
+    def resumed_spent(self, max_seconds: float | None) -> bool:
+        """Whether this resume's limits were spent before its first step: a resume taken up all the same,
+        as it gave the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` recorded."""
+        return self.saved_step is not None and self.spent(max_seconds) >= 1.0
+
+    def say_nothing_to_train(self) -> None:
+        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
         if self.ranks.leader:
             spent = limits_spent(self.config, self.progress, self.run_dir)
-            tqdm.write(
-                f"{spent}: nothing to train{run_notes.moved_note(self.corpus.sources)}; give a larger limit to go on",
-                file=sys.stderr,
-            )
-        return True
+            tqdm.write(run_notes.nothing_to_train_note(spent, self.corpus.sources), file=sys.stderr)
 
     def resumed_idle(self, max_seconds: float | None) -> bool:
-        """Whether this resume takes no step, its limits or --patience spent (`nothing_to_train`, `check_patience`):
+        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `check_patience`):
         its progress bar would show steps never taken, drawn full above and below the line that says why."""
-        return self.saved_step is not None and (self.spent(max_seconds) >= 1.0 or self.patience_spent())
+        return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
 
     def patience_spent(self) -> bool:
         """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
@@ -351,21 +340,10 @@ class Trainer:
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
         if out and resuming:
-            moved = run_notes.moved_note(self.corpus.sources) if self.text_moved else ""
-            best, worse = progress.best_bpc, progress.worse_evaluations
-            best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
-            tqdm.write(
-                f"{self.shown_dir} stopped early at step {progress.step}: validation has not improved for "
-                f"{worse} evaluations (best {best_text}); nothing to train{moved}: to train on, resume "
-                f"with {said('patience', 0)} or a {said('patience')} above {worse}",
-                file=sys.stderr,
-            )
+            moved_to = self.corpus.sources if self.text_moved else None
+            tqdm.write(run_notes.patience_resumed_note(progress, self.run_dir, moved_to), file=sys.stderr)
         elif out:
-            self.say(
-                f"validation has not improved for {patience} evaluations (best {progress.best_bpc:.3f} bpc at "
-                f"step {progress.best_step}, now {progress.val_bpc:.3f}): the text is being memorized; stopping "
-                f"early, best.pt keeps the best ({said('patience', 0)} trains on)",
-            )
+            self.say(run_notes.patience_note(patience, progress))
 
     def say(self, line: str) -> None:
         """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid;
@@ -408,6 +386,8 @@ class Trainer:
         with self.ranks.leader_first(setup=False):  # the others wait while rank 0 writes, however long
             if self.ranks.leader and not lost:
                 error, best_written = self.write_files(checkpoint, improved)
+                if error and best_written and not (self.run_dir / runs.LATEST).exists():
+                    self.saved_step = self.progress.step  # its first latest.pt failed: it goes on from best.pt
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None
@@ -436,11 +416,7 @@ class Trainer:
             for note in save(checkpoint, [self.run_dir / name for name in names]):
                 tqdm.write(f"warning: {note}", file=sys.stderr)
         except NotSaved as e:
-            best_written = improved and self.run_dir / runs.BEST in e.saved
-            if best_written and not (self.run_dir / runs.LATEST).exists():
-                # best.pt was written and the run has no latest.pt (its first one failed): it goes on from best.pt
-                self.saved_step = self.progress.step
-            return str(e), best_written
+            return str(e), improved and self.run_dir / runs.BEST in e.saved
         return None, improved
 
     def start_notes(self) -> list[str]:
@@ -452,16 +428,12 @@ class Trainer:
         resumed = (
             "" if self.saved_step is None else f", resumed at step {self.saved_step:,} ({self.saved_at:.0f}s trained)"
         )
-        if self.resume_changes:  # a kink in the loss curve, and a run compared with another, need them said
-            resumed += f" with {changes_said(self.resume_changes)}"
-        if self.resume_hardware:  # and so do speed figures of another machine
-            resumed += f"{';' if self.resume_changes else ''} {hardware_change_said(*self.resume_hardware)}"
         precision = precision_text(self.device, self.precision, type(model.core))
         hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)
         training = (
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
-            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}"
+            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}{self.resume.said()}"
         )
         notes = [training]
         if self.base and self.saved_step is not None:  # its new characters were said when it started
@@ -500,24 +472,7 @@ class Trainer:
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed
-        self.record_resume(checkpoint)
-
-    def record_resume(self, checkpoint: Checkpoint) -> None:
-        """The options this resume changed from its checkpoint's, and the hardware where it is not what trained the
-        checkpoint, kept in run.json's `resumes` with the step and time (the checkpoint keeps only the options its
-        steps were last trained with). A record from this step on is dropped: a resume from there whose steps no
-        checkpoint kept (killed, or it trained nothing)."""
-        changed = checkpoint.config.changed_options(self.config)
-        self.resume_changes = {name: change for name, change in changed.items() if name not in UNRECORDED}
-        step = checkpoint.progress.step
-        was, now = checkpoint.hardware(), self.hardware_now(checkpoint)
-        self.resume_hardware = (was, now) if was != now else None
-        self.resumes = [record for record in runs.read_resumes(self.run_dir) if record["step"] < step]
-        if self.resume_changes or self.resume_hardware:
-            changes = {name: {"was": old, "now": new} for name, (old, new) in self.resume_changes.items()}
-            elapsed, when = round(checkpoint.progress.elapsed, 1), time.strftime("%Y-%m-%d %H:%M:%S")
-            record = {"step": step, "elapsed": elapsed, "time": when, "changed": changes}
-            self.resumes.append(record | ({"hardware": {"was": was, "now": now}} if self.resume_hardware else {}))
+        self.resume = record_resume(checkpoint, self.config, self.run_dir, self.hardware_now(checkpoint))
 
     def recorded_hardware(self) -> dict:
         """What a checkpoint records of the hardware beyond device and precision: the recurrent core's

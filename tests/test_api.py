@@ -31,7 +31,6 @@ from charlm.errors import CharLMError
 from charlm.export import export
 from charlm.fields import python_help, said
 from charlm.inference_context import INSIDE, inference
-from charlm.trainer import Trainer
 from charlm.vocab import UNKNOWN, Vocab
 
 from .conftest import TINY, block_import, cli, latest, make_model, process_state, trained_once
@@ -473,23 +472,6 @@ def lost_unseen(fox: Path) -> None:
         lock.check(5)
 
 
-def slower_than_probed(fox: Path) -> str:
-    """What a run training at a tenth of the size probe's speed says."""
-    lines: list[str] = []
-    Trainer.compare_with_probe(
-        SimpleNamespace(
-            probe_check=(0.0, 0.0, 0),
-            progress=SimpleNamespace(elapsed=100.0, tokens=1000),
-            plan=SimpleNamespace(probed_chars_per_second=100.0, reasons={"hidden": "fits the budget"}),
-            ranks=SimpleNamespace(leader=True),
-            corpus=SimpleNamespace(chars_per_token=1.0),
-            config=SimpleNamespace(hidden=128),
-            say=lines.append,
-        )
-    )
-    return lines[0]
-
-
 BASE_RUN = Path("checkpoints/base")  # the run folder the notes of a run (run_notes.py) name
 
 
@@ -615,7 +597,7 @@ RUN_NAMES = {
         "(resume it from its last checkpoint with charlm.train(resume='elsewhere'))",
     ),
     "a machine busier than probed": (
-        lambda fox, _: slower_than_probed(fox),
+        lambda fox, _: run_notes.slow_note(10.0, 100.0, 128, 0.0, hidden_given=False),
         "the size probe measured for hidden=128: ",
         "(give hidden to choose yourself)",
     ),

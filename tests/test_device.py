@@ -60,7 +60,7 @@ def test_the_loss_is_scaled_wherever_the_recurrent_core_computes_in_fp16():
 
 
 def test_a_checkpoint_says_what_trained_it_with_torchruns_processes_and_the_cpus_cores(fox_file, tiny):
-    """What a resume compares (`Trainer.record_resume`): the device type (not a rank's GPU index), the
+    """What a resume compares (`resume_record.record_resume`): the device type (not a rank's GPU index), the
     precision, torchrun's number of processes (its batch layout) and, on a CPU, the cores (its speed)."""
     charlm.train(fox_file, out="run", **{**tiny, "device": "cpu", "precision": "fp32"})
     saved, cores = latest("run"), threads.available_cores()
