@@ -376,6 +376,18 @@ def test_a_damaged_page_says_what_is_wrong_in_one_line(tmp_path, browser):
     assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
     assert not browser.find_element("id", "generate").is_enabled()
 
+    # A bug after its worker was made: the worker, ready later, turned Generate on under "the page failed"
+    load = 'worker.postMessage({ type: "load", meta, tensors: $("charlm-weights").textContent });'
+    heard = "worker.addEventListener('message', (e) => { document.body.dataset.heard = e.data.type; });"
+    assert load in page.read_text(encoding="utf-8")
+    late_bug = lambda text, parts: text.replace(load, f"{load}\n  {heard}\n  null.bug;")
+    browser.get(damaged_copy(page, "late_bug.html", late_bug).as_uri())
+    WebDriverWait(browser, 30, 0.02).until(lambda d: d.find_element("tag name", "body").get_attribute("data-heard"))
+    assert browser.find_element("tag name", "body").get_attribute("data-heard") == "ready"
+    assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
+    assert not browser.find_element("id", "generate").is_enabled()
+    assert call(browser, "window.charlm.generate({seed: 'ab', length: 3})") == "error: " + failed
+
 
 # The page's worker (page.js, then sampler.js, as the page runs them) in Node, loading each case's weights
 # and description (the page's own where a case has none), its sampler text with a case's `patch` [old, new]
