@@ -323,6 +323,14 @@ DAMAGES = {
         with_json("meta", lambda meta: meta["vocab"].pop("chars")),
         "this page is damaged: its description (charlm-meta) has no vocab.chars" + AGAIN,
     ),
+    "a part of the description of another type": (  # its script stopped at it, said as the page's failure
+        with_json("meta", lambda meta: meta["about"].update(val_bpc="1.5")),
+        "this page is damaged: its description (charlm-meta) has about.val_bpc as a string, not a number" + AGAIN,
+    ),
+    "the vocabulary's characters no longer a list": (  # the sampler failed on it, said as no damage
+        with_json("meta", lambda meta: meta["vocab"].update(chars="".join(meta["vocab"]["chars"]))),
+        "this page is damaged: its description (charlm-meta) has vocab.chars as a string, not a list" + AGAIN,
+    ),
     "the description no longer JSON": (
         lambda text, parts: text[: parts["meta"][0]] + text[parts["meta"][0] + 1 :],
         "this page is damaged: its description (charlm-meta) is not JSON",
