@@ -427,8 +427,12 @@ function choose(logprobs, count, options, uniform, probs, allowed = null) {
   return inverseCdf(probs, count, Math.min(Math.fround(uniform()), BELOW_ONE));  // decoding.as_uniforms
 }
 
-// decoding.nucleus: the likeliest first (ties in id order), each dropped where the probability of those
-// before it reaches top_p. Sums in doubles, each rounded to float32: torch's CPU cumsum of float32.
+// decoding.nucleus: the likeliest first, each dropped where the probability of those before it reaches top_p.
+// Sums in doubles, each rounded to float32: torch's CPU cumsum of float32. Ties go in id order, and torch's
+// sort of a row longer than 16 puts them in no set order, which changes the ids kept only where the cut falls
+// inside a tie: never for ties at 0 (banned, outside the form or the top k, underflowed), which add nothing to
+// the CDF kept or not; for tied positive probabilities, equal logits (a temperature of 1e8 or more flattens a
+// row into one tie), or distinct ones rounded to one float32, rarer than the last-bit differences `choose` has.
 function nucleus(probs, count, topP) {
   const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
   let sum = 0;
