@@ -4,10 +4,11 @@
 // torch's gate order, a full head (W h + b) or an adaptive softmax (nn.AdaptiveLogSoftmaxWithLoss's
 // log_prob, then the `rank` lookup back to id order); a seed primes the state from zero (an empty
 // seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps
-// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform of torch's generator, as charlm does. Weights are fp32; the
-// matrix products sum in fp32 (WebAssembly SIMD) or doubles (the plain loop), the softmax in doubles, so the
-// log-probabilities match PyTorch's fp32 to a few 1e-6 nats (docs/export.md). A poem form or template (charlm/forms.py)
-// keeps only the characters allowed at each position before the temperature, as charlm does.
+// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform of torch's generator,
+// as charlm does. Weights are fp32; the matrix products sum in fp32 (WebAssembly SIMD) or doubles (the
+// plain loop), the softmax in doubles, so the log-probabilities match PyTorch's fp32 to a few 1e-6 nats
+// (docs/export.md). A poem form or template (charlm/forms.py) keeps only the characters allowed at each
+// position before the temperature, as charlm does.
 //
 // A ban (ids never drawn: the page's ban box, read as `charlm sample --ban` reads it) removes those ids
 // before everything else, from a template's characters too.
