@@ -323,6 +323,14 @@ DAMAGES = {
         with_json("meta", lambda meta: meta["vocab"].pop("chars")),
         "this page is damaged: its description (charlm-meta) has no vocab.chars" + AGAIN,
     ),
+    "a part of the description of another type": (  # its script stopped at it, said as the page's failure
+        with_json("meta", lambda meta: meta["about"].update(val_bpc="1.5")),
+        "this page is damaged: its description (charlm-meta) has about.val_bpc as a string, not a number" + AGAIN,
+    ),
+    "the vocabulary's characters no longer a list": (  # the sampler failed on it, said as no damage
+        with_json("meta", lambda meta: meta["vocab"].update(chars="".join(meta["vocab"]["chars"]))),
+        "this page is damaged: its description (charlm-meta) has vocab.chars as a string, not a list" + AGAIN,
+    ),
     "the description no longer JSON": (
         lambda text, parts: text[: parts["meta"][0]] + text[parts["meta"][0] + 1 :],
         "this page is damaged: its description (charlm-meta) is not JSON",
@@ -375,6 +383,18 @@ def test_a_damaged_page_says_what_is_wrong_in_one_line(tmp_path, browser):
     failed = "the page failed: Uncaught TypeError: Cannot read properties of null (reading 'bug')"
     assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
     assert not browser.find_element("id", "generate").is_enabled()
+
+    # A bug after its worker was made: the worker, ready later, turned Generate on under "the page failed"
+    load = 'worker.postMessage({ type: "load", meta, tensors: $("charlm-weights").textContent });'
+    heard = "worker.addEventListener('message', (e) => { document.body.dataset.heard = e.data.type; });"
+    assert load in page.read_text(encoding="utf-8")
+    late_bug = lambda text, parts: text.replace(load, f"{load}\n  {heard}\n  null.bug;")
+    browser.get(damaged_copy(page, "late_bug.html", late_bug).as_uri())
+    WebDriverWait(browser, 30, 0.02).until(lambda d: d.find_element("tag name", "body").get_attribute("data-heard"))
+    assert browser.find_element("tag name", "body").get_attribute("data-heard") == "ready"
+    assert browser.find_element("id", "seed-error").text == browser.find_element("id", "status").text == failed
+    assert not browser.find_element("id", "generate").is_enabled()
+    assert call(browser, "window.charlm.generate({seed: 'ab', length: 3})") == "error: " + failed
 
 
 # The page's worker (page.js, then sampler.js, as the page runs them) in Node, loading each case's weights

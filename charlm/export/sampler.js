@@ -4,10 +4,11 @@
 // torch's gate order, a full head (W h + b) or an adaptive softmax (nn.AdaptiveLogSoftmaxWithLoss's
 // log_prob, then the `rank` lookup back to id order); a seed primes the state from zero (an empty
 // seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps
-// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform of torch's generator, as charlm does. Weights are fp32; the
-// matrix products sum in fp32 (WebAssembly SIMD) or doubles (the plain loop), the softmax in doubles, so the
-// log-probabilities match PyTorch's fp32 to a few 1e-6 nats (docs/export.md). A poem form or template (charlm/forms.py)
-// keeps only the characters allowed at each position before the temperature, as charlm does.
+// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform of torch's generator,
+// as charlm does. Weights are fp32; the matrix products sum in fp32 (WebAssembly SIMD) or doubles (the
+// plain loop), the softmax in doubles, so the log-probabilities match PyTorch's fp32 to a few 1e-6 nats
+// (docs/export.md). A poem form or template (charlm/forms.py) keeps only the characters allowed at each
+// position before the temperature, as charlm does.
 //
 // A ban (ids never drawn: the page's ban box, read as `charlm sample --ban` reads it) removes those ids
 // before everything else, from a template's characters too.
@@ -427,8 +428,12 @@ function choose(logprobs, count, options, uniform, probs, allowed = null) {
   return inverseCdf(probs, count, Math.min(Math.fround(uniform()), BELOW_ONE));  // decoding.as_uniforms
 }
 
-// decoding.nucleus: the likeliest first (ties in id order), each dropped where the probability of those
-// before it reaches top_p. Sums in doubles, each rounded to float32: torch's CPU cumsum of float32.
+// decoding.nucleus: the likeliest first, each dropped where the probability of those before it reaches top_p.
+// Sums in doubles, each rounded to float32: torch's CPU cumsum of float32. Ties go in id order, and torch's
+// sort of a row longer than 16 puts them in no set order, which changes the ids kept only where the cut falls
+// inside a tie: never for ties at 0 (banned, outside the form or the top k, underflowed), which add nothing to
+// the CDF kept or not; for tied positive probabilities, equal logits (a temperature of 1e8 or more flattens a
+// row into one tie), or distinct ones rounded to one float32, rarer than the last-bit differences `choose` has.
 function nucleus(probs, count, topP) {
   const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
   let sum = 0;
