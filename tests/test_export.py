@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, export, hub, sampler
+from charlm import checkpoint, export, hub, runtext, sampler
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
 from charlm.export import FORMATS
@@ -285,6 +285,22 @@ def test_a_model_folder_missing_one_of_its_files_is_damaged_not_a_run_to_train_i
     assert str(refused.value) == (
         f"{tmp_path / 'hub'}: damaged model folder ({name} is missing); export it again from its run"
     )
+
+
+def test_a_model_folder_missing_its_weights_is_a_damaged_model_to_eval_not_a_folder_of_texts(tmp_path):
+    """`charlm eval DIR FILE` (and DIR among FILES, or as --eval-also) took a model folder that lost its
+    model.safetensors for a folder of texts to score: `DIR: folder holds no .txt files`, which sends the
+    user looking for texts, not for the weights file that is missing."""
+    run = run_of(model_of(), tmp_path / "run")
+    hub = tmp_path / "hub"
+    cli("export", str(run), "--format", "safetensors", "--output", str(hub))
+    (hub / "model.safetensors").unlink()
+    (text := tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    said = f"{hub}: damaged model folder (model.safetensors is missing); export it again from its run"
+    assert_one_line_error(cli("eval", str(hub), str(text)), said)
+    assert_one_line_error(cli("eval", str(run), str(hub)), said)
+    with pytest.raises(charlm.CharLMError, match=r"model\.safetensors is missing"):
+        runtext.eval_also_run(str(hub))
 
 
 @pytest.mark.parametrize(
