@@ -46,6 +46,7 @@ from .vocab import Vocab, Vocabulary
 from .weight_checks import holds_nonfinite, unsound_weight, weight_problem
 from .weight_shapes import architecture_of
 
+RANK = "head.rank"  # the adaptive head's id -> frequency rank: a weight of integers, a permutation
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
 
 
@@ -427,6 +428,16 @@ def check_weights(weights: dict, expected: dict) -> None:
             raise CharLMError(f"{name} has shape {list(tensor.shape)}, the architecture's is {list(like.shape)}")
     if name := unsound_weight({name: weights[name] for name in expected}):
         raise CharLMError(weight_problem(name, weights[name]))
+    if RANK in expected and not ranks_each_id_once(weights[RANK]):
+        raise CharLMError(
+            f"{RANK} is not a ranking of the {len(weights[RANK])} ids (each of 0 to {len(weights[RANK]) - 1} once)"
+        )
+
+
+def ranks_each_id_once(rank: torch.Tensor) -> bool:
+    """Whether the adaptive head's `rank` (id -> frequency rank) gives each rank to one id: any other picks
+    rows past the head's output (an IndexError), wraps round to the last (negative) or scores two ids as one."""
+    return bool(torch.equal(rank.sort().values, torch.arange(len(rank), device=rank.device)))
 
 
 def tensor_problem(name: str, value: object) -> str | None:

@@ -81,9 +81,15 @@ def refuse_weightless(folder: Path) -> None:
         raise files.cannot_read(folder, e) from None
     if misnamed := next((path for path in listed if names_weights(path) and path.is_file()), None):
         folder_of(misnamed)  # refused: says to rename it
-    config = read_config(folder)
-    if isinstance(config, dict) and config.get("format") == FORMAT:
+    if has_charlm_config(folder):
         raise damaged(folder, f"{WEIGHTS} is missing")
+
+
+def has_charlm_config(folder: Path) -> bool:
+    """Whether `folder` holds a model folder's config.json, charlm's: a model folder, whole or not, never
+    a folder of texts (`runtext.names_text`), though its weights are gone."""
+    config = read_config(folder)
+    return isinstance(config, dict) and config.get("format") == FORMAT
 
 
 def write(

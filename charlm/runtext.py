@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, files, path_names, runs
+from . import checkpoint, files, hub, path_names, runs
 from .config import Config
 from .corpus import dangling_link, read_texts, source_files, text_codec
 from .decode_errors import Undecodable, is_utf8
@@ -47,7 +47,8 @@ def held_out_ids(
 def names_text(path: str) -> bool:
     """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
     export, a pipe or device (no run is one; reading it as a text says what it is and to save the text to
-    a file), or a folder that is no run (not even one still training), holds no runs and no exported model.
+    a file), or a folder that is no run (not even one still training), holds no runs and no exported model
+    (nor is one, though damaged: its config.json is charlm's, so `runs.resolve` says what it lacks).
     `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
     found = Path(path)
     if found.is_file():
@@ -55,6 +56,7 @@ def names_text(path: str) -> bool:
     if found.exists() and not found.is_dir():
         return True
     run_like = runs.is_run_folder(found) or runs.run_folders(found) or runs.names_a_run(path)
+    run_like = run_like or (found.is_dir() and hub.has_charlm_config(found))
     return found.is_dir() and not run_like
 
 

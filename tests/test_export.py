@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, export, hub, sampler
+from charlm import checkpoint, export, hub, runtext, sampler
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
 from charlm.export import FORMATS
@@ -206,6 +206,29 @@ def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("info", hub), "hub/config.json: damaged model folder (no 'run')", "export it again")
 
 
+@pytest.mark.parametrize("rank", [99_999, -5, "twice"])
+def test_a_model_folder_whose_adaptive_heads_ranks_were_edited_is_damaged(tmp_path, rank):
+    """head.rank, each id's frequency rank, edited (an export older than config.json's sha256, a byte
+    flipped): past the vocabulary was an IndexError traceback in sample and eval, negative one in eval
+    (sample wrapped it round silently), a rank given twice a figure of a distribution not summing to 1."""
+    from safetensors.torch import load_file, save_file
+
+    run = run_of(model_of(chars=CHINESE, cutoffs=(8,)), tmp_path / "run")
+    folder = tmp_path / "hub"
+    cli("export", str(run), "--format", "safetensors", "--output", str(folder))
+    weights = load_file(folder / "model.safetensors")
+    weights["head.rank"][0] = weights["head.rank"][1] if rank == "twice" else rank
+    save_file(weights, folder / "model.safetensors", metadata={"format": hub.FORMAT})
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    del config["sha256"]  # as an export older than the record
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (text := tmp_path / "text.txt").write_text(CHINESE, encoding="utf-8")
+    said = f"{folder}: damaged model folder (weights: head.rank is not a ranking of the {len(set(CHINESE))} ids"
+    assert_one_line_error(cli("sample", str(folder), "--seed", CHINESE[:3], "--length", "5"), said)
+    assert_one_line_error(cli("eval", str(folder), str(text)), said)
+    assert_one_line_error(cli("info", str(folder)), said)
+
+
 def edited_config(config: dict, field: str, value: object) -> None:
     """config.json's `field` (`run.progress`: a field of its run record) set to `value`, or removed (DELETED)."""
     *parents, name = field.split(".")
@@ -285,6 +308,22 @@ def test_a_model_folder_missing_one_of_its_files_is_damaged_not_a_run_to_train_i
     assert str(refused.value) == (
         f"{tmp_path / 'hub'}: damaged model folder ({name} is missing); export it again from its run"
     )
+
+
+def test_a_model_folder_missing_its_weights_is_a_damaged_model_to_eval_not_a_folder_of_texts(tmp_path):
+    """`charlm eval DIR FILE` (and DIR among FILES, or as --eval-also) took a model folder that lost its
+    model.safetensors for a folder of texts to score: `DIR: folder holds no .txt files`, which sends the
+    user looking for texts, not for the weights file that is missing."""
+    run = run_of(model_of(), tmp_path / "run")
+    hub = tmp_path / "hub"
+    cli("export", str(run), "--format", "safetensors", "--output", str(hub))
+    (hub / "model.safetensors").unlink()
+    (text := tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    said = f"{hub}: damaged model folder (model.safetensors is missing); export it again from its run"
+    assert_one_line_error(cli("eval", str(hub), str(text)), said)
+    assert_one_line_error(cli("eval", str(run), str(hub)), said)
+    with pytest.raises(charlm.CharLMError, match=r"model\.safetensors is missing"):
+        runtext.eval_also_run(str(hub))
 
 
 @pytest.mark.parametrize(
