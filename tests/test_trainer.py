@@ -1175,6 +1175,8 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is
         assert "stopped early at step 40: validation has not improved for 2 evaluations" in said
         assert "(best 3.000 bpc at step 20); nothing to train" in said
         assert "resume with patience=0 or a patience above 2" in said
+        charlm.train(resume="run", max_steps=100, quiet=True)
+        assert "stopped early at step 40: validation has not improved" in capsys.readouterr().err
         charlm.train(resume="run", patience=3)
         assert latest("run").progress.step == 50
         charlm.train(resume="run", patience=0)
