@@ -1,8 +1,8 @@
 """What a training run says of where it is kept and how to go on: the lines it ends with, stops with, or
-is stopped by, and its warning that it trains slower than planned. Kept apart from the loop (trainer.py)
-so `fit` reads as the steps it takes; each note takes the few values it words (the run folder, the last
-checkpoint's step), so the CLI, the Python API and a lost peer's handler word a run alike, with or
-without its trainer.
+is stopped by (a checkpoint it could not write among them), and its warning that it trains slower than
+planned. Kept apart from the loop (trainer.py) so `fit` reads as the steps it takes; each note takes the
+few values it words (the run folder, the last checkpoint's step), so the CLI, the Python API and a lost
+peer's handler word a run alike, with or without its trainer.
 """
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ def resume_note(run_dir: Path, saved_step: int | None) -> str:
     if saved_step is None:
         return ""
     return f"; resume it from step {saved_step} with {runs.resume_command(run_dir)}"
+
+
+def not_saved_warning(error: str) -> str:
+    """Said as a checkpoint could not be written (`error`) and --save-errors warn lets the run go on."""
+    return f"warning: {error}; training goes on ({said('save_errors', 'warn')})"
+
+
+def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | None) -> str:
+    """Why the run stops at `step`: its checkpoint could not be written (`error`); and how to go on."""
+    return f"{error}; training stopped at step {step}{resume_note(run_dir, saved_step)}"
 
 
 def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:

@@ -28,7 +28,6 @@ from .checkpoint import read as read_checkpoint
 from .device import core_precision, hardware_said, precision_said, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
-from .fields import said
 from .model import CharLM
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
@@ -404,11 +403,10 @@ class Trainer:
             error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":
                 if self.ranks.leader:
-                    self.say_always(f"warning: {error}; training goes on ({said('save_errors', 'warn')})")
+                    self.say_always(run_notes.not_saved_warning(error))
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return best_written
-            resume = run_notes.resume_note(self.run_dir, self.saved_step)
-            raise CharLMError(f"{error}; training stopped at step {self.progress.step}{resume}")
+            raise CharLMError(run_notes.not_saved_message(error, self.progress.step, self.run_dir, self.saved_step))
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
         return improved
 

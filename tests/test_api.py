@@ -473,6 +473,9 @@ def lost_unseen(fox: Path) -> None:
 
 
 BASE_RUN = Path("checkpoints/base")  # the run folder the notes of a run (run_notes.py) name
+NOT_WRITTEN = (
+    "checkpoints/base/latest.pt: cannot write (No space left on device)"  # a save's error, as run_notes gets it
+)
 
 
 RUN_NAMES = {
@@ -580,8 +583,12 @@ RUN_NAMES = {
         "resume it with a lower learning rate: charlm.train(resume='checkpoints/base', lr=0.00025)",
     ),
     "a checkpoint not written": (
-        lambda fox, _: run_notes.resume_note(BASE_RUN, 10),
-        "; resume it from step 10 with charlm.train(resume='checkpoints/base')",
+        lambda fox, _: run_notes.not_saved_message(NOT_WRITTEN, 12, BASE_RUN, 10),
+        "training stopped at step 12; resume it from step 10 with charlm.train(resume='checkpoints/base')",
+    ),
+    "a checkpoint not written, warned": (
+        lambda fox, _: run_notes.not_saved_warning(NOT_WRITTEN),
+        "(No space left on device); training goes on (save_errors='warn')",
     ),
     "interrupted before a checkpoint": (
         lambda fox, _: run_notes.interrupted_note(BASE_RUN, None),
