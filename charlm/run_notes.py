@@ -20,11 +20,9 @@ if TYPE_CHECKING:
     from .checkpoint import Progress
 
 
-def resume_note(run_dir: Path, saved_step: int | None) -> str:
-    """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
-    if saved_step is None:
-        return ""
-    return f"; resume it from step {saved_step} with {runs.resume_command(run_dir)}"
+def kept_note(run_dir: Path, saved_step: int) -> str:
+    """What a stopped run keeps, and how to go on from it: its last checkpoint, at `saved_step`."""
+    return f"{one_line_path(run_dir)} holds step {saved_step}: resume with {runs.resume_command(run_dir)}"
 
 
 def not_saved_warning(error: str) -> str:
@@ -34,7 +32,8 @@ def not_saved_warning(error: str) -> str:
 
 def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | None) -> str:
     """Why the run stops at `step`: its checkpoint could not be written (`error`); and how to go on."""
-    return f"{error}; training stopped at step {step}{resume_note(run_dir, saved_step)}"
+    kept = "" if saved_step is None else f"; {kept_note(run_dir, saved_step)}"
+    return f"{error}; training stopped at step {step}{kept}"
 
 
 def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
@@ -78,7 +77,7 @@ def interrupted_note(run_dir: Path, saved_step: int | None) -> str:
     """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
     if saved_step is None:
         return f"interrupted before the first checkpoint; train again ({said('out', run_dir)} is still free)"
-    return f"interrupted; {one_line_path(run_dir)} holds step {saved_step}: resume with {runs.resume_command(run_dir)}"
+    return f"interrupted; {kept_note(run_dir, saved_step)}"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:
