@@ -46,7 +46,7 @@ from .fields import (
     unset_dropped,
 )
 from .model import CharLM
-from .run_notes import done_note, lost_note
+from .run_notes import done_note, kept_note, lost_note
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .sources import CorpusChanged
 from .tokens import TokenCorpus, load_corpus
@@ -365,7 +365,7 @@ def train(
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
-            raise KeyboardInterrupt(interrupted_note(trainer, at_once=True)) from None
+            raise KeyboardInterrupt(interrupted_note(trainer.run_dir, trainer.saved_step)) from None
     if trainer.stop_signal is not None:
         pass_on_signal(trainer)
     if not trainer.config.quiet:  # where the run is kept: out=None names a folder the caller has not seen
@@ -375,20 +375,17 @@ def train(
     return model.eval()  # ready for inference, as `load` returns it
 
 
-def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
-    """What a run stopped by a signal keeps, and the call that goes on with it (`run_notes.interrupted_note`
-    says it as commands)."""
-    run = str(trainer.run_dir)
-    if trainer.saved_step is None:
+def interrupted_note(run_dir: Path, saved_step: int | None, stopped_at: int | None = None) -> str:
+    """What charlm.train stopped by a signal keeps (`saved_step`), at step `stopped_at` or at once (None: a
+    second Ctrl-C), and the calls that go on with it or sample it."""
+    if saved_step is None:
         return (
             "charlm.train was interrupted before the first checkpoint; nothing was saved "
-            f"({one_line_path(run)} is still free)"
+            f"({one_line_path(run_dir)} is still free)"
         )
-    stopped = "interrupted" if at_once else f"stopped at step {trainer.progress.step}"
-    return (
-        f"charlm.train {stopped}; {one_line_path(run)} holds step {trainer.saved_step}: go on with "
-        f"{runs.resume_command(run)}, or sample from its best with charlm.load({run!r})"
-    )
+    stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
+    load = f"charlm.load({str(run_dir)!r})"
+    return f"charlm.train {stopped}; {kept_note(run_dir, saved_step)}, or sample from its best with {load}"
 
 
 def pass_on_signal(trainer: Trainer) -> None:
@@ -396,7 +393,7 @@ def pass_on_signal(trainer: Trainer) -> None:
     so a script stops rather than goes on as if training had finished: Ctrl-C raises KeyboardInterrupt
     (saying how to go on); another signal, or Ctrl-C where the caller handles it, reaches the caller's
     handler (SIGTERM's default ends the process)."""
-    note = interrupted_note(trainer)
+    note = interrupted_note(trainer.run_dir, trainer.saved_step, trainer.progress.step)
     if signal.getsignal(trainer.stop_signal) is signal.default_int_handler:
         raise KeyboardInterrupt(note)
     print(note, file=sys.stderr)

@@ -1,8 +1,8 @@
 """What a training run says of where it is kept and how to go on: the lines it ends with, stops with, or
-is stopped by, and its warning that it trains slower than planned. Kept apart from the loop (trainer.py)
-so `fit` reads as the steps it takes; each note takes the few values it words (the run folder, the last
-checkpoint's step), so the CLI, the Python API and a lost peer's handler word a run alike, with or
-without its trainer.
+is stopped by (a checkpoint it could not write among them), and its warning that it trains slower than
+planned. Kept apart from the loop (trainer.py) so `fit` reads as the steps it takes; each note takes the
+few values it words (the run folder, the last checkpoint's step), so the CLI, the Python API and a lost
+peer's handler word a run alike, with or without its trainer.
 """
 
 from __future__ import annotations
@@ -20,11 +20,20 @@ if TYPE_CHECKING:
     from .checkpoint import Progress
 
 
-def resume_note(run_dir: Path, saved_step: int | None) -> str:
-    """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
-    if saved_step is None:
-        return ""
-    return f"; resume it from step {saved_step} with {runs.resume_command(run_dir)}"
+def kept_note(run_dir: Path, saved_step: int) -> str:
+    """What a stopped run keeps, and how to go on from it: its last checkpoint, at `saved_step`."""
+    return f"{one_line_path(run_dir)} holds step {saved_step}: resume with {runs.resume_command(run_dir)}"
+
+
+def not_saved_warning(error: str) -> str:
+    """Said as a checkpoint could not be written (`error`) and --save-errors warn lets the run go on."""
+    return f"warning: {error}; training goes on ({said('save_errors', 'warn')})"
+
+
+def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | None) -> str:
+    """Why the run stops at `step`: its checkpoint could not be written (`error`); and how to go on."""
+    kept = "" if saved_step is None else f"; {kept_note(run_dir, saved_step)}"
+    return f"{error}; training stopped at step {step}{kept}"
 
 
 def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
@@ -68,7 +77,7 @@ def interrupted_note(run_dir: Path, saved_step: int | None) -> str:
     """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
     if saved_step is None:
         return f"interrupted before the first checkpoint; train again ({said('out', run_dir)} is still free)"
-    return f"interrupted; {one_line_path(run_dir)} holds step {saved_step}: resume with {runs.resume_command(run_dir)}"
+    return f"interrupted; {kept_note(run_dir, saved_step)}"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:

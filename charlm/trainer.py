@@ -28,7 +28,6 @@ from .checkpoint import read as read_checkpoint
 from .device import core_precision, hardware_said, precision_said, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
-from .fields import said
 from .model import CharLM
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
@@ -315,7 +314,7 @@ class Trainer:
         """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
         if self.ranks.leader:
             spent = limits_spent(self.config, self.progress, self.run_dir)
-            tqdm.write(run_notes.nothing_to_train_note(spent, self.corpus.sources), file=sys.stderr)
+            self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
 
     def resumed_idle(self, max_seconds: float | None) -> bool:
         """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `check_patience`):
@@ -341,15 +340,21 @@ class Trainer:
         self.out_of_patience = bool(decided)
         if out and resuming:
             moved_to = self.corpus.sources if self.text_moved else None
-            tqdm.write(run_notes.patience_resumed_note(progress, self.run_dir, moved_to), file=sys.stderr)
+            self.say_always(run_notes.patience_resumed_note(progress, self.run_dir, moved_to))
         elif out:
             self.say(run_notes.patience_note(patience, progress))
 
     def say(self, line: str) -> None:
-        """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid;
-        a checkpoint or log that cannot be written is said whatever the options."""
+        """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid."""
         if not self.config.quiet:
-            tqdm.write(line, file=sys.stderr)
+            self.say_always(line)
+
+    @staticmethod
+    def say_always(line: str) -> None:
+        """A line under the progress bar that --quiet does not silence: a checkpoint not written, or written
+        aside, and why a resume trains nothing; unsaid, a quiet run would lose its steps, or end untrained,
+        without a word."""
+        tqdm.write(line, file=sys.stderr)
 
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,
@@ -398,11 +403,10 @@ class Trainer:
             error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":
                 if self.ranks.leader:
-                    tqdm.write(f"warning: {error}; training goes on ({said('save_errors', 'warn')})", file=sys.stderr)
+                    self.say_always(run_notes.not_saved_warning(error))
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return best_written
-            resume = run_notes.resume_note(self.run_dir, self.saved_step)
-            raise CharLMError(f"{error}; training stopped at step {self.progress.step}{resume}")
+            raise CharLMError(run_notes.not_saved_message(error, self.progress.step, self.run_dir, self.saved_step))
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
         return improved
 
@@ -414,7 +418,7 @@ class Trainer:
         names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
         try:
             for note in save(checkpoint, [self.run_dir / name for name in names]):
-                tqdm.write(f"warning: {note}", file=sys.stderr)
+                self.say_always(f"warning: {note}")
         except NotSaved as e:
             return str(e), improved and self.run_dir / runs.BEST in e.saved
         return None, improved

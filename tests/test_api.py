@@ -473,6 +473,9 @@ def lost_unseen(fox: Path) -> None:
 
 
 BASE_RUN = Path("checkpoints/base")  # the run folder the notes of a run (run_notes.py) name
+NOT_WRITTEN = (
+    "checkpoints/base/latest.pt: cannot write (No space left on device)"  # a save's error, as run_notes gets it
+)
 
 
 RUN_NAMES = {
@@ -580,8 +583,12 @@ RUN_NAMES = {
         "resume it with a lower learning rate: charlm.train(resume='checkpoints/base', lr=0.00025)",
     ),
     "a checkpoint not written": (
-        lambda fox, _: run_notes.resume_note(BASE_RUN, 10),
-        "; resume it from step 10 with charlm.train(resume='checkpoints/base')",
+        lambda fox, _: run_notes.not_saved_message(NOT_WRITTEN, 12, BASE_RUN, 10),
+        "training stopped at step 12; checkpoints/base holds step 10: resume with charlm.train(resume='checkpoints/base')",
+    ),
+    "a checkpoint not written, warned": (
+        lambda fox, _: run_notes.not_saved_warning(NOT_WRITTEN),
+        "(No space left on device); training goes on (save_errors='warn')",
     ),
     "interrupted before a checkpoint": (
         lambda fox, _: run_notes.interrupted_note(BASE_RUN, None),
@@ -1179,7 +1186,9 @@ def test_ctrl_c_saves_the_run_then_raises_saying_how_to_go_on(fox_file, tiny, mo
     its next stage with a half-trained model, and nothing said the run could be resumed."""
     train_step = train_state.train_step
     signalled_at(monkeypatch, 13, signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt, match=r"stopped at step 13; checkpoints/cut holds step 13: go on with "):
+    with pytest.raises(
+        KeyboardInterrupt, match=r"stopped at step 13; checkpoints/cut holds step 13: resume with charlm\.train"
+    ):
         charlm.train(fox_file, out="cut", **tiny)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.setattr(train_state, "train_step", train_step)
@@ -1189,7 +1198,9 @@ def test_ctrl_c_saves_the_run_then_raises_saying_how_to_go_on(fox_file, tiny, mo
 
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tiny, monkeypatch):
     signalled_at(monkeypatch, 13, signal.SIGINT, signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted; checkpoints/cut holds step 10: go on with "):
+    with pytest.raises(
+        KeyboardInterrupt, match=r"interrupted; checkpoints/cut holds step 10: resume with charlm\.train"
+    ):
         charlm.train(fox_file, out="cut", **tiny)
     assert latest("cut").progress.step == 10 and not Path("checkpoints/cut/.lock").exists()
 

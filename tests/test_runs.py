@@ -41,6 +41,7 @@ from charlm import (
     processes,
     run_claim,
     run_lock,
+    run_notes,
     runs,
     runtext,
     sizing,
@@ -1686,11 +1687,6 @@ def said_of(message: Callable[[], object]) -> str:
         return str(e)
 
 
-def interrupted(saved_step: int | None) -> SimpleNamespace:
-    """A Trainer as api.interrupted_note reads it, of the renamed run."""
-    return SimpleNamespace(run_dir=RENAMED, saved_step=saved_step, progress=SimpleNamespace(step=7))
-
-
 @pytest.mark.parametrize(
     "message",
     [
@@ -1701,8 +1697,10 @@ def interrupted(saved_step: int | None) -> SimpleNamespace:
         lambda: plan.limits_spent(charlm.Config(max_steps=10), train_state.Progress(step=10), RENAMED),
         lambda: plan.check_kept_eval_also(charlm.Config(eval_also="gone.txt"), RENAMED),
         lambda: refuse_added_limits({"max_steps": "+10", "max_time": None}, 20, 0.0, RENAMED),
-        lambda: api.interrupted_note(interrupted(None)),
-        lambda: api.interrupted_note(interrupted(5)),
+        lambda: api.interrupted_note(RENAMED, None),
+        lambda: api.interrupted_note(RENAMED, 5, stopped_at=7),
+        lambda: run_notes.interrupted_note(RENAMED, 5),
+        lambda: run_notes.not_saved_message("latest.pt: cannot write", 7, RENAMED, 5),
     ],
     ids=[
         "already_held",
@@ -1714,6 +1712,8 @@ def interrupted(saved_step: int | None) -> SimpleNamespace:
         "added_limit",
         "interrupted_unsaved",
         "interrupted_saved",
+        "interrupted_at_once",
+        "not_saved",
     ],
 )
 def test_a_message_naming_a_run_folder_renamed_to_end_in_a_space_shows_where_it_ends(message):

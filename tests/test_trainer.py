@@ -794,10 +794,13 @@ def test_a_full_disk_mid_run_says_what_to_do_and_the_run_resumes_once_there_is_r
     run = Path("checkpoints/run")
     with file_size_limit((run / "latest.pt").stat().st_size // 2), pytest.raises(CharLMError) as error:
         charlm.train(resume="run", max_steps=30)
-    assert str(error.value) == (  # step 20 improved: best.pt, written first, is the file that failed
-        "checkpoints/run/best.pt: could not write checkpoint (File too large); the previous one is intact; free "
-        "space on its disk (or raise the file size limit, ulimit -f); training stopped at step 20; resume it from "
-        "step 10 with charlm.train(resume='checkpoints/run')"  # the call a Python caller makes, not a command
+    assert (
+        str(error.value)
+        == (  # step 20 improved: best.pt, written first, is the file that failed
+            "checkpoints/run/best.pt: could not write checkpoint (File too large); the previous one is intact; free "
+            "space on its disk (or raise the file size limit, ulimit -f); training stopped at step 20; checkpoints/run "
+            "holds step 10: resume with charlm.train(resume='checkpoints/run')"  # the call a Python caller makes, not a command
+        )
     )
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "latest.pt", "metrics.jsonl", "run.json"]
     assert latest("run").progress.step == 10
@@ -821,8 +824,8 @@ def test_a_first_checkpoint_half_written_says_best_pt_holds_it_and_the_run_resum
         charlm.train(fox_file, out="run", **tiny)
     assert str(error.value) == (
         "checkpoints/run/latest.pt: could not write checkpoint (No space left on device); best.pt holds this step; "
-        "free space on its disk (or raise the file size limit, ulimit -f); training stopped at step 10; resume it "
-        "from step 10 with charlm.train(resume='checkpoints/run')"
+        "free space on its disk (or raise the file size limit, ulimit -f); training stopped at step 10; "
+        "checkpoints/run holds step 10: resume with charlm.train(resume='checkpoints/run')"
     )
     monkeypatch.setattr(files, "replace_files", real)
     charlm.train(resume="checkpoints/run", max_steps=12)
@@ -1175,6 +1178,8 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is
         assert "stopped early at step 40: validation has not improved for 2 evaluations" in said
         assert "(best 3.000 bpc at step 20); nothing to train" in said
         assert "resume with patience=0 or a patience above 2" in said
+        charlm.train(resume="run", max_steps=100, quiet=True)
+        assert "stopped early at step 40: validation has not improved" in capsys.readouterr().err
         charlm.train(resume="run", patience=3)
         assert latest("run").progress.step == 50
         charlm.train(resume="run", patience=0)
