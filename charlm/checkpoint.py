@@ -46,7 +46,10 @@ from .vocab import Vocab, Vocabulary
 from .weight_checks import holds_nonfinite, unsound_weight, weight_problem
 from .weight_shapes import architecture_of
 
+WEIGHTS_PART = "weights"  # the part of a payload a model folder's model.safetensors holds (`damage_in`)
 RANK = "head.rank"  # the adaptive head's id -> frequency rank: a weight of integers, a permutation
+# The Python errors a payload of unexpected values meets while read (`_reason` says them in a few words)
+PAYLOAD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
 
 
@@ -215,20 +218,19 @@ class Checkpoint:
     @classmethod
     def from_payload(cls, payload: dict, source: Path) -> Checkpoint:
         """The checkpoint a verified payload holds, checked (`check`); what is wrong in it is one line
-        naming `source` (the file, or the model folder, it came from) and what to do instead."""
+        naming `source` (the file it came from) and what to do instead."""
         try:
             return cls._build(payload)
         except CharLMError as e:
             why = str(e)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except PAYLOAD_ERRORS as e:
             why = _reason(e)
-        if Path(source).is_dir():
-            raise hub.damaged(source, why) from None
         raise CharLMError(f"{one_line_path(source)}: checkpoint is damaged ({why}); {remedy(source)}") from None
 
     @classmethod
     def _build(cls, payload: dict) -> Checkpoint:
-        """`from_payload`'s work: each part converted and checked, a CharLMError naming the part."""
+        """`from_payload`'s work, and a model folder's (`read_model_folder`), which names the file of what is
+        wrong: each part converted and checked, a CharLMError naming the part (or a Python error)."""
         check_fields(payload, {"model": dict, "run": dict, "training": dict | None})
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run"):  # an older run has no base
@@ -267,7 +269,7 @@ class Checkpoint:
         model = skeleton(self.model_config, self.vocab)
         expected = model.state_dict()
         check_record(self, ("weights",))
-        with part("weights"):
+        with part(WEIGHTS_PART):
             check_weights(self.weights, expected)
         check_record(self, ("corpus",))
         with part("corpus"):
@@ -308,33 +310,34 @@ def read(path: Path, charlm_model: bool = False) -> Checkpoint:
 
 def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | None]:
     """A model folder's Checkpoint (hub.py), the sha256 of the weights file it was read from and the run
-    it was exported from (`hub.source_in`), all of one read of its files. Its
-    config.json is plain JSON, there to be read and so edited: a `layers` or `hidden` its weights are
-    not of is named as such, not as a missing weight, nor (fewer layers than the weights hold) as an
-    experiment's model of its own, which `charlm export` never writes; a `vocab_size` vocab.json does not
-    hold, as config.json's field too; a `model` or `run` missing or of
-    another type is named as a .pt's part is (`check_fields`)."""
+    it was exported from (`hub.source_in`), all of one read of its files. Its config.json and vocab.json
+    are plain JSON, there to be read and so edited: what is wrong is named with the file that holds it
+    (`damage_in`), a field as a .pt's part is (`check_fields`); a `layers`, `hidden` or `cell` its
+    weights are not of is named as such, not as a missing weight, nor (fewer layers than the weights
+    hold) as an experiment's model of its own, which `charlm export` never writes; a `vocab_size`
+    vocab.json does not hold, as config.json's field too."""
     config, vocab, weights, digest, source = hub.read(folder)
-    try:
+    with damage_in(folder / hub.CONFIG):
         check_fields(config, {"model": dict, "run": dict})
-    except CharLMError as e:
-        raise hub.damaged(folder / hub.CONFIG, str(e)) from None
-    model_config, run = config["model"], config["run"]
+        model_config = ModelConfig.from_dict(config["model"])
+    with damage_in(folder / hub.VOCAB):
+        vocabulary = Vocab.from_dict(vocab)
     for name, value in architecture_of(weights).items():
-        if model_config.get(name) != value:
+        if getattr(model_config, name) != value:
             raise hub.damaged(
                 folder,
-                f"{hub.CONFIG} has {name} {model_config.get(name)!r} but {hub.WEIGHTS} holds weights of {name} "
+                f"{hub.CONFIG} has {name} {getattr(model_config, name)!r} but {hub.WEIGHTS} holds weights of {name} "
                 f"{value!r}: they do not match",
             )
-    if (size := vocab_size_of(vocab)) is not None and model_config.get("vocab_size") != size:
+    if model_config.vocab_size != len(vocabulary):
         raise hub.damaged(
             folder,
-            f"{hub.CONFIG} has vocab_size {model_config.get('vocab_size')!r} but {hub.VOCAB} holds {size} ids: "
+            f"{hub.CONFIG} has vocab_size {model_config.vocab_size} but {hub.VOCAB} holds {len(vocabulary)} ids: "
             "they do not match",
         )
-    payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
-    saved = Checkpoint.from_payload(payload, folder)
+    payload = {"model": {"config": config["model"], "vocab": vocab, "weights": weights}, "run": config["run"]}
+    with damage_in(folder / hub.CONFIG):  # what is left to check: its run record, and the weights (`part`)
+        saved = Checkpoint._build({**payload, "training": None})
     if extra := saved.extra_weights():
         raise hub.damaged(
             folder, f"{hub.WEIGHTS} holds weights its {hub.CONFIG}'s model has not: {', '.join(extra[:3])}"
@@ -342,14 +345,19 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
     return saved, digest, source
 
 
-def vocab_size_of(vocab: object) -> int | None:
-    """How many ids the vocabulary vocab.json holds, to name a config.json `vocab_size` edited away from
-    it as config.json's field, not in charlm.CharLM's words to a Python caller; None where vocab.json is
-    damaged itself (`Checkpoint.from_payload` names how)."""
+@contextlib.contextmanager
+def damage_in(place: Path) -> Iterator[None]:
+    """Errors in checking what the model folder's file `place` holds, as that file's damage (`hub.damaged`);
+    the weights' (their `part`), as model.safetensors'."""
     try:
-        return len(Vocab.from_dict(vocab))
-    except CharLMError:
-        return None
+        yield
+    except PartDamage as e:
+        weights = e.part == WEIGHTS_PART
+        raise hub.damaged(place.with_name(hub.WEIGHTS) if weights else place, e.why if weights else str(e)) from None
+    except CharLMError as e:
+        raise hub.damaged(place, str(e)) from None
+    except PAYLOAD_ERRORS as e:
+        raise hub.damaged(place, _reason(e)) from None
 
 
 def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = None) -> list[Path]:
@@ -370,15 +378,24 @@ def read_with_digest(path: Path) -> tuple[Checkpoint, str, dict[str, str] | None
     return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest(), None
 
 
+class PartDamage(CharLMError):
+    """What is wrong with part `part` of a payload, `why`, said with the part's name: a model folder names
+    the file that holds the part (`damage_in`)."""
+
+    def __init__(self, part: str, why: str):
+        super().__init__(f"{part}: {why}")
+        self.part, self.why = part, why
+
+
 @contextlib.contextmanager
 def part(name: str) -> Iterator[None]:
-    """Errors in reading or checking part `name` of a payload, as a CharLMError naming it."""
+    """Errors in reading or checking part `name` of a payload, as a CharLMError naming it (`PartDamage`)."""
     try:
         yield
     except CharLMError as e:
-        raise CharLMError(f"{name}: {e}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise CharLMError(f"{name}: {_reason(e)}") from None
+        raise PartDamage(name, str(e)) from None
+    except PAYLOAD_ERRORS as e:
+        raise PartDamage(name, _reason(e)) from None
 
 
 def _reason(error: Exception) -> str:

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ import filelock
 
 from . import files, path_names
 from .errors import CharLMError, one_line_path
-from .fields import said
+from .fields import SHOWN, said
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
 # config.json's record of the run a folder was exported from, {"run": its name, "folder": its path}, so a
@@ -211,13 +212,16 @@ def read(folder: Path) -> tuple[dict, object, dict, str, dict[str, str] | None]:
     owns their fields, to check), vocabulary and weights, the sha256 of the weights file they were read from,
     and the run they were exported from (`source_in`, of the same config.json: a second read could be of a
     re-export's); damage to the files is a one-line error. Files of two exports (a re-export renaming its
-    files in meanwhile) are read again; an export older than config.json's sha256 record is read as it is."""
+    files in meanwhile) are read again; an export older than config.json's sha256 record is read as it is,
+    a record edited to another value is damage (`record_problem`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     folder = Path(folder)
     for wait in (*REREAD_WAITS, None):
         config, vocab_bytes, weights_bytes = read_files(folder)
+        if problem := record_problem(config):  # an export writes its record whole: no re-export midway
+            raise damaged(folder / CONFIG, problem)
         digests = {VOCAB: sha256(vocab_bytes), WEIGHTS: sha256(weights_bytes)}  # checked, and the weights' returned
         stray = mismatched(config, digests)
         if stray is None:
@@ -266,9 +270,27 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
     return config, vocab_bytes, weights_bytes
 
 
+def record_problem(config: dict) -> str | None:
+    """What keeps config.json's `sha256` from being the record `write` makes (a sha256 of the weights and
+    of vocab.json), or None. Only an export older than the record has none: one edited to another value
+    ("zz", null) would otherwise pass for it, and its files go unchecked."""
+    if "sha256" not in config:
+        return None
+    recorded = config["sha256"]
+    if not isinstance(recorded, dict):
+        return f"sha256 is {SHOWN.repr(recorded)}, not the record of the sha256 of {WEIGHTS} and {VOCAB}"
+    for name in (WEIGHTS, VOCAB):
+        if name not in recorded:
+            return f"sha256 has no {name!r}"
+        if not (isinstance(recorded[name], str) and re.fullmatch("[0-9a-f]{64}", recorded[name])):
+            return f"sha256 of {name} is {SHOWN.repr(recorded[name])}, not 64 hex digits"
+    return None
+
+
 def mismatched(config: dict, digests: dict[str, str]) -> str | None:
     """The first file of `digests` (name -> the sha256 of the bytes read) that is not the one config.json
-    records for it; None when all match, or config.json records none (an export older than the record)."""
+    records for it; None when all match, or config.json records none (an export older than the record;
+    `record_problem` refused any other)."""
     recorded = config.get("sha256")
     if not isinstance(recorded, dict):
         return None

@@ -363,14 +363,15 @@ class Vocab:
                 f"the vocabulary is damaged: model is {SHOWN.repr(data['model'])}, a sentencepiece vocabulary's "
                 "field in a character vocabulary"
             )
-        try:
-            if not isinstance(data, dict):  # a tensor's [name] is a torch warning, then an IndexError
-                raise TypeError
-            chars, unknown, normalize = data["chars"], data["unknown"], data["normalize"]
-        except (KeyError, TypeError):
-            raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None
+        if not isinstance(data, dict):  # a tensor's [name] is a torch warning, then an IndexError
+            raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize")
+        if missing := next((name for name in ("chars", "unknown", "normalize") if name not in data), None):
+            raise CharLMError(f"the vocabulary is damaged: no {missing!r}")
+        chars, unknown, normalize = data["chars"], data["unknown"], data["normalize"]
         if wrong := wrong_fields(chars, unknown, normalize):
             raise CharLMError(f"the vocabulary is damaged: {'; '.join(wrong)}")
+        if not chars:  # a stored vocabulary holds the unknown symbol too: none is an edit, not an empty corpus
+            raise CharLMError("the vocabulary is damaged: chars is empty")
         return cls(list(chars), unknown, normalize)
 
 

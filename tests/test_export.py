@@ -8,9 +8,11 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import time
 import unicodedata
 import warnings
 from pathlib import Path
@@ -223,7 +225,7 @@ def test_a_model_folder_whose_adaptive_heads_ranks_were_edited_is_damaged(tmp_pa
     del config["sha256"]  # as an export older than the record
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     (text := tmp_path / "text.txt").write_text(CHINESE, encoding="utf-8")
-    said = f"{folder}: damaged model folder (weights: head.rank is not a ranking of the {len(set(CHINESE))} ids"
+    said = f"{folder / hub.WEIGHTS}: damaged model folder (head.rank is not a ranking of the {len(set(CHINESE))} ids"
     assert_one_line_error(cli("sample", str(folder), "--seed", CHINESE[:3], "--length", "5"), said)
     assert_one_line_error(cli("eval", str(folder), str(text)), said)
     assert_one_line_error(cli("info", str(folder)), said)
@@ -250,9 +252,9 @@ DELETED = object()
         ("run", DELETED, "hub/config.json: damaged model folder (no 'run')"),
         ("run", [], "hub/config.json: damaged model folder (run is [], not a record)"),
         ("run", None, "hub/config.json: damaged model folder (run is None, not a record)"),
-        ("run.progress", [], "hub: damaged model folder (run: progress is [], not a record)"),
-        ("run.progress", None, "hub: damaged model folder (run: progress is None, not a record)"),
-        ("run.config", "fast", "hub: damaged model folder (run: config is 'fast', not a record)"),
+        ("run.progress", [], "hub/config.json: damaged model folder (run: progress is [], not a record)"),
+        ("run.progress", None, "hub/config.json: damaged model folder (run: progress is None, not a record)"),
+        ("run.config", "fast", "hub/config.json: damaged model folder (run: config is 'fast', not a record)"),
     ],
 )
 def test_a_model_folder_whose_config_json_lacks_a_part_or_holds_one_of_another_type_names_it(
@@ -292,10 +294,150 @@ def test_a_vocab_json_of_an_older_export_with_a_field_of_another_tokenizer_is_da
     with pytest.raises(charlm.CharLMError) as refused:
         charlm.load(hub)
     assert str(refused.value) == (
-        f"{hub}: damaged model folder (the vocabulary is damaged: {said}); export it again from its run"
+        f"{hub / 'vocab.json'}: damaged model folder (the vocabulary is damaged: {said}); export it again from its run"
     )
     (hub / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     assert charlm.load(hub).vocab.chars == model_of().vocab.chars  # the same folder, its vocab.json as exported
+
+
+@pytest.fixture(scope="module")
+def exported_once(tmp_path_factory) -> Path:
+    """A model folder of a tiny adaptive-head model (it has head.rank), written once for the tests that
+    edit a copy of it (`edited_copy`)."""
+    folder = tmp_path_factory.mktemp("exported") / "hub"
+    run = run_of(model_of(chars=CHINESE, cutoffs=(8,)), folder.parent / "run")
+    checkpoint.write_model_folder(checkpoint.read(run / "best.pt"), folder)
+    return folder
+
+
+def edited_copy(exported: Path, tmp_path: Path, name: str, edit, keep_sha256: bool = False) -> Path:
+    """A copy of the model folder `exported` whose file `name` (a JSON file, or the weights as a dict of
+    tensors) `edit` changed in place; config.json's sha256 record removed, as an export older than it
+    holds none, unless `keep_sha256` (an edit to the record itself)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "hub"
+    shutil.copytree(exported, folder)
+    if name == hub.WEIGHTS:
+        weights = load_file(folder / name)
+        edit(weights)
+        save_file(weights, folder / name, metadata={"format": hub.FORMAT})
+    else:
+        data = json.loads((folder / name).read_text(encoding="utf-8"))
+        edit(data)
+        (folder / name).write_text(json.dumps(data), encoding="utf-8")
+    config = json.loads((folder / hub.CONFIG).read_text(encoding="utf-8"))
+    if not keep_sha256:
+        del config["sha256"]
+    (folder / hub.CONFIG).write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def assert_refused_everywhere(folder: Path, said: str) -> None:
+    """`said`, the whole one-line error, from charlm.load and from sample, info and eval."""
+    with pytest.raises(charlm.CharLMError) as refused:
+        charlm.load(folder)
+    assert str(refused.value) == said
+    (text := folder.parent / "text.txt").write_text(CHINESE, encoding="utf-8")
+    for command in (["sample", str(folder), "--length", "3"], ["info", str(folder)], ["eval", str(folder), str(text)]):
+        result = cli(*command)
+        assert_one_line_error(result, said)
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda vocab: vocab.update(chars=""), "chars is empty"),
+        (
+            lambda vocab: vocab.update(chars=vocab["chars"][:-1] + "一"),
+            f"chars holds {CHINESE[0]!r} twice",
+        ),
+        (lambda vocab: vocab.update(unknown="no"), "unknown is 'no', not true or false"),
+        (lambda vocab: vocab.update(characters=vocab.pop("chars")), "no 'chars'"),
+    ],
+    ids=["empty", "a character twice", "unknown a string", "chars renamed"],
+)
+def test_a_vocab_json_edited_by_hand_is_named_with_its_field(exported_once, tmp_path, edit, said):
+    """vocab.json's damage was said of the folder alone (`DIR: damaged model folder (the vocabulary is
+    damaged: ...)`), naming no file; emptied, as `the vocabulary is empty: the corpus has no characters`,
+    which sends the user to a corpus; a key renamed, as `expected chars, unknown and normalize`."""
+    folder = edited_copy(exported_once, tmp_path, hub.VOCAB, edit)
+    assert_refused_everywhere(
+        folder,
+        f"{folder / hub.VOCAB}: damaged model folder (the vocabulary is damaged: {said}); export it again from its run",
+    )
+
+
+@pytest.mark.parametrize(
+    "record, said",
+    [
+        ("zz", "sha256 is 'zz', not the record of the sha256 of model.safetensors and vocab.json"),
+        (None, "sha256 is None, not the record of the sha256 of model.safetensors and vocab.json"),
+        ({"model.safetensors": "zz"}, "sha256 of model.safetensors is 'zz', not 64 hex digits"),
+        ({"vocab.json": "0" * 64}, "sha256 has no 'model.safetensors'"),
+    ],
+)
+def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tmp_path, record, said):
+    """config.json's `sha256` edited to something other than the record charlm writes ("zz", null) was read
+    as an export older than the record, so the check that the three files are of one export was skipped
+    without a word; a digest edited within it was searched for 2 s as a re-export midway. An export older
+    than the record has no `sha256` at all (tests/data/compat/model-2709826), and still loads."""
+
+    def edit(config: dict) -> None:
+        config["sha256"] = {**config["sha256"], **record} if isinstance(record, dict) else record
+        if "vocab.json" in (record or {}):
+            del config["sha256"]["model.safetensors"]
+
+    folder = edited_copy(exported_once, tmp_path, hub.CONFIG, edit, keep_sha256=True)
+    started = time.monotonic()
+    assert_refused_everywhere(
+        folder, f"{folder / hub.CONFIG}: damaged model folder ({said}); export it again from its run"
+    )
+    assert time.monotonic() - started < 1.5  # said at once, not read again for REREAD_WAITS' 2 s
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("model.layers", "2", "the model description is damaged: layers must be an integer from 1 to 64, not '2'"),
+        ("model.hidden", 24.0, "the model description is damaged: hidden must be an integer from 1 to 16384, not 24.0"),
+        ("model.cell", "LSTM", "the model description is damaged: unknown cell 'LSTM' (one of lstm, gru, rnn)"),
+        ("run.device", 3, "device is 3, not a string"),
+        ("run.corpus", DELETED, "no 'corpus'"),
+        ("run.progress.step", "10", "progress: step is '10', not an integer"),
+    ],
+)
+def test_a_config_json_field_edited_by_hand_names_config_json(exported_once, tmp_path, field, value, said):
+    """A config.json field of the wrong type or removed was said of the folder alone (`DIR: damaged model
+    folder (device is 3, not a string)`), or as a mismatch with the weights (`config.json has layers '2' but
+    model.safetensors holds weights of layers 2`): the file is named, and what is wrong with its field."""
+    folder = edited_copy(exported_once, tmp_path, hub.CONFIG, lambda config: edited_config(config, field, value))
+    assert_refused_everywhere(
+        folder, f"{folder / hub.CONFIG}: damaged model folder ({said}); export it again from its run"
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (
+            lambda weights: weights.update({"embed.weight": weights["embed.weight"].long()}),
+            "embed.weight is not a tensor of torch.float32",
+        ),
+        (lambda weights: weights.update(embedding=weights.pop("embed.weight")), "embed.weight missing"),
+        (
+            lambda weights: weights["core.bias_hh_l0"].fill_(float("nan")),
+            "core.bias_hh_l0 holds NaN or infinite values",
+        ),
+    ],
+    ids=["dtype", "renamed", "nan"],
+)
+def test_a_weight_edited_by_hand_names_model_safetensors(exported_once, tmp_path, edit, said):
+    """A weight of another dtype, renamed or not finite was said of the folder alone, as `weights: ...`."""
+    folder = edited_copy(exported_once, tmp_path, hub.WEIGHTS, edit)
+    assert_refused_everywhere(
+        folder, f"{folder / hub.WEIGHTS}: damaged model folder ({said}); export it again from its run"
+    )
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json", "vocab.json"])
