@@ -46,7 +46,7 @@ from .fields import (
     unset_dropped,
 )
 from .model import CharLM
-from .run_notes import done_note, kept_note, lost_note
+from .run_notes import done_note, lost_note, stopped_note
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .sources import CorpusChanged
 from .tokens import TokenCorpus, load_corpus
@@ -378,14 +378,8 @@ def train(
 def interrupted_note(run_dir: Path, saved_step: int | None, stopped_at: int | None = None) -> str:
     """What charlm.train stopped by a signal keeps (`saved_step`), at step `stopped_at` or at once (None: a
     second Ctrl-C), and the calls that go on with it or sample it."""
-    if saved_step is None:
-        return (
-            "charlm.train was interrupted before the first checkpoint; nothing was saved "
-            f"({one_line_path(run_dir)} is still free)"
-        )
-    stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
-    load = f"charlm.load({str(run_dir)!r})"
-    return f"charlm.train {stopped}; {kept_note(run_dir, saved_step)}, or sample from its best with {load}"
+    load = "" if saved_step is None else f", or sample from its best with charlm.load({str(run_dir)!r})"
+    return f"charlm.train {stopped_note(run_dir, saved_step, stopped_at)}{load}"
 
 
 def pass_on_signal(trainer: Trainer) -> None:

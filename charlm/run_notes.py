@@ -20,9 +20,21 @@ if TYPE_CHECKING:
     from .checkpoint import Progress
 
 
-def kept_note(run_dir: Path, saved_step: int) -> str:
-    """What a stopped run keeps, and how to go on from it: its last checkpoint, at `saved_step`."""
-    return f"{one_line_path(run_dir)} holds step {saved_step}: resume with {runs.resume_command(run_dir)}"
+def kept_note(run_dir: Path, saved_step: int | None, *options: str) -> str:
+    """What a stopped run keeps, and how to go on from it (with `options`, `said`): its last checkpoint, at
+    `saved_step` (None: a step this process cannot tell, as a lost peer's or a moved folder's)."""
+    kept = "its last checkpoint" if saved_step is None else f"step {saved_step}"
+    return f"{one_line_path(run_dir)} holds {kept}: resume with {runs.resume_command(run_dir, *options)}"
+
+
+def unsaved_note(run_dir: Path) -> str:
+    """What a run stopped before its first checkpoint keeps: nothing; its folder takes a new run."""
+    return f"nothing was saved: train again ({said('out', run_dir)} is still free)"
+
+
+def failed_save_note(save_error: str) -> str:
+    """Why the run's last checkpoint is not its last step's (--save-errors warn)."""
+    return f"not saved: the last checkpoint could not be written ({save_error})"
 
 
 def not_saved_warning(error: str) -> str:
@@ -42,7 +54,7 @@ def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) ->
     if not save_error:
         return f"saved in {shown_dir}"
     kept = f"{shown_dir} holds step {saved_step}" if saved_step else f"{shown_dir} holds no checkpoint"
-    return f"not saved: the last checkpoint could not be written ({save_error}); {kept}"
+    return f"{failed_save_note(save_error)}; {kept}"
 
 
 def done_note(progress: Progress, run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
@@ -60,7 +72,7 @@ def lost_note(run_dir: Path, saved: bool) -> str:
     may not see the run folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
     if not saved and not runs.holds_checkpoint(run_dir):
         return "; no checkpoint was written yet: start the run again"
-    return f"; {one_line_path(run_dir)} keeps its last checkpoint: resume with {runs.resume_command(run_dir)}"
+    return f"; {kept_note(run_dir, None)}"  # the ranks' last agreed step may be behind the one on disk
 
 
 def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int | None) -> str:
@@ -73,11 +85,13 @@ def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int 
     return f"{note}; Ctrl-C again stops at once, keeping {kept}"
 
 
-def interrupted_note(run_dir: Path, saved_step: int | None) -> str:
-    """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
-    if saved_step is None:
-        return f"interrupted before the first checkpoint; train again ({said('out', run_dir)} is still free)"
-    return f"interrupted; {kept_note(run_dir, saved_step)}"
+def stopped_note(run_dir: Path, saved_step: int | None, stopped_at: int | None, save_error: str | None = None) -> str:
+    """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
+    and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike."""
+    stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
+    not_saved = f"{failed_save_note(save_error)}; " if save_error else ""
+    kept = unsaved_note(run_dir) if saved_step is None else kept_note(run_dir, saved_step)
+    return f"{stopped}; {not_saved}{kept}"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:
@@ -88,8 +102,8 @@ def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None)
     if saved_step is None:
         return f"training diverged ({why}); start again with a lower {said('lr')}, e.g. {lower}"
     return (
-        f"training diverged ({why} after step {saved_step}); the last good checkpoint is kept: resume it "
-        f"with a lower learning rate: {runs.resume_command(run_dir, said('lr', metavar=lower))}"
+        f"training diverged ({why} after step {saved_step}): lower the learning rate; "
+        f"{kept_note(run_dir, saved_step, said('lr', metavar=lower))}"
     )
 
 

@@ -216,9 +216,8 @@ class Trainer:
             return
         if ahead > self.saved_step:
             raise CharLMError(
-                f"{self.shown_dir} went on to step {ahead:,} (another process trained it) while this resume "
-                f"started from step {self.saved_step:,}; resume again to go on from step {ahead:,}: "
-                f"{runs.resume_command(self.run_dir)}"
+                f"{self.shown_dir} went on to step {ahead} (another process trained it) while this resume "
+                f"started from step {self.saved_step}; {run_notes.kept_note(self.run_dir, ahead)}"
             )
 
     def keep_time(self, elapsed: float, stop: StopFlag, now: bool = False) -> bool:

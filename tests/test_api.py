@@ -580,7 +580,8 @@ RUN_NAMES = {
     ),
     "diverged after a checkpoint": (
         lambda fox, _: run_notes.diverged_message("the loss became NaN or infinite", 1e-3, BASE_RUN, 10),
-        "resume it with a lower learning rate: charlm.train(resume='checkpoints/base', lr=0.00025)",
+        "after step 10): lower the learning rate; checkpoints/base holds step 10: resume with ",
+        "resume with charlm.train(resume='checkpoints/base', lr=0.00025)",
     ),
     "a checkpoint not written": (
         lambda fox, _: run_notes.not_saved_message(NOT_WRITTEN, 12, BASE_RUN, 10),
@@ -591,8 +592,8 @@ RUN_NAMES = {
         "(No space left on device); training goes on (save_errors='warn')",
     ),
     "interrupted before a checkpoint": (
-        lambda fox, _: run_notes.interrupted_note(BASE_RUN, None),
-        "train again (out='checkpoints/base' is still free)",
+        lambda fox, _: run_notes.stopped_note(BASE_RUN, None, None),
+        "interrupted; nothing was saved: train again (out='checkpoints/base' is still free)",
     ),
     "a folder lost": (
         lambda fox, _: lost_unseen(fox),
@@ -601,7 +602,7 @@ RUN_NAMES = {
     ),
     "a folder moved": (
         lambda fox, _: run_lock.stopped_message("moved", 5, Path("elsewhere")),
-        "(resume it from its last checkpoint with charlm.train(resume='elsewhere'))",
+        "(elsewhere holds its last checkpoint: resume with charlm.train(resume='elsewhere'))",
     ),
     "a machine busier than probed": (
         lambda fox, _: run_notes.slow_note(10.0, 100.0, 128, 0.0, hidden_given=False),

@@ -1289,6 +1289,35 @@ def test_a_run_stopped_by_a_signal_saves_and_exits_with_the_shells_status(fox_fi
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 6
 
 
+@pytest.mark.parametrize("saved", [True, False])
+def test_the_stop_line_says_what_the_run_folder_holds_and_how_to_go_on(fox_file, monkeypatch, saved):
+    """The stop line said `Resume with: charlm train --resume RUN` of a run whose every save had failed
+    (--save-errors warn), a resume that is refused: a folder without a checkpoint is trained again. It words
+    what the folder holds as the second Ctrl-C's line and charlm.train's do."""
+
+    def no_room(contents: dict) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    options = ["--max-steps", "1000", "--save-errors", "warn"]
+    with monkeypatch.context() as disk:
+        if not saved:
+            disk.setattr("charlm.files.replace_files", no_room)
+        signalled_at_step(disk, 5, signal.SIGINT)
+        result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options)
+    assert result.exit_code == 130, result.output
+    ended = result.stdout.splitlines()[-1]
+    if saved:
+        assert (
+            ended
+            == "stopped at step 6; checkpoints/run holds step 6: resume with charlm train --resume checkpoints/run"
+        )
+    else:
+        assert ended.startswith("stopped at step 6; not saved: the last checkpoint could not be written (")
+        assert ended.endswith("; nothing was saved: train again (--out checkpoints/run is still free)"), ended
+        again = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "3")  # as it says, with room
+        assert again.exit_code == 0, again.output
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_says_at_once_that_the_run_scores_and_saves_before_it_ends(fox_file, monkeypatch, signum):
     """After Ctrl-C the run scores its held-out text and saves, which on a busy machine took 15 s in
@@ -1313,14 +1342,16 @@ def test_a_second_ctrl_c_says_what_the_run_folder_holds(fox_file, monkeypatch, a
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "20", "--max-steps", "1000")
     assert result.exit_code == 130, result.output
     if at_step < 20:
-        assert "interrupted before the first checkpoint" in result.output and "intact" not in result.output
+        assert result.output.endswith(
+            "interrupted; nothing was saved: train again (--out checkpoints/run is still free)\n"
+        )
     else:
         assert "checkpoints/run holds step 20: resume with charlm train --resume checkpoints/run" in result.output
 
 
 @pytest.mark.parametrize("when", ["before training", "second Ctrl-C"])
 def test_every_line_a_stopped_run_ends_with_is_on_stdout_as_the_done_line_is(fox_file, monkeypatch, when):
-    """`stopped at step N ... Resume with:` went to stdout, where a script reads the run's outcome (docs/scaling.md),
+    """`stopped at step N; RUN holds step N: resume with ...` went to stdout, where a script reads the run's outcome (docs/scaling.md),
     but a second Ctrl-C's `interrupted; RUN holds step N: resume with ...`, and the line of one before training
     started, went to stderr: a script that read stdout got no resume command. The lines under the bar
     (`stopping at step N: scoring ...`) are the bar's, on stderr."""

@@ -357,7 +357,7 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     assert f"process {stopped} (pid {processes[stopped].pid} on " in line
     assert " of 2 stopped answering for 2s (--peer-timeout)" in line
     run_dir = runs.CHECKPOINT_ROOT / "cut"
-    assert line.endswith(f"; {run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}")
+    assert line.endswith(f"; {run_dir} holds its last checkpoint: resume with charlm train --resume {run_dir}")
     step = latest("cut").progress.step
     charlm.train(resume="cut", max_steps=step + 5)
     assert latest("cut").progress.step == step + 5
@@ -668,7 +668,7 @@ def test_rank_0_stopped_as_it_prepares_the_corpus_is_named_after_the_peer_timeou
     assert " of 2 stopped answering for 2s (--peer-timeout): stopped (SIGSTOP); torchrun ends the job; " in line
     if resuming:
         run_dir = runs.CHECKPOINT_ROOT / "kept"
-        assert line.endswith(f"; {run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}")
+        assert line.endswith(f"; {run_dir} holds its last checkpoint: resume with charlm train --resume {run_dir}")
         assert latest("kept").progress.step == 5
     else:
         assert line.endswith("; start the run again") and not (runs.CHECKPOINT_ROOT / "never").exists()
@@ -890,9 +890,9 @@ def test_torchrun_s_hang_up_stops_its_ranks_at_one_step_and_saves(fox_file):
         out, err = launcher.communicate(timeout=60)
     finally:
         launcher.kill()
-    assert f"stopped at step {latest('hung').progress.step}; saved in" in out, out + err
     hung = runs.CHECKPOINT_ROOT / "hung"
-    assert f"Resume with: torchrun --nproc-per-node 2 -m charlm train --resume {hung}" in out  # as it was launched
+    assert f"stopped at step {latest('hung').progress.step}; {hung} holds step " in out, out + err
+    assert f": resume with torchrun --nproc-per-node 2 -m charlm train --resume {hung}" in out  # as it was launched
     assert "[rank" not in err, err  # no rank's traceback (torchrun prints its own SignalException)
 
 

@@ -1127,7 +1127,7 @@ def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_
         charlm.train(resume="run", max_steps=30)
     assert str(refused.value) == (
         "checkpoints/run went on to step 20 (another process trained it) while this resume started from step 10; "
-        "resume again to go on from step 20: charlm.train(resume='checkpoints/run')"  # a Python caller's call
+        "checkpoints/run holds step 20: resume with charlm.train(resume='checkpoints/run')"  # a Python caller's call
     )
     assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
 
@@ -1697,9 +1697,8 @@ def said_of(message: Callable[[], object]) -> str:
         lambda: plan.limits_spent(charlm.Config(max_steps=10), train_state.Progress(step=10), RENAMED),
         lambda: plan.check_kept_eval_also(charlm.Config(eval_also="gone.txt"), RENAMED),
         lambda: refuse_added_limits({"max_steps": "+10", "max_time": None}, 20, 0.0, RENAMED),
-        lambda: api.interrupted_note(RENAMED, None),
         lambda: api.interrupted_note(RENAMED, 5, stopped_at=7),
-        lambda: run_notes.interrupted_note(RENAMED, 5),
+        lambda: run_notes.stopped_note(RENAMED, 5, None),
         lambda: run_notes.not_saved_message("latest.pt: cannot write", 7, RENAMED, 5),
     ],
     ids=[
@@ -1710,7 +1709,6 @@ def said_of(message: Callable[[], object]) -> str:
         "limits_spent",
         "eval_also_gone",
         "added_limit",
-        "interrupted_unsaved",
         "interrupted_saved",
         "interrupted_at_once",
         "not_saved",
@@ -1720,6 +1718,14 @@ def test_a_message_naming_a_run_folder_renamed_to_end_in_a_space_shows_where_it_
     """plan.already_held and the other lines naming a run folder printed it raw: `checkpoints/run  already
     holds a run`, its trailing space lost among the words; errors.one_line_path shows it quoted."""
     assert RENAMED_SHOWN in said_of(message), said_of(message)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_names_its_renamed_folder_as_the_caller_types_it():
+    """What a run stopped with nothing saved says to do is train into its folder again: the folder is named as
+    the option's value, quoted as the caller types it, its trailing space kept."""
+    assert api.interrupted_note(RENAMED, None).endswith("(out='checkpoints/run ' is still free)")
+    with on_command_line():
+        assert run_notes.stopped_note(RENAMED, None, None).endswith("(--out 'checkpoints/run ' is still free)")
 
 
 def test_a_lost_lock_names_its_renamed_run_folder_quoted(tmp_path):

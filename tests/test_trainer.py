@@ -877,7 +877,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(fox_file, tin
 
     monkeypatch.setattr(FullHead, "nats", poisoned)
     resume = r"charlm\.train\(resume='checkpoints/run', lr=0\.00075\)"  # a Python caller's call, not a command
-    with pytest.raises(CharLMError, match=rf"diverged .*after step 20.*: {resume}$"):
+    with pytest.raises(CharLMError, match=rf"diverged .*after step 20.*: resume with {resume}$"):
         charlm.train(resume="run", max_steps=60)
     assert_same_weights(latest("run"), good)
     assert all(torch.isfinite(t).all() for t in latest("run").weights.values())
@@ -890,7 +890,9 @@ def test_a_last_step_that_blows_the_weights_up_keeps_the_good_checkpoints_and_a_
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
     run = Path("checkpoints/run")
     before = {name: (run / name).read_bytes() for name in (runs.BEST, runs.LATEST)}
-    resume = "resume it with a lower learning rate: charlm.train(resume='checkpoints/run', lr=0.005)"  # the default
+    resume = (
+        "checkpoints/run holds step 10: resume with charlm.train(resume='checkpoints/run', lr=0.005)"  # the default
+    )
     with pytest.raises(
         CharLMError, match=r"^training diverged \(embed\.weight became NaN, infinite or past 1e\+12 after step 10\)"
     ) as error:
@@ -1247,7 +1249,7 @@ def test_a_run_whose_folder_is_moved_stops_and_resumes_where_it_is_now(fox_file,
     assert "Traceback" not in result.output and result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 20 "
-        f"without writing anything more (resume it from its last checkpoint with charlm train --resume {moved})"
+        f"without writing anything more ({moved} holds its last checkpoint: resume with charlm train --resume {moved})"
     )
     monkeypatch.setattr(train_state, "train_step", real_step)
     assert checkpoint.read(moved / runs.LATEST).progress.step == 10
@@ -1328,7 +1330,7 @@ def test_a_peer_lost_while_a_run_resumes_says_how_to_resume_it(fox_file, tiny, m
     run_dir = runs.CHECKPOINT_ROOT / "run"
     assert result.exit_code == 1 and "Connection closed by peer" in result.output, result.output
     assert result.output.strip().endswith(
-        f"{run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}"
+        f"{run_dir} holds its last checkpoint: resume with charlm train --resume {run_dir}"
     )
 
 
