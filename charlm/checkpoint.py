@@ -37,7 +37,7 @@ from .config import INT64, Config
 from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, holds, kinds_said
+from .fields import SHOWN, check_names, holds, kinds_said
 from .model import CharLM, ModelConfig, State
 from .model_skeleton import skeleton
 from .optim import param_groups
@@ -50,6 +50,7 @@ WEIGHTS_PART = "weights"  # the part of a payload a model folder's model.safeten
 RANK = "head.rank"  # the adaptive head's id -> frequency rank: a weight of integers, a permutation
 # The Python errors a payload of unexpected values meets while read (`_reason` says them in a few words)
 PAYLOAD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+Record = typing.TypeVar("Record")  # a dataclass of this module, built of a payload's record (`record_of`)
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
 
 
@@ -239,12 +240,12 @@ class Checkpoint:
             config = Config.from_dict(run["config"])
         with part("progress"):
             # a checkpoint written before patience_best_bpc counted every evaluation against best_bpc
-            progress = Progress(**{"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
+            progress = record_of(Progress, {"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
         with part("training state"):
-            training = None if training is None else SavedTraining(**training)
+            training = None if training is None else record_of(SavedTraining, training)
         with part("base"):
             base = run.get("base")
-            base = None if base is None or (isinstance(base, dict) and not base) else Base(**base)
+            base = None if base is None or (isinstance(base, dict) and not base) else record_of(Base, base)
         saved = cls(
             model_config=ModelConfig.from_dict(model["config"]),
             vocab=Vocab.from_dict(model["vocab"]),
@@ -419,6 +420,17 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"{name} is {value}")
         if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:  # a count torch and float() take
             raise CharLMError(f"{name} is {SHOWN.repr(value)}, past a 64-bit integer")
+
+
+def record_of(kind: type[Record], values: dict) -> Record:
+    """`kind` (one of this module's dataclasses) of a payload's record `values`: a field added or lost is named
+    as the file spells it (`unknown field stpe (did you mean step?)`, `no 'path'`), where Python's TypeError
+    names the class ("Base.__init__() missing 3 required positional arguments")."""
+    check_names(kind, values, "field")
+    for f in dataclasses.fields(kind):
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise CharLMError(f"no {f.name!r}")
+    return kind(**values)
 
 
 def check_record(record: object, names: tuple[str, ...] | None = None) -> None:

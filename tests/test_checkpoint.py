@@ -433,6 +433,36 @@ def test_a_payload_whose_run_or_its_parts_are_of_another_type_names_the_field(tr
     assert f"{path}: checkpoint is damaged ({said});" in str(error.value)
 
 
+def known_fields(record: type) -> str:
+    return ", ".join(sorted(f.name for f in dataclasses.fields(record)))
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (
+            setting("run", "progress", stpe=3),
+            f"progress: unknown field stpe (did you mean step?); known: {known_fields(checkpoint.Progress)}",
+        ),
+        (lambda p: p["run"].update(base={"run": "base", "path": "base.pt"}), "base: no 'sha256'"),
+        (
+            lambda p: p["training"].update(epochs=1),
+            f"training state: unknown field epochs (did you mean epoch?); known: {known_fields(checkpoint.SavedTraining)}",
+        ),
+        (lambda p: p["training"].pop("position"), "training state: no 'position'"),
+    ],
+    ids=["progress field added", "base field lost", "training field added", "training field lost"],
+)
+def test_a_payload_record_with_a_field_added_or_lost_names_the_field(trained, edit, said):
+    """A field added to a run record or lost from it was said in Python's words ("progress: TypeError:
+    Progress.__init__() got an unexpected keyword argument 'stpe'", "base: TypeError: Base.__init__()
+    missing 2 required positional arguments"): the field is named, as a Config's mistyped keyword is."""
+    path = rewritten(trained, edit)
+    with pytest.raises(CharLMError) as error:
+        checkpoint.read(path)
+    assert f"{path}: checkpoint is damaged ({said});" in str(error.value)
+
+
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(trained, fox_file, damage):
     """Every command that reads a checkpoint names the file and what is wrong: no traceback, no

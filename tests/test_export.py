@@ -4,6 +4,7 @@ The HTML page's tests (a real browser) are in test_export_html.py."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -243,6 +244,7 @@ def edited_config(config: dict, field: str, value: object) -> None:
 
 
 DELETED = object()
+PROGRESS_FIELDS = ", ".join(sorted(f.name for f in dataclasses.fields(Progress)))
 
 
 @pytest.mark.parametrize(
@@ -405,12 +407,16 @@ def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tm
         ("run.device", 3, "device is 3, not a string"),
         ("run.corpus", DELETED, "no 'corpus'"),
         ("run.progress.step", "10", "progress: step is '10', not an integer"),
+        ("run.progress.stpe", 10, f"progress: unknown field stpe (did you mean step?); known: {PROGRESS_FIELDS}"),
+        ("run.base", {"run": "base"}, "base: no 'path'"),
     ],
 )
 def test_a_config_json_field_edited_by_hand_names_config_json(exported_once, tmp_path, field, value, said):
     """A config.json field of the wrong type or removed was said of the folder alone (`DIR: damaged model
     folder (device is 3, not a string)`), or as a mismatch with the weights (`config.json has layers '2' but
-    model.safetensors holds weights of layers 2`): the file is named, and what is wrong with its field."""
+    model.safetensors holds weights of layers 2`): the file is named, and what is wrong with its field. A
+    field added to a record or lost from it was Python's TypeError (`Progress.__init__() got an unexpected
+    keyword argument`)."""
     folder = edited_copy(exported_once, tmp_path, hub.CONFIG, lambda config: edited_config(config, field, value))
     assert_refused_everywhere(
         folder, f"{folder / hub.CONFIG}: damaged model folder ({said}); export it again from its run"
