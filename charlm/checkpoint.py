@@ -37,7 +37,7 @@ from .config import INT64, Config
 from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, check_names, holds, kinds_said
+from .fields import SHOWN, as_stored, check_names, holds, kinds_said
 from .model import CharLM, ModelConfig, State
 from .model_skeleton import skeleton
 from .optim import param_groups
@@ -236,7 +236,7 @@ class Checkpoint:
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run"):  # an older run has no base
             check_fields({"base": None, **run}, {"config": dict, "progress": dict, "base": dict | None})
-        with part("run options"):
+        with part("run options"), as_stored():  # named as the file spells them (`lr`), not as flags
             config = Config.from_dict(run["config"])
         with part("progress"):
             # a checkpoint written before patience_best_bpc counted every evaluation against best_bpc

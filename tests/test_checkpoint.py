@@ -369,7 +369,7 @@ DAMAGE = {
     "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),
     "negative hidden": (setting("model", "config", hidden=-5), "hidden must be an integer from 1 to 16384, not -5"),
     "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be an integer from 1 to 16384"),
-    "run options": (setting("run", "config", hidden=0), "run options: --hidden must be at least 1, not 0"),
+    "run options": (setting("run", "config", hidden=0), "run options: hidden must be at least 1, not 0"),
     "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
     # read as sound, a resume trained on NaN and stopped saying to lower --lr, which never helps
     "NaN optimizer state": (nan_moments, "training state: optimizer: exp_avg_sq of parameter 0 holds NaN"),

@@ -409,6 +409,7 @@ def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tm
         ("run.progress.step", "10", "progress: step is '10', not an integer"),
         ("run.progress.stpe", 10, f"progress: unknown field stpe (did you mean step?); known: {PROGRESS_FIELDS}"),
         ("run.base", {"run": "base"}, "base: no 'path'"),
+        ("run.config.lr", "x", "run options: lr must be a number, not 'x'"),
     ],
 )
 def test_a_config_json_field_edited_by_hand_names_config_json(exported_once, tmp_path, field, value, said):
@@ -416,7 +417,7 @@ def test_a_config_json_field_edited_by_hand_names_config_json(exported_once, tmp
     folder (device is 3, not a string)`), or as a mismatch with the weights (`config.json has layers '2' but
     model.safetensors holds weights of layers 2`): the file is named, and what is wrong with its field. A
     field added to a record or lost from it was Python's TypeError (`Progress.__init__() got an unexpected
-    keyword argument`)."""
+    keyword argument`); a run option, named as the flag `charlm` takes (`--lr`), not as the file spells it."""
     folder = edited_copy(exported_once, tmp_path, hub.CONFIG, lambda config: edited_config(config, field, value))
     assert_refused_everywhere(
         folder, f"{folder / hub.CONFIG}: damaged model folder ({said}); export it again from its run"
