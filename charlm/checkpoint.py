@@ -313,22 +313,23 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
     """A model folder's Checkpoint (hub.py), the sha256 of the weights file it was read from and the run
     it was exported from (`hub.source_in`), all of one read of its files. Its config.json and vocab.json
     are plain JSON, there to be read and so edited: what is wrong is named with the file that holds it
-    (`damage_in`), a field as a .pt's part is (`check_fields`); a `layers`, `hidden` or `cell` its
-    weights are not of is named as such, not as a missing weight, nor (fewer layers than the weights
-    hold) as an experiment's model of its own, which `charlm export` never writes; a `vocab_size`
-    vocab.json does not hold, as config.json's field too."""
+    (`damage_in`), a field as a .pt's part is (`check_fields`); a `layers`, `hidden`, `cell` or
+    `head_cutoffs` its weights are not of is named as such, not as a missing weight or a shape, nor
+    (fewer layers than the weights hold) as an experiment's model of its own, which `charlm export`
+    never writes; a `vocab_size` vocab.json does not hold, as config.json's field too."""
     config, vocab, weights, digest, source = hub.read(folder)
     with damage_in(folder / hub.CONFIG):
         check_fields(config, {"model": dict, "run": dict})
         model_config = ModelConfig.from_dict(config["model"])
     with damage_in(folder / hub.VOCAB):
         vocabulary = Vocab.from_dict(vocab)
+    described = model_config.to_dict()  # as config.json spells it: head_cutoffs a list
     for name, value in architecture_of(weights).items():
-        if getattr(model_config, name) != value:
+        if described[name] != value:
             raise hub.damaged(
                 folder,
-                f"{hub.CONFIG} has {name} {getattr(model_config, name)!r} but {hub.WEIGHTS} holds weights of {name} "
-                f"{value!r}: they do not match",
+                f"{hub.CONFIG} has {name} {described[name]!r} but {hub.WEIGHTS} holds weights of {name} {value!r}: "
+                "they do not match",
             )
     if model_config.vocab_size != len(vocabulary):
         raise hub.damaged(

@@ -132,7 +132,7 @@ def as_stored() -> Iterator[None]:
 
 
 def flags_said() -> bool:
-    """Whether messages name options as flags (within `on_command_line`, unless `as_stored`), rather than as keywords."""
+    """Whether messages name options as flags (within `on_command_line`, but for `as_stored`), not as keywords."""
     return bool(_command_lines[0]) and not getattr(_reading_stored, "on", False)
 
 

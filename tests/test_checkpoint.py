@@ -447,7 +447,8 @@ def known_fields(record: type) -> str:
         (lambda p: p["run"].update(base={"run": "base", "path": "base.pt"}), "base: no 'sha256'"),
         (
             lambda p: p["training"].update(epochs=1),
-            f"training state: unknown field epochs (did you mean epoch?); known: {known_fields(checkpoint.SavedTraining)}",
+            "training state: unknown field epochs (did you mean epoch?); known: "
+            + known_fields(checkpoint.SavedTraining),
         ),
         (lambda p: p["training"].pop("position"), "training state: no 'position'"),
     ],

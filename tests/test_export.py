@@ -500,6 +500,26 @@ def test_a_model_folder_whose_config_json_was_edited_names_the_field_its_weights
     assert_one_line_error(cli("sample", "--checkpoint", str(hub), "--length", "5"), said)
 
 
+@pytest.mark.parametrize(
+    "cutoffs, edited", [((8,), [5]), ((8,), [8, 20]), ((8,), []), ((), [8])], ids=["moved", "added", "removed", "full"]
+)
+def test_a_model_folder_whose_config_json_head_cutoffs_were_edited_names_the_field(tmp_path, cutoffs, edited):
+    """config.json's `head_cutoffs` edited was blamed on the weights (`DIR/model.safetensors: damaged model
+    folder (head.softmax.head.weight has shape [10, 24], the architecture's is [7, 24])`, or `head.rank
+    missing`), which are as exported: the head's shapes say its cutoffs, as the core's say `layers`."""
+    hub = tmp_path / "hub"
+    run = run_of(model_of(chars=CHINESE, cutoffs=cutoffs), tmp_path / "run")
+    checkpoint.write_model_folder(checkpoint.read(run / "best.pt"), hub)
+    config = json.loads((hub / "config.json").read_text(encoding="utf-8"))
+    config["model"]["head_cutoffs"] = edited
+    (hub / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert_refused_everywhere(
+        hub,
+        f"{hub}: damaged model folder (config.json has head_cutoffs {edited} but model.safetensors holds weights "
+        f"of head_cutoffs {list(cutoffs)}: they do not match); export it again from its run",
+    )
+
+
 @pytest.mark.parametrize("change", [3, -1])
 def test_a_model_folder_whose_config_json_vocab_size_was_edited_names_the_field_and_vocab_json(tmp_path, change):
     """A config.json edited to another `vocab_size` was refused in the words meant for a Python caller of
