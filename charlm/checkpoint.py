@@ -37,7 +37,7 @@ from .config import INT64, Config
 from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, holds, kinds_said
+from .fields import SHOWN, as_stored, check_names, holds, kinds_said
 from .model import CharLM, ModelConfig, State
 from .model_skeleton import skeleton
 from .optim import param_groups
@@ -50,6 +50,7 @@ WEIGHTS_PART = "weights"  # the part of a payload a model folder's model.safeten
 RANK = "head.rank"  # the adaptive head's id -> frequency rank: a weight of integers, a permutation
 # The Python errors a payload of unexpected values meets while read (`_reason` says them in a few words)
 PAYLOAD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+Record = typing.TypeVar("Record")  # a dataclass of this module, built of a payload's record (`record_of`)
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
 
 
@@ -235,16 +236,16 @@ class Checkpoint:
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run"):  # an older run has no base
             check_fields({"base": None, **run}, {"config": dict, "progress": dict, "base": dict | None})
-        with part("run options"):
+        with part("run options"), as_stored():  # named as the file spells them (`lr`), not as flags
             config = Config.from_dict(run["config"])
         with part("progress"):
             # a checkpoint written before patience_best_bpc counted every evaluation against best_bpc
-            progress = Progress(**{"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
+            progress = record_of(Progress, {"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
         with part("training state"):
-            training = None if training is None else SavedTraining(**training)
+            training = None if training is None else record_of(SavedTraining, training)
         with part("base"):
             base = run.get("base")
-            base = None if base is None or (isinstance(base, dict) and not base) else Base(**base)
+            base = None if base is None or (isinstance(base, dict) and not base) else record_of(Base, base)
         saved = cls(
             model_config=ModelConfig.from_dict(model["config"]),
             vocab=Vocab.from_dict(model["vocab"]),
@@ -312,22 +313,23 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
     """A model folder's Checkpoint (hub.py), the sha256 of the weights file it was read from and the run
     it was exported from (`hub.source_in`), all of one read of its files. Its config.json and vocab.json
     are plain JSON, there to be read and so edited: what is wrong is named with the file that holds it
-    (`damage_in`), a field as a .pt's part is (`check_fields`); a `layers`, `hidden` or `cell` its
-    weights are not of is named as such, not as a missing weight, nor (fewer layers than the weights
-    hold) as an experiment's model of its own, which `charlm export` never writes; a `vocab_size`
-    vocab.json does not hold, as config.json's field too."""
+    (`damage_in`), a field as a .pt's part is (`check_fields`); a `layers`, `hidden`, `cell` or
+    `head_cutoffs` its weights are not of is named as such, not as a missing weight or a shape, nor
+    (fewer layers than the weights hold) as an experiment's model of its own, which `charlm export`
+    never writes; a `vocab_size` vocab.json does not hold, as config.json's field too."""
     config, vocab, weights, digest, source = hub.read(folder)
     with damage_in(folder / hub.CONFIG):
         check_fields(config, {"model": dict, "run": dict})
         model_config = ModelConfig.from_dict(config["model"])
     with damage_in(folder / hub.VOCAB):
         vocabulary = Vocab.from_dict(vocab)
+    described = model_config.to_dict()  # as config.json spells it: head_cutoffs a list
     for name, value in architecture_of(weights).items():
-        if getattr(model_config, name) != value:
+        if described[name] != value:
             raise hub.damaged(
                 folder,
-                f"{hub.CONFIG} has {name} {getattr(model_config, name)!r} but {hub.WEIGHTS} holds weights of {name} "
-                f"{value!r}: they do not match",
+                f"{hub.CONFIG} has {name} {described[name]!r} but {hub.WEIGHTS} holds weights of {name} {value!r}: "
+                "they do not match",
             )
     if model_config.vocab_size != len(vocabulary):
         raise hub.damaged(
@@ -419,6 +421,17 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"{name} is {value}")
         if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:  # a count torch and float() take
             raise CharLMError(f"{name} is {SHOWN.repr(value)}, past a 64-bit integer")
+
+
+def record_of(kind: type[Record], values: dict) -> Record:
+    """`kind` (one of this module's dataclasses) of a payload's record `values`: a field added or lost is named
+    as the file spells it (`unknown field stpe (did you mean step?)`, `no 'path'`), where Python's TypeError
+    names the class ("Base.__init__() missing 3 required positional arguments")."""
+    check_names(kind, values, "field")
+    for f in dataclasses.fields(kind):
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise CharLMError(f"no {f.name!r}")
+    return kind(**values)
 
 
 def check_record(record: object, names: tuple[str, ...] | None = None) -> None:

@@ -113,9 +113,27 @@ def on_command_line() -> Iterator[None]:
             _command_lines[0] -= 1
 
 
+# A thread reading a stored record of options (`as_stored`): its own, so that the command's other threads
+# (a server's requests, while one thread loads a model) go on naming flags.
+_reading_stored = threading.local()
+
+
+@contextlib.contextmanager
+def as_stored() -> Iterator[None]:
+    """Within it, on this thread, messages name options as a stored record spells them (`lr`, not `--lr`),
+    even within `on_command_line`: a checkpoint's or config.json's run options were never typed as flags,
+    and the file holds `lr`, which its reader is to find and mend."""
+    before = getattr(_reading_stored, "on", False)
+    _reading_stored.on = True
+    try:
+        yield
+    finally:
+        _reading_stored.on = before
+
+
 def flags_said() -> bool:
-    """Whether messages name options as flags (within `on_command_line`), rather than as keywords."""
-    return bool(_command_lines[0])
+    """Whether messages name options as flags (within `on_command_line`, but for `as_stored`), not as keywords."""
+    return bool(_command_lines[0]) and not getattr(_reading_stored, "on", False)
 
 
 def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:

@@ -47,13 +47,33 @@ def size_of_state(state: Mapping[str, object]) -> str:
 
 
 def architecture_of(weights: Mapping[str, object]) -> dict:
-    """The cell, layers and hidden size charlm's model of `weights` has, as far as they show them
-    (torch's recurrent weights: core.weight_hh_l0 is (4 x hidden, hidden) for an LSTM); {} where they
-    do not (damaged in another way, which `Checkpoint.check` names)."""
+    """The cell, layers, hidden size and head cutoffs charlm's model of `weights` has, as far as they show
+    them (torch's recurrent weights: core.weight_hh_l0 is (4 x hidden, hidden) for an LSTM; the head's,
+    `head_cutoffs_of`); {} where they do not (damaged in another way, which `Checkpoint.check` names)."""
     recurrent = weights.get("core.weight_hh_l0")
     if not isinstance(recurrent, torch.Tensor) or recurrent.dim() != 2 or not recurrent.shape[1]:
         return {}
     rows, hidden = recurrent.shape
     cell = {4: "lstm", 3: "gru", 1: "rnn"}.get(rows // hidden if rows % hidden == 0 else 0)
     layers = sum(1 for name in weights if name.startswith("core.weight_hh_l"))
-    return {"layers": layers, "hidden": hidden} | ({"cell": cell} if cell else {})
+    cutoffs = head_cutoffs_of(weights)
+    shape = {"layers": layers, "hidden": hidden} | ({"cell": cell} if cell else {})
+    return shape | ({"head_cutoffs": cutoffs} if cutoffs is not None else {})
+
+
+def head_cutoffs_of(weights: Mapping[str, object]) -> list[int] | None:
+    """The head cutoffs (ModelConfig.head_cutoffs, as a list) the head of `weights` is of: [] for a full head
+    (head.weight); for an adaptive one, its head's rows are the frequent ids and one per cluster, and each
+    cluster's output layer (head.softmax.tail.N.1) has a row per id of it. None where they do not say."""
+    adaptive = any(name.startswith("head.softmax.") for name in weights)
+    if "head.weight" in weights:
+        return None if adaptive else []
+    head, sizes = weights.get("head.softmax.head.weight"), []
+    while isinstance(tail := weights.get(f"head.softmax.tail.{len(sizes)}.1.weight"), torch.Tensor) and tail.dim() == 2:
+        sizes.append(tail.shape[0])
+    if not isinstance(head, torch.Tensor) or head.dim() != 2 or not sizes or min(sizes) < 1:
+        return None
+    cutoffs = [head.shape[0] - len(sizes)]
+    for size in sizes[:-1]:
+        cutoffs.append(cutoffs[-1] + size)
+    return cutoffs if cutoffs[0] >= 1 else None

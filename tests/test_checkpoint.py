@@ -369,7 +369,7 @@ DAMAGE = {
     "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),
     "negative hidden": (setting("model", "config", hidden=-5), "hidden must be an integer from 1 to 16384, not -5"),
     "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be an integer from 1 to 16384"),
-    "run options": (setting("run", "config", hidden=0), "run options: --hidden must be at least 1, not 0"),
+    "run options": (setting("run", "config", hidden=0), "run options: hidden must be at least 1, not 0"),
     "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
     # read as sound, a resume trained on NaN and stopped saying to lower --lr, which never helps
     "NaN optimizer state": (nan_moments, "training state: optimizer: exp_avg_sq of parameter 0 holds NaN"),
@@ -427,6 +427,37 @@ def test_a_payload_whose_run_or_its_parts_are_of_another_type_names_the_field(tr
     attribute 'get'"): the field is named with what it holds, as a model folder's config.json's is, and
     what it should hold in words a reader who never wrote Python knows ("not a record", once "not dict"
     beside "corpus: not a record"; "not a number or None", once "not float or NoneType")."""
+    path = rewritten(trained, edit)
+    with pytest.raises(CharLMError) as error:
+        checkpoint.read(path)
+    assert f"{path}: checkpoint is damaged ({said});" in str(error.value)
+
+
+def known_fields(record: type) -> str:
+    return ", ".join(sorted(f.name for f in dataclasses.fields(record)))
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (
+            setting("run", "progress", stpe=3),
+            f"progress: unknown field stpe (did you mean step?); known: {known_fields(checkpoint.Progress)}",
+        ),
+        (lambda p: p["run"].update(base={"run": "base", "path": "base.pt"}), "base: no 'sha256'"),
+        (
+            lambda p: p["training"].update(epochs=1),
+            "training state: unknown field epochs (did you mean epoch?); known: "
+            + known_fields(checkpoint.SavedTraining),
+        ),
+        (lambda p: p["training"].pop("position"), "training state: no 'position'"),
+    ],
+    ids=["progress field added", "base field lost", "training field added", "training field lost"],
+)
+def test_a_payload_record_with_a_field_added_or_lost_names_the_field(trained, edit, said):
+    """A field added to a run record or lost from it was said in Python's words ("progress: TypeError:
+    Progress.__init__() got an unexpected keyword argument 'stpe'", "base: TypeError: Base.__init__()
+    missing 2 required positional arguments"): the field is named, as a Config's mistyped keyword is."""
     path = rewritten(trained, edit)
     with pytest.raises(CharLMError) as error:
         checkpoint.read(path)

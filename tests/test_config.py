@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import re
+import threading
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from charlm.commands.train import train as train_command
 from charlm.config import parse_duration, refuse_added_limits
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
-from charlm.fields import on_command_line, typed
+from charlm.fields import as_stored, on_command_line, typed
 from charlm.sampler import generate
 from charlm.serve.config import ServeConfig
 
@@ -260,6 +261,33 @@ def test_a_bad_checkpoint_every_offers_what_it_takes(value):
             Config(checkpoint_every=value)
         offered = f"steps (e.g. 1000), a duration (e.g. 10m) or {off} to save only at evaluations and the end"
         assert offered in str(caught.value) and "limit" not in str(caught.value), str(caught.value)
+
+
+def test_a_stored_records_options_are_named_as_it_spells_them_on_its_thread_alone():
+    """A checkpoint's run options read within the command (`as_stored`) are named as the file spells them
+    (`lr`), while another of the command's threads, at that moment, still names the flag its user typed."""
+    inside, checked = threading.Event(), threading.Event()
+    said_there = []
+
+    def read_stored() -> None:
+        with as_stored():
+            inside.set()
+            checked.wait(5)
+            with pytest.raises(CharLMError) as caught:
+                Config(lr="x")
+            said_there.append(str(caught.value))
+
+    with on_command_line():
+        reader = threading.Thread(target=read_stored)
+        reader.start()
+        assert inside.wait(5)
+        with pytest.raises(CharLMError, match=r"^--lr must be a number, not 'x'$"):  # while the reader is inside
+            Config(lr="x")
+        checked.set()
+        reader.join(5)
+        with pytest.raises(CharLMError, match=r"^--lr must be a number"):  # and after, on this thread as before
+            Config(lr="x")
+    assert said_there == ["lr must be a number, not 'x'"]
 
 
 def test_a_step_count_past_pythons_digit_limit_is_refused_in_one_line():

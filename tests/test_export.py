@@ -4,6 +4,7 @@ The HTML page's tests (a real browser) are in test_export_html.py."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -243,6 +244,7 @@ def edited_config(config: dict, field: str, value: object) -> None:
 
 
 DELETED = object()
+PROGRESS_FIELDS = ", ".join(sorted(f.name for f in dataclasses.fields(Progress)))
 
 
 @pytest.mark.parametrize(
@@ -405,12 +407,17 @@ def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tm
         ("run.device", 3, "device is 3, not a string"),
         ("run.corpus", DELETED, "no 'corpus'"),
         ("run.progress.step", "10", "progress: step is '10', not an integer"),
+        ("run.progress.stpe", 10, f"progress: unknown field stpe (did you mean step?); known: {PROGRESS_FIELDS}"),
+        ("run.base", {"run": "base"}, "base: no 'path'"),
+        ("run.config.lr", "x", "run options: lr must be a number, not 'x'"),
     ],
 )
 def test_a_config_json_field_edited_by_hand_names_config_json(exported_once, tmp_path, field, value, said):
     """A config.json field of the wrong type or removed was said of the folder alone (`DIR: damaged model
     folder (device is 3, not a string)`), or as a mismatch with the weights (`config.json has layers '2' but
-    model.safetensors holds weights of layers 2`): the file is named, and what is wrong with its field."""
+    model.safetensors holds weights of layers 2`): the file is named, and what is wrong with its field. A
+    field added to a record or lost from it was Python's TypeError (`Progress.__init__() got an unexpected
+    keyword argument`); a run option, named as the flag `charlm` takes (`--lr`), not as the file spells it."""
     folder = edited_copy(exported_once, tmp_path, hub.CONFIG, lambda config: edited_config(config, field, value))
     assert_refused_everywhere(
         folder, f"{folder / hub.CONFIG}: damaged model folder ({said}); export it again from its run"
@@ -491,6 +498,26 @@ def test_a_model_folder_whose_config_json_was_edited_names_the_field_its_weights
     )
     assert_one_line_error(cli("info", str(hub)), said)
     assert_one_line_error(cli("sample", "--checkpoint", str(hub), "--length", "5"), said)
+
+
+@pytest.mark.parametrize(
+    "cutoffs, edited", [((8,), [5]), ((8,), [8, 20]), ((8,), []), ((), [8])], ids=["moved", "added", "removed", "full"]
+)
+def test_a_model_folder_whose_config_json_head_cutoffs_were_edited_names_the_field(tmp_path, cutoffs, edited):
+    """config.json's `head_cutoffs` edited was blamed on the weights (`DIR/model.safetensors: damaged model
+    folder (head.softmax.head.weight has shape [10, 24], the architecture's is [7, 24])`, or `head.rank
+    missing`), which are as exported: the head's shapes say its cutoffs, as the core's say `layers`."""
+    hub = tmp_path / "hub"
+    run = run_of(model_of(chars=CHINESE, cutoffs=cutoffs), tmp_path / "run")
+    checkpoint.write_model_folder(checkpoint.read(run / "best.pt"), hub)
+    config = json.loads((hub / "config.json").read_text(encoding="utf-8"))
+    config["model"]["head_cutoffs"] = edited
+    (hub / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert_refused_everywhere(
+        hub,
+        f"{hub}: damaged model folder (config.json has head_cutoffs {edited} but model.safetensors holds weights "
+        f"of head_cutoffs {list(cutoffs)}: they do not match); export it again from its run",
+    )
 
 
 @pytest.mark.parametrize("change", [3, -1])
