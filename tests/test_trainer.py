@@ -1249,12 +1249,40 @@ def test_a_run_whose_folder_is_moved_stops_and_resumes_where_it_is_now(fox_file,
     assert "Traceback" not in result.output and result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 20 "
-        f"without writing anything more ({moved} holds its last checkpoint: resume with charlm train --resume {moved})"
+        f"without writing anything more; {moved} holds its last checkpoint: resume with charlm train --resume {moved}"
     )
     monkeypatch.setattr(train_state, "train_step", real_step)
     assert checkpoint.read(moved / runs.LATEST).progress.step == 10
     assert cli("train", "--resume", str(moved)).exit_code == 0
     assert checkpoint.read(moved / runs.LATEST).progress.step == 20
+
+
+def test_a_run_whose_folder_is_moved_before_its_first_checkpoint_is_told_to_train_again(
+    fox_file, tiny, tmp_path, monkeypatch
+):
+    """A folder moved before the run's first checkpoint was offered a resume that is refused (it holds no
+    checkpoint): the run now says nothing was saved, and the moved folder takes a new run."""
+    real_step = train_state.train_step
+    moved = tmp_path / "elsewhere" / "run"
+
+    def step_and_move(state, share):
+        loss = real_step(state, share)
+        if state.progress.step == 3:  # before the first checkpoint, at step 10
+            moved.parent.mkdir()
+            os.rename(tmp_path / "checkpoints/run", moved)
+        return loss
+
+    monkeypatch.setattr(train_state, "train_step", step_and_move)
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    assert "Traceback" not in result.output and result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 10 "
+        f"without writing anything more; nothing was saved: train again (--out {moved} is still free)"
+    )
+    monkeypatch.setattr(train_state, "train_step", real_step)
+    assert not runs.holds_checkpoint(moved)
+    assert cli("train", str(fox_file), "--out", str(moved), *TRAIN_ARGS, "--max-steps", "10").exit_code == 0
+    assert checkpoint.read(moved / runs.LATEST).progress.step == 10
 
 
 @pytest.mark.parametrize("removed", ["checkpoints/run", "checkpoints/run/.lock"])
