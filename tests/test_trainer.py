@@ -979,7 +979,8 @@ def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file,
 @pytest.mark.parametrize("refused", ["every checkpoint", "latest.pt"])
 def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file, monkeypatch, refused):
     """With --save-errors warn on a full disk the run ended in a traceback (the done: line formatted a best
-    bpc of None): none saved, or best.pt saved but latest.pt not, whose best was then put back as unsaved."""
+    bpc of None): none saved, or best.pt saved but latest.pt not, whose best was then put back as unsaved.
+    None saved ended "RUN holds no checkpoint", with no way on, where the stop line says to train again."""
     real = files.replace_files
 
     def no_room(contents: dict) -> None:
@@ -993,7 +994,10 @@ def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     done = next(line for line in result.output.splitlines() if line.startswith("done: step 20"))
     if refused == "every checkpoint":
-        assert "(best none saved); not saved" in done and "checkpoints/run holds no checkpoint" in done
+        assert "(best none saved); not saved" in done  # as the stop line words it (run_notes.stopped_note)
+        assert done.endswith("; nothing was saved: train again (--out checkpoints/run is still free)")
+        monkeypatch.setattr(files, "replace_files", real)
+        assert cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "10").exit_code == 0
     else:
         best = checkpoint.read(Path("checkpoints/run/best.pt")).progress
         assert f"(best {best.best_bpc:.3f}); not saved" in done and "checkpoints/run holds step 20" in done
