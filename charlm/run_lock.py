@@ -201,4 +201,4 @@ def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str
         what_to_do = f"start a new run, or train into another {said('out')}"
     else:
         what_to_do = kept_note(moved_to, None) if holds_checkpoint(moved_to) else unsaved_note(moved_to)
-    return f"{reason} while training; training stopped at step {step:,} without writing anything more; {what_to_do}"
+    return f"{reason} while training; training stopped at step {step} without writing anything more; {what_to_do}"
