@@ -92,7 +92,7 @@ def aside_note(path: Path, step: int) -> str:
     folder names it from then on (`runs.resolve` takes the newer of the two), so it resumes as usual."""
     return (
         f"{one_line_path(path)} is held open by another process and cannot be replaced (Windows refuses while it "
-        f"is open); step {step:,} is saved as {one_line_path(pending(path))} until it can be (if the run ends first, "
+        f"is open); step {step} is saved as {one_line_path(pending(path))} until it can be (if the run ends first, "
         f"{resume_command(path.parent)} goes on from it)"
     )
 

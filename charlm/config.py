@@ -474,7 +474,7 @@ def refuse_added_limits(values: dict, step: int = 0, elapsed: float = 0.0, run: 
         whole = step + more if name == "max_steps" else duration_said(elapsed + more) if run else more_text
         if run is None:
             raise CharLMError(f"{opening}; give {example}{said(name, whole)}")
-        trained = f"{step:,} steps" if name == "max_steps" else duration_said(elapsed)
+        trained = f"{step} steps" if name == "max_steps" else duration_said(elapsed)
         raise CharLMError(
             f"{opening}; {one_line_path(run)} has trained {trained}: for {more_text} more give {said(name, whole)}"
         )

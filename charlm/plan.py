@@ -343,7 +343,7 @@ def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:
     limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
     limits += [said("max_time", config.max_time)] * bool(max_seconds)
     return (
-        f"{one_line_path(run_dir)} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, "
+        f"{one_line_path(run_dir)} has already trained {progress.step} steps in {progress.elapsed:.0f}s, "
         f"its {' and '.join(limits)}"
     )
 
@@ -361,8 +361,8 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
         return
     if ahead > saved.progress.step:
         raise CharLMError(
-            f"{one_line_path(path)} is at step {saved.progress.step:,}, behind its run's {runs.LATEST} at step "
-            f"{ahead:,}, which resuming from it would overwrite: resume the run with {said('resume', path.parent)}, "
+            f"{one_line_path(path)} is at step {saved.progress.step}, behind its run's {runs.LATEST} at step "
+            f"{ahead}, which resuming from it would overwrite: resume the run with {said('resume', path.parent)}, "
             f"or start a new run from these weights with {said('init_from', path)}"
         )
 

@@ -14,8 +14,8 @@ import filelock
 from . import files, processes
 from .errors import CharLMError, one_line_path
 from .fields import call, said, together
-from .run_notes import kept_note
-from .runs import BEST, LATEST, LOCK, LOCK_PID, lock_owner, make_folder, pending
+from .run_notes import kept_note, unsaved_note
+from .runs import BEST, LATEST, LOCK, LOCK_PID, holds_checkpoint, lock_owner, make_folder, pending
 
 OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
 RETRY_EVERY = 0.01  # seconds between a refused run's tries at the lock while it waits for the owner's name
@@ -195,8 +195,10 @@ def open_path(fd: int) -> Path | None:
 
 def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str:
     """What a run that lost its folder says as it stops (`RunLock.lost` gives the reason): a folder
-    moved elsewhere still holds its checkpoints, and resumes where it is now."""
-    what_to_do = (
-        f"start a new run, or train into another {said('out')}" if moved_to is None else kept_note(moved_to, None)
-    )
-    return f"{reason} while training; training stopped at step {step:,} without writing anything more ({what_to_do})"
+    moved elsewhere still holds its checkpoints, and resumes where it is now; one moved before the
+    first checkpoint holds none to resume (the lock does not know the run's saved step: its files do)."""
+    if moved_to is None:
+        what_to_do = f"start a new run, or train into another {said('out')}"
+    else:
+        what_to_do = kept_note(moved_to, None) if holds_checkpoint(moved_to) else unsaved_note(moved_to)
+    return f"{reason} while training; training stopped at step {step} without writing anything more; {what_to_do}"

@@ -49,11 +49,12 @@ def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | No
 
 
 def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
-    """Where the run's checkpoints are, or why the last could not be written (--save-errors warn)."""
+    """Where the run's checkpoints are, or why the last could not be written (--save-errors warn): what
+    the folder keeps, in the stop line's words where none was written (`stopped_note`)."""
     shown_dir = one_line_path(run_dir)
     if not save_error:
         return f"saved in {shown_dir}"
-    kept = f"{shown_dir} holds step {saved_step}" if saved_step else f"{shown_dir} holds no checkpoint"
+    kept = unsaved_note(run_dir) if saved_step is None else f"{shown_dir} holds step {saved_step}"
     return f"{failed_save_note(save_error)}; {kept}"
 
 

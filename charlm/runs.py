@@ -391,7 +391,7 @@ def still_training(run_dir: Path, pid: int | None) -> str:
 
 
 def first_checkpoint(config: dict) -> str:
-    """When a run of these options (run.json's) writes its first checkpoint: ` (at step 5,000, or after 3m
+    """When a run of these options (run.json's) writes its first checkpoint: ` (at step 5000, or after 3m
     of training if sooner)`, from --eval-every and --checkpoint-every; "" where they do not say. Their steps
     are read as the run read them (`config.step_count`); a field of a hand-edited run.json that reads as no
     step count nor duration says nothing: '²' would be a traceback, 30 digits a step no run reaches, True step 1."""
@@ -401,7 +401,7 @@ def first_checkpoint(config: dict) -> str:
     after = f"after {every} of training" if counts[1] is None and is_duration(every) else ""
     if not steps:
         return f" (the first comes {after})" if after else ""
-    return f" (the first comes at step {min(steps):,}{f', or {after} if sooner' if after else ''})"
+    return f" (the first comes at step {min(steps)}{f', or {after} if sooner' if after else ''})"
 
 
 def names_a_run(target: str) -> bool:

@@ -46,13 +46,13 @@ def rows(
 
 
 def resume_text(record: dict) -> str:
-    """One resume's row: `at step 1,200 (40s trained, 2026-01-02 10:00:00): --lr 0.001 (was 0.002); on other
+    """One resume's row: `at step 1200 (40s trained, 2026-01-02 10:00:00): --lr 0.001 (was 0.002); on other
     hardware: cuda bf16 (was cpu fp32 on 4 cores)`; "" for a record a hand edit left without its changes."""
     changes = {name: (change["was"], change["now"]) for name, change in record["changed"].items()}
     elapsed, when = record.get("elapsed"), record.get("time")
     trained = [f"{elapsed:.0f}s trained"] if isinstance(elapsed, (int, float)) else []
     trained += [when] if isinstance(when, str) else []
-    at = f"at step {record['step']:,}" + (f" ({', '.join(trained)})" if trained else "")
+    at = f"at step {record['step']}" + (f" ({', '.join(trained)})" if trained else "")
     said = [changes_said(changes)] if changes else []
     if hardware := record.get("hardware"):
         said.append(hardware_change_said(hardware["was"], hardware["now"]))

@@ -429,7 +429,7 @@ class Trainer:
         resume: that it goes on)."""
         model = self.model
         resumed = (
-            "" if self.saved_step is None else f", resumed at step {self.saved_step:,} ({self.saved_at:.0f}s trained)"
+            "" if self.saved_step is None else f", resumed at step {self.saved_step} ({self.saved_at:.0f}s trained)"
         )
         precision = precision_text(self.device, self.precision, type(model.core))
         hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)

@@ -598,11 +598,15 @@ RUN_NAMES = {
     "a folder lost": (
         lambda fox, _: lost_unseen(fox),
         "(one moved resumes where it is now: charlm.train(resume=FOLDER))",
-        "(start a new run, or train into another out)",
+        "; start a new run, or train into another out",
     ),
     "a folder moved": (
+        lambda fox, _: run_lock.stopped_message("moved", 5, BASE_RUN),
+        "; checkpoints/base holds its last checkpoint: resume with charlm.train(resume='checkpoints/base')",
+    ),
+    "a folder moved before a checkpoint": (
         lambda fox, _: run_lock.stopped_message("moved", 5, Path("elsewhere")),
-        "(elsewhere holds its last checkpoint: resume with charlm.train(resume='elsewhere'))",
+        "; nothing was saved: train again (out='elsewhere' is still free)",
     ),
     "a machine busier than probed": (
         lambda fox, _: run_notes.slow_note(10.0, 100.0, 128, 0.0, hidden_given=False),

@@ -45,6 +45,7 @@ from charlm import (
     runs,
     runtext,
     sizing,
+    summary,
     tables,
     train_state,
     write_checks,
@@ -1216,7 +1217,7 @@ def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(t
             charlm.load("live")
         info = {"corpus": "fox", "config": {"eval_every": 5000, "checkpoint_every": "3m"}}
         (folder / runs.RUN_INFO).write_text(json.dumps(info))
-        first = "(the first comes at step 5,000, or after 3m of training if sooner); wait for it, or stop the run"
+        first = "(the first comes at step 5000, or after 3m of training if sooner); wait for it, or stop the run"
         assert_one_line_error(cli("sample", "--checkpoint", "live"), training, first)
         assert_one_line_error(cli("eval", "live", str(folder / runs.RUN_INFO)), training, first)
         assert_one_line_error(cli("sample", "--checkpoint", "fox"), training)  # its corpus's only run
@@ -1231,8 +1232,8 @@ def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(t
 @pytest.mark.parametrize(
     "hand_edited, first",
     [
-        ({"eval_every": 5000, "checkpoint_every": "²"}, " (the first comes at step 5,000); wait"),  # int() raised
-        ({"eval_every": 5000, "checkpoint_every": "9" * 5000}, " (the first comes at step 5,000); wait"),
+        ({"eval_every": 5000, "checkpoint_every": "²"}, " (the first comes at step 5000); wait"),  # int() raised
+        ({"eval_every": 5000, "checkpoint_every": "9" * 5000}, " (the first comes at step 5000); wait"),
         ({"checkpoint_every": "1" * 30}, "; wait"),
         ({"eval_every": 10**30, "checkpoint_every": "soon"}, "; wait"),
         ({"eval_every": True, "checkpoint_every": "3m"}, " (the first comes after 3m of training); wait"),
@@ -1268,7 +1269,7 @@ def test_run_json_step_counts_are_read_as_the_run_reads_them(fields, step):
     `--eval-every` of 19 digits, was said to say nothing of its first checkpoint."""
     config = charlm.Config(**fields)  # a run takes them
     assert (config.eval_every or config.checkpoint_interval()[0]) == step
-    assert runs.first_checkpoint(fields) == f" (the first comes at step {step:,})"
+    assert runs.first_checkpoint(fields) == f" (the first comes at step {step})"
 
 
 def test_eval_also_a_run_before_its_first_checkpoint_says_so_not_that_no_file_is_there(fox_file, tmp_path):
@@ -1726,6 +1727,42 @@ def test_a_run_stopped_before_its_first_checkpoint_names_its_renamed_folder_as_t
     assert api.interrupted_note(RENAMED, None).endswith("(out='checkpoints/run ' is still free)")
     with on_command_line():
         assert run_notes.stopped_note(RENAMED, None, None).endswith("(--out 'checkpoints/run ' is still free)")
+
+
+STEP = 12345  # a step number past a thousand, where a message may write it as 12,345
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        lambda: run_lock.stopped_message("the run folder run was removed", STEP),
+        lambda: runs.first_checkpoint({"eval_every": STEP}),
+        lambda: checkpoint_file.aside_note(Path("run/latest.pt"), STEP),
+        lambda: summary.resume_text({"step": STEP, "changed": {"lr": {"was": 0.002, "now": 0.001}}}),
+        lambda: plan.limits_spent(charlm.Config(max_steps=STEP), train_state.Progress(step=STEP), Path("run")),
+        lambda: refuse_added_limits({"max_steps": "+0", "max_time": None}, STEP, 0.0, Path("run")),
+        lambda: run_notes.stopped_note(Path("run"), STEP, STEP),
+        lambda: run_notes.stopping_note(STEP, None, Path("run"), STEP),
+        lambda: run_notes.not_saved_message("latest.pt: cannot write", STEP, Path("run"), STEP),
+    ],
+    ids=[
+        "folder_lost",
+        "first_checkpoint",
+        "set_aside",
+        "info_resumed",
+        "limits_spent",
+        "added_limit",
+        "stopped",
+        "stopping",
+        "not_saved",
+    ],
+)
+def test_a_message_writes_a_step_number_as_a_script_reads_it(message):
+    """Steps were written two ways: `stopped at step 1200; RUN holds step 1200`, but `training stopped at step
+    1,200` (a folder lost), `resumed at step 1,200`: a script reading `stopped at step N` (docs/scaling.md)
+    with \\d+ read 1. Every message writes a step as --max-steps and metrics.jsonl take it, without commas."""
+    said = said_of(message)
+    assert str(STEP) in said and f"{STEP:,}" not in said, said
 
 
 def test_a_lost_lock_names_its_renamed_run_folder_quoted(tmp_path):

@@ -979,7 +979,8 @@ def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file,
 @pytest.mark.parametrize("refused", ["every checkpoint", "latest.pt"])
 def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file, monkeypatch, refused):
     """With --save-errors warn on a full disk the run ended in a traceback (the done: line formatted a best
-    bpc of None): none saved, or best.pt saved but latest.pt not, whose best was then put back as unsaved."""
+    bpc of None): none saved, or best.pt saved but latest.pt not, whose best was then put back as unsaved.
+    None saved ended "RUN holds no checkpoint", with no way on, where the stop line says to train again."""
     real = files.replace_files
 
     def no_room(contents: dict) -> None:
@@ -993,7 +994,10 @@ def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     done = next(line for line in result.output.splitlines() if line.startswith("done: step 20"))
     if refused == "every checkpoint":
-        assert "(best none saved); not saved" in done and "checkpoints/run holds no checkpoint" in done
+        assert "(best none saved); not saved" in done  # as the stop line words it (run_notes.stopped_note)
+        assert done.endswith("; nothing was saved: train again (--out checkpoints/run is still free)")
+        monkeypatch.setattr(files, "replace_files", real)
+        assert cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "10").exit_code == 0
     else:
         best = checkpoint.read(Path("checkpoints/run/best.pt")).progress
         assert f"(best {best.best_bpc:.3f}); not saved" in done and "checkpoints/run holds step 20" in done
@@ -1249,12 +1253,40 @@ def test_a_run_whose_folder_is_moved_stops_and_resumes_where_it_is_now(fox_file,
     assert "Traceback" not in result.output and result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 20 "
-        f"without writing anything more ({moved} holds its last checkpoint: resume with charlm train --resume {moved})"
+        f"without writing anything more; {moved} holds its last checkpoint: resume with charlm train --resume {moved}"
     )
     monkeypatch.setattr(train_state, "train_step", real_step)
     assert checkpoint.read(moved / runs.LATEST).progress.step == 10
     assert cli("train", "--resume", str(moved)).exit_code == 0
     assert checkpoint.read(moved / runs.LATEST).progress.step == 20
+
+
+def test_a_run_whose_folder_is_moved_before_its_first_checkpoint_is_told_to_train_again(
+    fox_file, tiny, tmp_path, monkeypatch
+):
+    """A folder moved before the run's first checkpoint was offered a resume that is refused (it holds no
+    checkpoint): the run now says nothing was saved, and the moved folder takes a new run."""
+    real_step = train_state.train_step
+    moved = tmp_path / "elsewhere" / "run"
+
+    def step_and_move(state, share):
+        loss = real_step(state, share)
+        if state.progress.step == 3:  # before the first checkpoint, at step 10
+            moved.parent.mkdir()
+            os.rename(tmp_path / "checkpoints/run", moved)
+        return loss
+
+    monkeypatch.setattr(train_state, "train_step", step_and_move)
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    assert "Traceback" not in result.output and result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 10 "
+        f"without writing anything more; nothing was saved: train again (--out {moved} is still free)"
+    )
+    monkeypatch.setattr(train_state, "train_step", real_step)
+    assert not runs.holds_checkpoint(moved)
+    assert cli("train", str(fox_file), "--out", str(moved), *TRAIN_ARGS, "--max-steps", "10").exit_code == 0
+    assert checkpoint.read(moved / runs.LATEST).progress.step == 10
 
 
 @pytest.mark.parametrize("removed", ["checkpoints/run", "checkpoints/run/.lock"])
