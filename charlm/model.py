@@ -232,6 +232,13 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
 
 
+def narrowest_hidden(cutoffs: tuple[int, ...]) -> int:
+    """The smallest hidden size whose adaptive head of `cutoffs` gives each cluster a width: each is HEAD_DIVISION
+    times narrower than the one before, rounded down by torch, and a cluster 0 wide scores its ids alike
+    whatever the context. 1 for a full head."""
+    return HEAD_DIVISION ** len(cutoffs)
+
+
 def auto_head_reason(cutoffs: tuple[int, ...], size: int, unit: str = "characters") -> str:
     """Why `head_cutoffs("auto", ...)` gave `cutoffs` for a vocabulary of `size` ids: said of the head it gave,
     not worked out again, so the reason cannot name another head than the model has. The rule counts the
