@@ -83,17 +83,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
+        """A stored description (a checkpoint's, config.json's "model"); a key lost from it is named as a
+        record's field is (`no 'hidden'`), so its reader knows what to put back."""
         required = [f.name for f in dataclasses.fields(cls) if f.name != "head_cutoffs"]
-        try:
-            if not isinstance(values, dict):  # a tensor's [name] is a torch warning, then an IndexError
-                raise TypeError
-            config = cls(
-                **{name: values[name] for name in required}, head_cutoffs=tuple(values.get("head_cutoffs", ()))
-            )
-        except (KeyError, TypeError):
-            raise CharLMError(
-                "the model description is damaged: expected cell, layers, hidden, dropout, vocab_size"
-            ) from None
+        if not isinstance(values, dict):  # a tensor's [name] is a torch warning, then an IndexError
+            raise CharLMError(f"the model description is damaged: expected {', '.join(required)}")
+        if missing := [name for name in required if name not in values]:
+            raise CharLMError(f"the model description is damaged: no {', '.join(map(repr, missing))}")
+        cutoffs = values.get("head_cutoffs", [])  # anything but a list is said by `problem`
+        config = cls(
+            **{name: values[name] for name in required},
+            head_cutoffs=tuple(cutoffs) if isinstance(cutoffs, list) else cutoffs,
+        )
         if problem := config.problem():
             raise CharLMError(f"the model description is damaged: {problem}")
         return config
@@ -229,6 +230,13 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
         return ()
     edges = [frequent_characters(counts, share) for share in HEAD_COVERAGE]
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
+
+
+def narrowest_hidden(cutoffs: tuple[int, ...]) -> int:
+    """The smallest hidden size whose adaptive head of `cutoffs` gives each cluster a width: each is HEAD_DIVISION
+    times narrower than the one before, rounded down by torch, and a cluster 0 wide scores its ids alike
+    whatever the context. 1 for a full head."""
+    return HEAD_DIVISION ** len(cutoffs)
 
 
 def auto_head_reason(cutoffs: tuple[int, ...], size: int, unit: str = "characters") -> str:

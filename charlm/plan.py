@@ -51,7 +51,7 @@ from .distributed import SINGLE, Ranks
 from .errors import CharLMError, one_line_path
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
-from .model import CORES, auto_head_reason, head_cutoffs
+from .model import CORES, HEAD_DIVISION, auto_head_reason, head_cutoffs, narrowest_hidden
 from .runtext import eval_also_kept, read_eval_also
 from .tokens import TokenCorpus
 from .train_state import check_data
@@ -205,9 +205,23 @@ def planned_head(config: Config, corpus: TokenCorpus, start: Start | None) -> tu
     if start is not None:
         return start.checkpoint.model_config.head_cutoffs, f"as in {start.named()}"
     cutoffs = head_cutoffs(config.head, torch.from_numpy(corpus.train_counts))
+    narrowest = narrowest_hidden(cutoffs)
+    too_narrow = config.hidden is not None and config.hidden < narrowest  # unset: fitted, from sizing.CANDIDATES
+    if too_narrow and config.head == "adaptive":
+        raise CharLMError(
+            f"{said('head', 'adaptive')} needs {said('hidden', narrowest)} or more on this text: each of its "
+            f"{len(cutoffs)} rare clusters is {HEAD_DIVISION} times narrower than the one before, so at "
+            f"{said('hidden', config.hidden)} the rarest is 0 wide; give {said('hidden', narrowest)} or more, "
+            f"or {said('head', 'full')}"
+        )
     if config.head != "auto":
         return cutoffs, GIVEN
     unit = "characters" if corpus.vocab.one_char_per_id else "tokens"
+    if too_narrow:
+        return (), (
+            f"{auto_head_reason((), len(corpus.vocab), unit)}, but at --hidden {config.hidden} the rarest of its "
+            f"clusters would be 0 wide (adaptive from --hidden {narrowest})"
+        )
     return cutoffs, auto_head_reason(cutoffs, len(corpus.vocab), unit)
 
 

@@ -451,13 +451,32 @@ def known_fields(record: type) -> str:
             + known_fields(checkpoint.SavedTraining),
         ),
         (lambda p: p["training"].pop("position"), "training state: no 'position'"),
+        (lambda p: p["model"]["config"].pop("hidden"), "the model description is damaged: no 'hidden'"),
+        (
+            lambda p: [p["model"]["config"].pop(name) for name in ("cell", "vocab_size")],
+            "the model description is damaged: no 'cell', 'vocab_size'",
+        ),
+        (
+            setting("model", "config", head_cutoffs=5),
+            "the model description is damaged: head_cutoffs 5 are not rising ranks",
+        ),
     ],
-    ids=["progress field added", "base field lost", "training field added", "training field lost"],
+    ids=[
+        "progress field added",
+        "base field lost",
+        "training field added",
+        "training field lost",
+        "model key lost",
+        "model keys lost",
+        "model cutoffs not a list",
+    ],
 )
 def test_a_payload_record_with_a_field_added_or_lost_names_the_field(trained, edit, said):
     """A field added to a run record or lost from it was said in Python's words ("progress: TypeError:
     Progress.__init__() got an unexpected keyword argument 'stpe'", "base: TypeError: Base.__init__()
-    missing 2 required positional arguments"): the field is named, as a Config's mistyped keyword is."""
+    missing 2 required positional arguments"): the field is named, as a Config's mistyped keyword is. A key
+    lost from the model description was "expected cell, layers, hidden, dropout, vocab_size", which left the
+    reader to find which one, and so was a head_cutoffs that is no list."""
     path = rewritten(trained, edit)
     with pytest.raises(CharLMError) as error:
         checkpoint.read(path)

@@ -170,6 +170,30 @@ def test_info_shows_what_shaped_the_model_and_why_not_how_the_run_was_launched(t
     assert dict(summary.rows(saved))["dropout"] == str(saved.config.dropout)
 
 
+def test_an_adaptive_head_too_narrow_for_its_clusters_is_one_line_naming_hidden_and_head(fox_file):
+    """`--head adaptive --hidden 8` trained a model whose rarest cluster was 0 wide, saying only torch's
+    "warning: Initializing zero-element tensors is a no-op"."""
+    result = cli(
+        "train",
+        str(fox_file),
+        "--out",
+        "narrow",
+        "--head",
+        "adaptive",
+        "--cell",
+        "gru",
+        "--max-steps",
+        "2",
+        *TINY_ARGS,
+        "--hidden",
+        "8",
+    )
+    assert_one_line_error(
+        result, "--head adaptive needs --hidden 16 or more", "give --hidden 16 or more, or --head full"
+    )
+    assert not os.path.exists("checkpoints/narrow")
+
+
 def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained_here, fox_file):
     """`charlm info` showed only `head auto`, never whether the model got the adaptive head, and a run
     of `charlm train hongloumeng` as "corpus hongloumeng hongloumeng"."""

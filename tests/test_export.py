@@ -404,6 +404,7 @@ def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tm
         ("model.layers", "2", "the model description is damaged: layers must be an integer from 1 to 64, not '2'"),
         ("model.hidden", 24.0, "the model description is damaged: hidden must be an integer from 1 to 16384, not 24.0"),
         ("model.cell", "LSTM", "the model description is damaged: unknown cell 'LSTM' (one of lstm, gru, rnn)"),
+        ("model.dropout", DELETED, "the model description is damaged: no 'dropout'"),
         ("run.device", 3, "device is 3, not a string"),
         ("run.corpus", DELETED, "no 'corpus'"),
         ("run.progress.step", "10", "progress: step is '10', not an integer"),

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,54 @@ def test_the_model_is_built_with_the_head_the_plan_chose_and_gave_its_reason_for
     built = Trainer(planned, corpus).model
     assert planned.reasons["head"].startswith("--head auto chose adaptive: a vocabulary of 28 characters")
     assert built.config.head_cutoffs and built.config.head_cutoffs == planned.head_cutoffs
+
+
+def many_characters_file(folder: Path, distinct: int = 1200) -> Path:
+    """A text of `distinct` CJK characters, each more often the lower its code: --head auto's adaptive case."""
+    path = folder / "many.txt"
+    path.write_text("".join(chr(0x4E00 + i) * (1 + 30 // (i + 1)) for i in range(distinct)) * 2, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_an_adaptive_head_too_narrow_for_its_clusters_is_refused_saying_the_hidden_that_works(fox_file, tiny, cell):
+    """`--head adaptive --hidden 8` trained with the rarest cluster's projection hidden // 4 // 4 = 0 wide, a
+    cluster scored uniform whatever the context, and said only torch's "Initializing zero-element tensors is
+    a no-op" (twice). The run is refused before anything is measured or claimed, naming the hidden size from
+    which each cluster has a width; at that size the model is built without a word from torch."""
+    options = {**tiny, "cell": cell, "head": "adaptive"}
+    corpus = load_corpus([str(fox_file)], Config(**options), quiet=True)
+    cutoffs = model.head_cutoffs("adaptive", torch.from_numpy(corpus.train_counts))
+    narrowest = 4 ** len(cutoffs)
+    with pytest.raises(CharLMError) as refused:
+        plan.plan(Config(**{**options, "hidden": narrowest - 1}), corpus, out="narrow")
+    assert str(refused.value) == (
+        f"head='adaptive' needs hidden={narrowest} or more on this text: each of its {len(cutoffs)} rare clusters "
+        f"is 4 times narrower than the one before, so at hidden={narrowest - 1} the rarest is 0 wide; give "
+        f"hidden={narrowest} or more, or head='full'"
+    )
+    assert not (runs.CHECKPOINT_ROOT / "narrow").exists()
+    planned = plan.plan(Config(**{**options, "hidden": narrowest}), corpus, out="wide")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        built = Trainer(planned, corpus).model
+    assert [tail[0].out_features for tail in built.head.softmax.tail][-1] == 1
+
+
+def test_head_auto_chooses_a_full_head_where_the_hidden_size_is_too_narrow_for_an_adaptive_one(tmp_path, tiny):
+    """--head auto gave a 1,200-character text at --hidden 8 an adaptive head whose rarest cluster was 0 wide,
+    which the user never asked for: it chooses the full head there, and says why."""
+    text = many_characters_file(tmp_path)
+    corpus = load_corpus([str(text)], Config(**tiny), quiet=True)
+    narrow = plan.plan(Config(**{**tiny, "hidden": 8}), corpus, out="narrow")
+    assert narrow.head_cutoffs == ()
+    assert narrow.reasons["head"] == (
+        f"--head auto chose full: a vocabulary of {len(corpus.vocab):,} characters (adaptive from 1,000), but at "
+        "--hidden 8 the rarest of its clusters would be 0 wide (adaptive from --hidden 16)"
+    )
+    wide = plan.plan(Config(**{**tiny, "hidden": 16}), corpus, out="wide")
+    assert len(wide.head_cutoffs) == 2
+    assert wide.reasons["head"].startswith(f"--head auto chose adaptive: a vocabulary of {len(corpus.vocab):,}")
 
 
 NO_LIMIT = "give the run a limit: --max-steps N or --max-time DURATION"
