@@ -134,7 +134,8 @@ class Config:
     )
     head: str = option(
         "auto",
-        "output layer: full (a row per character), adaptive (an adaptive softmax), auto: adaptive for big vocabularies",
+        "output layer: full (a row per character), adaptive (an adaptive softmax; its rarest cluster needs "
+        "--hidden 16 or more), auto: adaptive for big vocabularies where the hidden size allows it",
         choices=HEADS,
     )
     # what the run says and saves
