@@ -28,6 +28,7 @@ from pathlib import Path
 
 from . import catalog, files, hub, path_names, processes
 from .config import is_duration, step_count
+from .corpus import corpus_name
 from .errors import CharLMError, one_line, one_line_path
 from .fields import call, flags_said, said, together
 from .path_names import NAME_MAX, PATH_MAX, name_bytes
@@ -167,6 +168,22 @@ def corpus_of_run(run_dir: Path) -> str | None:
     return corpus if isinstance(corpus, str) and corpus else corpus_of(Path(run_dir).name)
 
 
+def runs_of_corpus(name: str, folders: list[Path]) -> list[Path]:
+    """The runs of `folders` a corpus name finds: those of that corpus (`corpus_of_run`), else those it also
+    names: their text's name where it moved since (the renamed file's stem), or their folder's default
+    name's, where an older charlm's resume on the renamed text recorded its new name as the run's corpus."""
+    own = [run for run in folders if corpus_of_run(run) == name]
+    return own or [run for run in folders if name in (corpus_of(run.name), moved_corpus_of_run(run))]
+
+
+def moved_corpus_of_run(run_dir: Path) -> str | None:
+    """The corpus name of the text the run's run.json records where it is now (a resume at a new path)."""
+    sources = (read_run_info(run_dir) or {}).get("sources")
+    if not isinstance(sources, list) or not sources or not all(isinstance(source, str) for source in sources):
+        return None
+    return corpus_name(sources)
+
+
 def make_folder(folder: Path) -> None:
     """`mkdir -p folder`; a file in the way, a folder not writable or a full disk is one line naming it."""
     try:
@@ -239,10 +256,9 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     elif not path.exists() and not path_names.anchored(target) and (root / path).exists():
         path = root / path  # `novel/best.pt`: a file of the run named novel, as the docs write RUN/best.pt
     if bare_name and not path.exists():
-        of_corpus = [run for run in run_folders(root) if corpus_of_run(run) == str(target)]
-        if of_corpus:
+        if of_corpus := runs_of_corpus(str(target), run_folders(root)):
             return resolve(newest(of_corpus), prefer, root)
-        if live := [run for run in training_folders(root) if corpus_of_run(run) == str(target)]:
+        if live := runs_of_corpus(str(target), training_folders(root)):
             raise CharLMError(still_training(live[-1], training_pid(live[-1])))
     if path.is_dir():
         check_enterable(path)

@@ -333,8 +333,10 @@ def load_corpus(
 ) -> TokenCorpus:
     """The prepared corpus a user named; no sources (or "shakespeare") is the built-in one, whose
     validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning
-    run's base vocabulary; `run`: the corpus record of the run it must be (see `prepare`)."""
+    run's base vocabulary; `run`: the corpus record of the run it must be (see `prepare`), whose name it keeps:
+    a run resumed on its text at a new path is still found by the name it was started under."""
     parts, name = source_parts(sources, quiet)
+    name = name if run is None else run["name"]
     ready = prepare(parts, config, quiet=quiet, base=base, run=run)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)

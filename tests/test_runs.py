@@ -404,6 +404,37 @@ def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
     assert_one_line_error(cli("info", "dog"), "dog: no such checkpoint file or run folder, nor a run or corpus")
 
 
+@pytest.mark.parametrize(("started", "renamed"), [("唐诗三百首", "唐诗"), ("notes", "diary")])
+def test_a_run_resumed_on_its_renamed_text_keeps_its_corpus_name_and_is_found_by_the_new_one_too(
+    tmp_path, tiny, started, renamed
+):
+    """Trained on 唐诗三百首.txt, renamed 唐诗.txt and resumed on it, a run recorded its corpus as 唐诗: `charlm
+    eval 唐诗三百首`, the name it was trained under and its folder's, said "no such ... run or corpus". It
+    keeps the name it was started under, its sources the new path; the new file's stem finds it too, where
+    no run is of that corpus itself, and so does its folder's name where an older charlm renamed its corpus."""
+    text = tmp_path / f"{started}.txt"
+    text.write_text("床前明月光，疑是地上霜。the quick brown fox\n" * 40, encoding="utf-8")
+    charlm.train(text, **{**tiny, "max_steps": 2})
+    (folder,) = runs.run_folders()
+    moved = text.rename(tmp_path / f"{renamed}.txt")
+    charlm.train(moved, resume=started, max_steps=3)
+    info = runs.read_run_info(folder)
+    assert (
+        (info["corpus"], info["sources"]) == (started, [str(moved)]) == (latest(started).corpus["name"], [str(moved)])
+    )
+    assert cli("eval", started, "--quiet").exit_code == 0
+    assert runs.resolve(renamed, prefer=runs.LATEST).parent == folder
+    runs.write_run_info(folder, {**info, "corpus": renamed})  # as an older charlm's resume recorded it
+    assert runs.resolve(started).parent == runs.resolve(renamed).parent == folder
+    other = tmp_path / "other" / f"{renamed}.txt"  # a run of that corpus itself is the one its name finds
+    other.parent.mkdir()
+    other.write_text("the lazy dog sleeps\n" * 60, encoding="utf-8")
+    runs.write_run_info(folder, info)
+    charlm.train(other, out="own", **{**tiny, "max_steps": 2})
+    os.utime(folder / runs.LATEST)  # the renamed text's run is now the one updated last
+    assert runs.resolve(renamed).parent.name == "own" and runs.resolve(started).parent == folder
+
+
 @pytest.mark.parametrize("name", ["红楼梦", "《紅樓夢》"])
 def test_a_corpus_title_given_for_a_run_is_told_the_corpus_name(name):
     """`charlm train 红楼梦` is asked "did you mean 'hongloumeng'?"; `charlm.load('红楼梦')`, `charlm sample
