@@ -471,10 +471,11 @@ const ESCAPES = { n: "\n", t: "\t", _: "_", "\\": "\\" };  // `\_`: a literal un
 function optionError(param, message) { return Object.assign(new Error(message), { param }); }
 
 // unseen.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
-// each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
+// each named and counted as charlm does (page.js, which the worker runs first: nameUnseen, from the model's
+// `hints`, and counted).
 function neverSeen(what, chars, hints) {
   const named = firstNamed(chars, (c) => nameUnseen(c, hints));
-  return `${what}: ${chars.length} character${chars.length === 1 ? "" : "s"} the model has never seen: ${named}; use only characters from the training text`;
+  return `${what}: ${counted(chars.length, "character")} the model has never seen: ${named}; use only characters from the training text`;
 }
 
 // forms.py's class of a character the model does not know (html.class_of gave the known ones' ids theirs):
@@ -523,7 +524,6 @@ function compileTemplate(request, banned) {
     starts = chars.flatMap((c, i) => (c === null && (i === 0 || chars[i - 1] !== null) ? [i] : []));
     const given = [...acrostic];
     if (given.length !== starts.length) {
-      const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
       throw optionError("acrostic", `acrostic has ${counted(given.length, "character")} but ${name} has ${counted(starts.length, "verse")}; give one per verse`);
     }
     starts.forEach((at, k) => { chars[at] = given[k]; fromAcrostic.add(given[k]); });
