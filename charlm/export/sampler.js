@@ -14,9 +14,10 @@
 // before everything else, from a template's characters too.
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
-// Messages out: ready, damaged {message} (the page's weights or description are not as exported), failed {message}
-// (the sampler failed as it started, the file as exported), result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
-// typed: 'the' for an nfkc model's 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
+// Messages out: ready, damaged {message} (the page's weights or description are not as exported),
+// failed {message} (the sampler failed as it started, the file as exported), result {id, value},
+// seed {id, text} (the seed as read, where it was read otherwise than typed: 'the' for an nfkc model's
+// 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
 // error {id, message, param} (param: the option refused, "temperature", "form", "acrostic", "ban" ...; none
 // for a seed the model cannot read or that breaks the form),
 // failed {id, message} (the generation broke off: its chunks so far are all it wrote).
