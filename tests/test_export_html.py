@@ -19,7 +19,7 @@ import charlm
 from charlm import checkpoint, sampler
 from charlm.commands.sample import sample_configs
 from charlm.decoding import bias_vector
-from charlm.errors import BiasError, CharLMError
+from charlm.errors import BiasError, CharLMError, counted
 from charlm.export import html
 from charlm.fields import on_command_line
 from charlm.forms import FORM_NAMES, FORMS, is_cjk_punctuation, is_han, is_letter, template_of
@@ -1151,14 +1151,17 @@ def test_the_page_counts_an_acrostic_of_one_character_as_charlm_does(tmp_path):
 
 
 def test_the_page_counts_the_characters_a_model_never_saw_as_charlm_does(tmp_path):
-    """The page said "1 character(s) the model has never seen", as charlm did: one character, two characters."""
-    model, seeds = model_of("lstm", "abc \n", hidden=8), ["z", "zy"]
+    """The page said "1 character(s) the model has never seen", as charlm did: one character, two characters;
+    and "1000 characters" where charlm writes "1,000 characters"."""
+    thousand = "".join(chr(0x4E00 + i) for i in range(1000))
+    model, seeds = model_of("lstm", "abc \n", hidden=8), ["z", "zy", thousand]
     generations = [{"seed": seed, "greedy": True} for seed in seeds]
     texts = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "a", "generations": generations})
     texts = texts["texts"]
     assert texts == [charlms(model, seed) for seed in seeds]
     assert texts[0].startswith("error: seed: 1 character the model has never seen: 'z'; "), texts[0]
     assert texts[1].startswith("error: seed: 2 characters the model has never seen: 'z' 'y'; "), texts[1]
+    assert texts[2].startswith("error: seed: 1,000 characters the model has never seen: '一' "), texts[2]
 
 
 def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
@@ -1514,6 +1517,20 @@ def test_the_serve_pages_note_of_a_seeds_unseen_characters_counts_them(tmp_path)
             "it reads them as characters it knows nothing about)"
         ),
         "",
+    ]
+
+
+def test_the_pages_status_line_counts_characters_as_charlm_counts(tmp_path):
+    """A text of one character was "done (length): 1 characters", copied as "copied 1 characters", and a
+    stream cut off after 1,234 characters said "1234": page.js counts as `errors.counted` does."""
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    calls = [["summary", "done (length)", "a", 1.0], ["copiedNote", "a"], ["summary", "stopped", "ab" * 617, 2.0]]
+    calls += [["counted", count, "character"] for count in (0, 1, 1234)]
+    assert run_in_node(tmp_path, PAGE_JS_CALLS, script, calls) == [
+        "done (length): 1 character in 1.0 s (1 character/s)",
+        "copied 1 character",
+        "stopped: 1,234 characters in 2.0 s (617 characters/s)",
+        *(counted(count, "character") for count in (0, 1, 1234)),
     ]
 
 

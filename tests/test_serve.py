@@ -42,7 +42,7 @@ from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
 from charlm.device import to_host
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, counted
 from charlm.fields import on_command_line
 from charlm.generation import Batch, StopRule, healed_seed
 from charlm.lstm_step import RowStepper, padded_rows
@@ -4248,7 +4248,7 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
         wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     wait(browser, PAGE_WAIT).until(lambda d: not d.find_element("id", "stop").is_enabled())
     made = made_text(browser)
-    assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
+    assert status().startswith(f"cut off after {counted(len(made), 'character')}: the server stopped answering")
     assert status().endswith("; not kept in the history: too big for this browser's storage (Copy keeps it)")
     # under the seed too (role=alert, read out at once): the status line alone is read when the reader is idle
     assert browser.find_element("id", "seed-error").text == status()

@@ -84,7 +84,7 @@ def train(
         except KeyboardInterrupt:  # the corpus read, the run planned: no checkpoint of this start yet
             raise KeyboardInterrupt(not_started_note(resume is not None)) from None
         # a peer lost from here on: the line says where the run goes on from
-        with peer_note(lambda: lost_note(trainer)):
+        with peer_note(lambda: peer_lost_note(trainer)):
             status = train_ranks(trainer, ranks)
     if status:  # after rank 0's last lines (`Ranks.leaving`): torchrun stops every rank once one fails
         sys.exit(status)
@@ -117,18 +117,13 @@ def ended_note(trainer: Trainer) -> str:
     """What a peer lost once training ended leaves: a finished run, whole (a resume would train nothing),
     or one stopped early, to resume."""
     if trainer.stopped_early:
-        return lost_note(trainer)
-    return f"; the run had finished: {saved_note(trainer)}"
+        return peer_lost_note(trainer)
+    return f"; the run had finished: {run_notes.saved_note(trainer.run_dir, trainer.saved_step, trainer.save_error)}"
 
 
-def lost_note(trainer: Trainer) -> str:
-    """Where a run a lost peer stopped goes on from, as it stands now (its last checkpoint written)."""
+def peer_lost_note(trainer: Trainer) -> str:
+    """`run_notes.lost_note` of the run as it stands when the peer is lost (its last checkpoint written)."""
     return run_notes.lost_note(trainer.run_dir, saved=trainer.saved_step is not None)
-
-
-def saved_note(trainer: Trainer) -> str:
-    """Where the run's checkpoints are, or why the last could not be written."""
-    return run_notes.saved_note(trainer.run_dir, trainer.saved_step, trainer.save_error)
 
 
 def say_ended(trainer: Trainer) -> int:

@@ -14,9 +14,10 @@
 // before everything else, from a template's characters too.
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
-// Messages out: ready, damaged {message} (the page's weights or description are not as exported), failed {message}
-// (the sampler failed as it started, the file as exported), result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
-// typed: 'the' for an nfkc model's 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
+// Messages out: ready, damaged {message} (the page's weights or description are not as exported),
+// failed {message} (the sampler failed as it started, the file as exported), result {id, value},
+// seed {id, text} (the seed as read, where it was read otherwise than typed: 'the' for an nfkc model's
+// 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
 // error {id, message, param} (param: the option refused, "temperature", "form", "acrostic", "ban" ...; none
 // for a seed the model cannot read or that breaks the form),
 // failed {id, message} (the generation broke off: its chunks so far are all it wrote).
@@ -471,10 +472,11 @@ const ESCAPES = { n: "\n", t: "\t", _: "_", "\\": "\\" };  // `\_`: a literal un
 function optionError(param, message) { return Object.assign(new Error(message), { param }); }
 
 // unseen.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
-// each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
+// each named and counted as charlm does (page.js, which the worker runs first: nameUnseen, from the model's
+// `hints`, and counted).
 function neverSeen(what, chars, hints) {
   const named = firstNamed(chars, (c) => nameUnseen(c, hints));
-  return `${what}: ${chars.length} character${chars.length === 1 ? "" : "s"} the model has never seen: ${named}; use only characters from the training text`;
+  return `${what}: ${counted(chars.length, "character")} the model has never seen: ${named}; use only characters from the training text`;
 }
 
 // forms.py's class of a character the model does not know (html.class_of gave the known ones' ids theirs):
@@ -523,7 +525,6 @@ function compileTemplate(request, banned) {
     starts = chars.flatMap((c, i) => (c === null && (i === 0 || chars[i - 1] !== null) ? [i] : []));
     const given = [...acrostic];
     if (given.length !== starts.length) {
-      const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
       throw optionError("acrostic", `acrostic has ${counted(given.length, "character")} but ${name} has ${counted(starts.length, "verse")}; give one per verse`);
     }
     starts.forEach((at, k) => { chars[at] = given[k]; fromAcrostic.add(given[k]); });

@@ -180,17 +180,21 @@ function showSeed(box, seed) {
   }
 }
 
+// errors.counted: `1 character`, `4,447 characters`, as charlm writes a count whatever the browser's locale,
+// in every line of both pages and of the exported page's sampler.
+function counted(count, noun) {
+  return `${count.toLocaleString("en-US")} ${count === 1 ? noun : `${noun}s`}`;
+}
+
 // The status line once a text ends: what ended it ("done (length)", "stopped"), how many characters
 // (code points: a character outside the BMP is one), in how long.
 function summary(how, text, seconds) {
   const count = [...text].length, rate = seconds > 0 ? Math.round(count / seconds) : 0;
-  const counted = (n) => n.toLocaleString("en-US");  // 4,447 as charlm writes numbers, whatever the browser's locale
-  return `${how}: ${counted(count)} characters in ${seconds.toFixed(1)} s (${counted(rate)} characters/s)`;
+  return `${how}: ${counted(count, "character")} in ${seconds.toFixed(1)} s (${counted(rate, "character")}/s)`;
 }
-// The status line once the text is copied, its characters counted as summary counts them (a 1,234-character
-// text was "copied 1234 characters" on the serve page, and a character outside the BMP counted twice).
+// The status line once the text is copied, its characters counted as summary counts them.
 function copiedNote(text) {
-  return `copied ${[...text].length.toLocaleString("en-US")} characters`;
+  return `copied ${counted([...text].length, "character")}`;
 }
 
 // The ban box, read as `charlm sample --ban` reads its characters (charlm.decoding.bias_vector), for a
