@@ -1372,7 +1372,8 @@ def test_a_lost_peer_s_note_trusts_a_checkpoint_the_ranks_agreed_on_where_the_fo
     elsewhere = tmp_path / "run"
     with on_command_line():  # a peer is lost under torchrun, which the charlm command runs under
         assert run_notes.lost_note(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
-    assert run_notes.lost_note(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"
+    with on_command_line():  # nothing written: said as a run stopped before its first checkpoint is (`unsaved_note`)
+        assert run_notes.lost_note(elsewhere, saved=False) == f"; {run_notes.unsaved_note(elsewhere)}"
 
 
 def test_a_text_recorded_with_its_encoding_resumes_when_given_by_a_relative_path(fox_file, tiny):
