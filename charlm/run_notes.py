@@ -43,9 +43,10 @@ def not_saved_warning(error: str) -> str:
 
 
 def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | None) -> str:
-    """Why the run stops at `step`: its checkpoint could not be written (`error`); and how to go on."""
-    kept = "" if saved_step is None else f"; {kept_note(run_dir, saved_step)}"
-    return f"{error}; training stopped at step {step}{kept}"
+    """Why the run stops at `step`: its checkpoint could not be written (`error`); and how to go on, in the
+    stop line's words (`stopped_note`): a first checkpoint not written leaves the folder to a new run."""
+    kept = unsaved_note(run_dir) if saved_step is None else kept_note(run_dir, saved_step)
+    return f"{error}; training stopped at step {step}; {kept}"
 
 
 def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:

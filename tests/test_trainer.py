@@ -832,6 +832,30 @@ def test_a_first_checkpoint_half_written_says_best_pt_holds_it_and_the_run_resum
     assert latest("run").progress.step == 12
 
 
+def test_a_first_checkpoint_not_written_at_all_says_to_train_again_in_the_folder_it_left_free(
+    fox_file, tiny, monkeypatch
+):
+    """The first checkpoint refused whole (no best.pt either) ended `...; training stopped at step 10` with no
+    way on, where a run stopped then says that nothing was saved and its folder takes the run again."""
+    real = files.replace_files
+
+    def no_room(contents: dict) -> None:
+        if any(path.name in (runs.BEST, runs.LATEST) for path in contents):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents)
+
+    monkeypatch.setattr(files, "replace_files", no_room)
+    with pytest.raises(CharLMError) as error:
+        charlm.train(fox_file, out="run", **tiny)
+    assert str(error.value).endswith(
+        "free space on its disk (or raise the file size limit, ulimit -f); training stopped at step 10; "
+        "nothing was saved: train again (out='checkpoints/run' is still free)"
+    ), error.value
+    monkeypatch.setattr(files, "replace_files", real)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 12})  # free, as said
+    assert latest("run").progress.step == 12
+
+
 def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox_file, tiny, capsys):
     """samples.txt, unlike metrics.jsonl, stopped the run when it could not be written: a traceback-less
     `Error: ...: Is a directory` at the first sample, the rest of the run untrained."""
