@@ -37,7 +37,7 @@ from .config import INT64, Config
 from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, as_stored, check_names, holds, kinds_said
+from .fields import SHOWN, as_stored, check_names, holds, kinds_said, missing_keys
 from .model import CharLM, ModelConfig, State
 from .model_skeleton import skeleton
 from .optim import param_groups
@@ -411,9 +411,9 @@ def _reason(error: Exception) -> str:
 def check_fields(record: dict, types: dict) -> None:
     """Each of `record`'s fields holds a value of its type in `types`: a type, or a union of them with
     None (a dataclass's hints). An int serves as a float; a float must be finite; a bool is neither."""
+    if missing := missing_keys(record, types):
+        raise CharLMError(missing)
     for name, kind in types.items():
-        if name not in record:
-            raise CharLMError(f"no {name!r}")
         value = record[name]
         if not holds(value, kind):
             raise CharLMError(f"{name} is {SHOWN.repr(value)}, not {kinds_said(kind)}")
@@ -428,9 +428,13 @@ def record_of(kind: type[Record], values: dict) -> Record:
     as the file spells it (`unknown field stpe (did you mean step?)`, `no 'path'`), where Python's TypeError
     names the class ("Base.__init__() missing 3 required positional arguments")."""
     check_names(kind, values, "field")
-    for f in dataclasses.fields(kind):
-        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise CharLMError(f"no {f.name!r}")
+    required = [
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing := missing_keys(values, required):
+        raise CharLMError(missing)
     return kind(**values)
 
 
