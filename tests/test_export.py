@@ -346,6 +346,17 @@ def assert_refused_everywhere(folder: Path, said: str) -> None:
         assert_one_line_error(result, said)
 
 
+def test_a_model_folder_s_description_and_vocabulary_are_read_once(exported_once, monkeypatch):
+    """read_model_folder read config.json's model and vocab.json to name the file at fault, then
+    Checkpoint._build read both again: a sentencepiece vocabulary's model was loaded twice a load."""
+    read = []
+    for kind in (ModelConfig, Vocab):
+        real = kind.from_dict
+        monkeypatch.setattr(kind, "from_dict", lambda data, real=real, kind=kind: read.append(kind) or real(data))
+    checkpoint.read_model_folder(exported_once)
+    assert sorted(kind.__name__ for kind in read) == ["ModelConfig", "Vocab"]
+
+
 @pytest.mark.parametrize(
     "edit, said",
     [
