@@ -37,7 +37,7 @@ from .config import INT64, Config
 from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, as_stored, check_names, holds, kinds_said
+from .fields import SHOWN, as_stored, check_names, holds, kinds_said, missing_keys
 from .model import CharLM, ModelConfig, State
 from .model_skeleton import skeleton
 from .optim import param_groups
@@ -229,9 +229,11 @@ class Checkpoint:
         raise CharLMError(f"{one_line_path(source)}: checkpoint is damaged ({why}); {remedy(source)}") from None
 
     @classmethod
-    def _build(cls, payload: dict) -> Checkpoint:
+    def _build(cls, payload: dict, described: tuple[ModelConfig, Vocabulary] | None = None) -> Checkpoint:
         """`from_payload`'s work, and a model folder's (`read_model_folder`), which names the file of what is
-        wrong: each part converted and checked, a CharLMError naming the part (or a Python error)."""
+        wrong: each part converted and checked, a CharLMError naming the part (or a Python error). `described`:
+        the model's description and vocabulary, read already (a model folder reads them first, to name the
+        file at fault), so a sentencepiece model is not loaded twice."""
         check_fields(payload, {"model": dict, "run": dict, "training": dict | None})
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run"):  # an older run has no base
@@ -246,9 +248,10 @@ class Checkpoint:
         with part("base"):
             base = run.get("base")
             base = None if base is None or (isinstance(base, dict) and not base) else record_of(Base, base)
+        model_config, vocab = described or (ModelConfig.from_dict(model["config"]), Vocab.from_dict(model["vocab"]))
         saved = cls(
-            model_config=ModelConfig.from_dict(model["config"]),
-            vocab=Vocab.from_dict(model["vocab"]),
+            model_config=model_config,
+            vocab=vocab,
             weights=model["weights"],
             config=config,
             corpus=run["corpus"],
@@ -316,7 +319,8 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
     (`damage_in`), a field as a .pt's part is (`check_fields`); a `layers`, `hidden`, `cell` or
     `head_cutoffs` its weights are not of is named as such, not as a missing weight or a shape, nor
     (fewer layers than the weights hold) as an experiment's model of its own, which `charlm export`
-    never writes; a `vocab_size` vocab.json does not hold, as config.json's field too."""
+    never writes; a `vocab_size` vocab.json does not hold, as config.json's field too. The description and
+    vocabulary read here are handed to `Checkpoint._build`, which reads them no second time."""
     config, vocab, weights, digest, source = hub.read(folder)
     with damage_in(folder / hub.CONFIG):
         check_fields(config, {"model": dict, "run": dict})
@@ -339,7 +343,7 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
         )
     payload = {"model": {"config": config["model"], "vocab": vocab, "weights": weights}, "run": config["run"]}
     with damage_in(folder / hub.CONFIG):  # what is left to check: its run record, and the weights (`part`)
-        saved = Checkpoint._build({**payload, "training": None})
+        saved = Checkpoint._build({**payload, "training": None}, (model_config, vocabulary))
     if extra := saved.extra_weights():
         raise hub.damaged(
             folder, f"{hub.WEIGHTS} holds weights its {hub.CONFIG}'s model has not: {', '.join(extra[:3])}"
@@ -411,9 +415,9 @@ def _reason(error: Exception) -> str:
 def check_fields(record: dict, types: dict) -> None:
     """Each of `record`'s fields holds a value of its type in `types`: a type, or a union of them with
     None (a dataclass's hints). An int serves as a float; a float must be finite; a bool is neither."""
+    if missing := missing_keys(record, types):
+        raise CharLMError(missing)
     for name, kind in types.items():
-        if name not in record:
-            raise CharLMError(f"no {name!r}")
         value = record[name]
         if not holds(value, kind):
             raise CharLMError(f"{name} is {SHOWN.repr(value)}, not {kinds_said(kind)}")
@@ -428,9 +432,13 @@ def record_of(kind: type[Record], values: dict) -> Record:
     as the file spells it (`unknown field stpe (did you mean step?)`, `no 'path'`), where Python's TypeError
     names the class ("Base.__init__() missing 3 required positional arguments")."""
     check_names(kind, values, "field")
-    for f in dataclasses.fields(kind):
-        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise CharLMError(f"no {f.name!r}")
+    required = [
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing := missing_keys(values, required):
+        raise CharLMError(missing)
     return kind(**values)
 
 

@@ -23,7 +23,7 @@ import sys
 import threading
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import field
 from pathlib import PurePath
 from typing import Any, TypeVar
@@ -478,6 +478,13 @@ def from_options(
     """Build a config dataclass from keyword options, naming any unknown ones (see `check_names`)."""
     check_names(config_class, options, what, instead=instead)
     return config_class(**options)
+
+
+def missing_keys(record: dict, names: Iterable[str]) -> str | None:
+    """The `names` a stored record lacks, every one (`no 'hidden', 'dropout'`), so whoever mends the file
+    puts them all back at once rather than one a try; None where none is missing."""
+    missing = [name for name in names if name not in record]
+    return f"no {', '.join(map(repr, missing))}" if missing else None
 
 
 def check_names(

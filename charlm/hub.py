@@ -27,7 +27,7 @@ import filelock
 
 from . import files, path_names
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, said
+from .fields import SHOWN, missing_keys, said
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
 # config.json's record of the run a folder was exported from, {"run": its name, "folder": its path}, so a
@@ -279,9 +279,9 @@ def record_problem(config: dict) -> str | None:
     recorded = config["sha256"]
     if not isinstance(recorded, dict):
         return f"sha256 is {SHOWN.repr(recorded)}, not the record of the sha256 of {WEIGHTS} and {VOCAB}"
+    if missing := missing_keys(recorded, (WEIGHTS, VOCAB)):
+        return f"sha256 has {missing}"
     for name in (WEIGHTS, VOCAB):
-        if name not in recorded:
-            return f"sha256 has no {name!r}"
         if not (isinstance(recorded[name], str) and re.fullmatch("[0-9a-f]{64}", recorded[name])):
             return f"sha256 of {name} is {SHOWN.repr(recorded[name])}, not 64 hex digits"
     return None

@@ -33,7 +33,7 @@ from torch import nn
 from .config import MAXIMA
 from .device import cpu_core_dtype
 from .errors import CharLMError
-from .fields import SHOWN, holds, keywords_named
+from .fields import SHOWN, holds, keywords_named, missing_keys
 from .model_inputs import long_ids, lowest_id, refusal
 from .vocab import UNSEEN, Vocabulary
 from .weight_shapes import state_mismatch
@@ -84,12 +84,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
         """A stored description (a checkpoint's, config.json's "model"); a key lost from it is named as a
-        record's field is (`no 'hidden'`), so its reader knows what to put back."""
+        record's field is (`no 'hidden', 'dropout'`: `fields.missing_keys`), so its reader knows what to put back."""
         required = [f.name for f in dataclasses.fields(cls) if f.name != "head_cutoffs"]
         if not isinstance(values, dict):  # a tensor's [name] is a torch warning, then an IndexError
             raise CharLMError(f"the model description is damaged: expected {', '.join(required)}")
-        if missing := [name for name in required if name not in values]:
-            raise CharLMError(f"the model description is damaged: no {', '.join(map(repr, missing))}")
+        if missing := missing_keys(values, required):
+            raise CharLMError(f"the model description is damaged: {missing}")
         cutoffs = values.get("head_cutoffs", [])  # anything but a list is said by `problem`
         config = cls(
             **{name: values[name] for name in required},

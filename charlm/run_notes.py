@@ -43,9 +43,10 @@ def not_saved_warning(error: str) -> str:
 
 
 def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | None) -> str:
-    """Why the run stops at `step`: its checkpoint could not be written (`error`); and how to go on."""
-    kept = "" if saved_step is None else f"; {kept_note(run_dir, saved_step)}"
-    return f"{error}; training stopped at step {step}{kept}"
+    """Why the run stops at `step`: its checkpoint could not be written (`error`); and how to go on, in the
+    stop line's words (`stopped_note`): a first checkpoint not written leaves the folder to a new run."""
+    kept = unsaved_note(run_dir) if saved_step is None else kept_note(run_dir, saved_step)
+    return f"{error}; training stopped at step {step}; {kept}"
 
 
 def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
@@ -70,9 +71,11 @@ def done_note(progress: Progress, run_dir: Path, saved_step: int | None, save_er
 def lost_note(run_dir: Path, saved: bool) -> str:
     """What a run a lost peer stopped goes on from (`distributed.peer_note`): its last checkpoint, where one
     was written (`saved`: the ranks agreed it was, or the run resumed from one; a rank on another machine
-    may not see the run folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
+    may not see the run folder) or is on disk (rank 0 writes it before the ranks agree that it was written).
+    None written is a run stopped before its first checkpoint (`unsaved_note`): torchrun ends every rank, the
+    lock goes with rank 0, and a folder with no checkpoint takes a new run."""
     if not saved and not runs.holds_checkpoint(run_dir):
-        return "; no checkpoint was written yet: start the run again"
+        return f"; {unsaved_note(run_dir)}"
     return f"; {kept_note(run_dir, None)}"  # the ranks' last agreed step may be behind the one on disk
 
 

@@ -20,7 +20,7 @@ import torch
 
 from .corpus import check_characters, normalize_problem, normalized
 from .errors import CharLMError, callers_stacklevel
-from .fields import SHOWN, said
+from .fields import SHOWN, missing_keys, said
 from .pieces import PieceVocab, TextIndex, token_ids
 from .unseen import (
     first_named,
@@ -365,8 +365,8 @@ class Vocab:
             )
         if not isinstance(data, dict):  # a tensor's [name] is a torch warning, then an IndexError
             raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize")
-        if missing := next((name for name in ("chars", "unknown", "normalize") if name not in data), None):
-            raise CharLMError(f"the vocabulary is damaged: no {missing!r}")
+        if missing := missing_keys(data, ("chars", "unknown", "normalize")):
+            raise CharLMError(f"the vocabulary is damaged: {missing}")
         chars, unknown, normalize = data["chars"], data["unknown"], data["normalize"]
         if wrong := wrong_fields(chars, unknown, normalize):
             raise CharLMError(f"the vocabulary is damaged: {'; '.join(wrong)}")

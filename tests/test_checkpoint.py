@@ -366,11 +366,14 @@ DAMAGE = {
     "float8 hidden state": (hidden_state(lambda t: t.to(torch.float8_e4m3fn)), "hidden is a tensor of torch.float8"),
     "step a string": (setting("run", "progress", step="x"), "progress: step is 'x', not an integer"),
     "best without val": (setting("run", "progress", val_bpc=None, best_bpc=1.0), "best_bpc without val_bpc"),
-    "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),
+    "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name', 'sources', 'digest'"),
     "negative hidden": (setting("model", "config", hidden=-5), "hidden must be an integer from 1 to 16384, not -5"),
     "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be an integer from 1 to 16384"),
     "run options": (setting("run", "config", hidden=0), "run options: hidden must be at least 1, not 0"),
-    "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
+    "empty optimizer": (
+        replacing("training", "optimizer", {}),
+        "training state: optimizer: no 'state', 'param_groups'",
+    ),
     # read as sound, a resume trained on NaN and stopped saying to lower --lr, which never helps
     "NaN optimizer state": (nan_moments, "training state: optimizer: exp_avg_sq of parameter 0 holds NaN"),
     "NaN hidden state": (nan_hidden, "training state: hidden holds NaN or infinite values"),
@@ -444,7 +447,7 @@ def known_fields(record: type) -> str:
             setting("run", "progress", stpe=3),
             f"progress: unknown field stpe (did you mean step?); known: {known_fields(checkpoint.Progress)}",
         ),
-        (lambda p: p["run"].update(base={"run": "base", "path": "base.pt"}), "base: no 'sha256'"),
+        (lambda p: p["run"].update(base={"run": "base", "path": "base.pt"}), "base: no 'sha256', 'vocab_size'"),
         (
             lambda p: p["training"].update(epochs=1),
             "training state: unknown field epochs (did you mean epoch?); known: "

@@ -346,6 +346,17 @@ def assert_refused_everywhere(folder: Path, said: str) -> None:
         assert_one_line_error(result, said)
 
 
+def test_a_model_folder_s_description_and_vocabulary_are_read_once(exported_once, monkeypatch):
+    """read_model_folder read config.json's model and vocab.json to name the file at fault, then
+    Checkpoint._build read both again: a sentencepiece vocabulary's model was loaded twice a load."""
+    read = []
+    for kind in (ModelConfig, Vocab):
+        real = kind.from_dict
+        monkeypatch.setattr(kind, "from_dict", lambda data, real=real, kind=kind: read.append(kind) or real(data))
+    checkpoint.read_model_folder(exported_once)
+    assert sorted(kind.__name__ for kind in read) == ["ModelConfig", "Vocab"]
+
+
 @pytest.mark.parametrize(
     "edit, said",
     [
@@ -356,8 +367,9 @@ def assert_refused_everywhere(folder: Path, said: str) -> None:
         ),
         (lambda vocab: vocab.update(unknown="no"), "unknown is 'no', not true or false"),
         (lambda vocab: vocab.update(characters=vocab.pop("chars")), "no 'chars'"),
+        (lambda vocab: [vocab.pop("chars"), vocab.pop("normalize")], "no 'chars', 'normalize'"),
     ],
-    ids=["empty", "a character twice", "unknown a string", "chars renamed"],
+    ids=["empty", "a character twice", "unknown a string", "chars renamed", "two keys lost"],
 )
 def test_a_vocab_json_edited_by_hand_is_named_with_its_field(exported_once, tmp_path, edit, said):
     """vocab.json's damage was said of the folder alone (`DIR: damaged model folder (the vocabulary is
@@ -377,6 +389,7 @@ def test_a_vocab_json_edited_by_hand_is_named_with_its_field(exported_once, tmp_
         (None, "sha256 is None, not the record of the sha256 of model.safetensors and vocab.json"),
         ({"model.safetensors": "zz"}, "sha256 of model.safetensors is 'zz', not 64 hex digits"),
         ({"vocab.json": "0" * 64}, "sha256 has no 'model.safetensors'"),
+        ({}, "sha256 has no 'model.safetensors', 'vocab.json'"),
     ],
 )
 def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tmp_path, record, said):
@@ -386,7 +399,8 @@ def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tm
     than the record has no `sha256` at all (tests/data/compat/model-2709826), and still loads."""
 
     def edit(config: dict) -> None:
-        config["sha256"] = {**config["sha256"], **record} if isinstance(record, dict) else record
+        kept = config["sha256"] if record else {}  # {}: the record emptied
+        config["sha256"] = {**kept, **record} if isinstance(record, dict) else record
         if "vocab.json" in (record or {}):
             del config["sha256"]["model.safetensors"]
 
@@ -409,7 +423,7 @@ def test_a_sha256_record_edited_by_hand_is_refused_not_skipped(exported_once, tm
         ("run.corpus", DELETED, "no 'corpus'"),
         ("run.progress.step", "10", "progress: step is '10', not an integer"),
         ("run.progress.stpe", 10, f"progress: unknown field stpe (did you mean step?); known: {PROGRESS_FIELDS}"),
-        ("run.base", {"run": "base"}, "base: no 'path'"),
+        ("run.base", {"run": "base"}, "base: no 'path', 'sha256', 'vocab_size'"),
         ("run.config.lr", "x", "run options: lr must be a number, not 'x'"),
     ],
 )

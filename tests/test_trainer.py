@@ -832,6 +832,30 @@ def test_a_first_checkpoint_half_written_says_best_pt_holds_it_and_the_run_resum
     assert latest("run").progress.step == 12
 
 
+def test_a_first_checkpoint_not_written_at_all_says_to_train_again_in_the_folder_it_left_free(
+    fox_file, tiny, monkeypatch
+):
+    """The first checkpoint refused whole (no best.pt either) ended `...; training stopped at step 10` with no
+    way on, where a run stopped then says that nothing was saved and its folder takes the run again."""
+    real = files.replace_files
+
+    def no_room(contents: dict) -> None:
+        if any(path.name in (runs.BEST, runs.LATEST) for path in contents):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents)
+
+    monkeypatch.setattr(files, "replace_files", no_room)
+    with pytest.raises(CharLMError) as error:
+        charlm.train(fox_file, out="run", **tiny)
+    assert str(error.value).endswith(
+        "free space on its disk (or raise the file size limit, ulimit -f); training stopped at step 10; "
+        "nothing was saved: train again (out='checkpoints/run' is still free)"
+    ), error.value
+    monkeypatch.setattr(files, "replace_files", real)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 12})  # free, as said
+    assert latest("run").progress.step == 12
+
+
 def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox_file, tiny, capsys):
     """samples.txt, unlike metrics.jsonl, stopped the run when it could not be written: a traceback-less
     `Error: ...: Is a directory` at the first sample, the rest of the run untrained."""
@@ -1372,7 +1396,8 @@ def test_a_lost_peer_s_note_trusts_a_checkpoint_the_ranks_agreed_on_where_the_fo
     elsewhere = tmp_path / "run"
     with on_command_line():  # a peer is lost under torchrun, which the charlm command runs under
         assert run_notes.lost_note(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
-    assert run_notes.lost_note(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"
+    with on_command_line():  # nothing written: said as a run stopped before its first checkpoint is (`unsaved_note`)
+        assert run_notes.lost_note(elsewhere, saved=False) == f"; {run_notes.unsaved_note(elsewhere)}"
 
 
 def test_a_text_recorded_with_its_encoding_resumes_when_given_by_a_relative_path(fox_file, tiny):

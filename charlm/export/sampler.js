@@ -364,7 +364,7 @@ class Model {
 // --- decoding ------------------------------------------------------------------------------------
 
 // A text's line breaks as charlm reads every text (corpus.line_breaks): `\r\n` (a Windows file's), and
-// `\r\r\n`, as `\n`; a lone `\r` stays, a character the model knows or not. A seed of `\r\n` was refused.
+// `\r\r\n`, as `\n`; a lone `\r` stays, a character the model knows or not. So a seed reads as charlm reads it.
 function lineBreaks(text) { return text.replace(/\r+\n/g, "\n"); }
 
 // torch's CPU generator, so that a seeded text is the one `charlm sample --random-seed` writes: the engine
@@ -791,7 +791,7 @@ function generate(request) {
   const uniform = torchUniforms(request.random_seed ?? Math.floor(Math.random() * 2 ** 32));
   const probs = new Float64Array(model.V), chars = model.meta.vocab.chars;
   // The stop is looked for in `ending`, the text's last stop.length units: made.endsWith(stop) after
-  // each character flattened the whole text each time (quadratic in a long sample's length).
+  // each character would flatten the whole text each time (quadratic in a long sample's length).
   let made = "", ending = "", count = 0, reason = "length";
   stopRequested = false;
   const finish = () => {

@@ -13,7 +13,8 @@ function setStatus(text, isError = false) {
 
 // A setting's number box as a number within the box's own min and max, a whole one where its step is 1
 // (a length): an empty box, one out of range or a length of 2.5 is refused by name, in the boxes' words,
-// before anything is written (an empty box was read as 0: greedy, or no text; 2.5 met the sampler's words).
+// before anything is written (read as a number, an empty box is 0: greedy, or no text; 2.5 would meet the
+// sampler's words).
 function checkSetting(name, caption) {
   const box = document.getElementById(name), value = box.valueAsNumber, whole = +box.step === 1;
   if (withinBox(box, value)) return;
@@ -161,7 +162,8 @@ function addToText(box, span) {
   block.appendChild(span);
 }
 // The blocks before the last, finished, are contained (.done: page.css) two frames on, once each has been
-// laid out whole: off screen, it keeps the height it was last laid out at (laid out in part, it kept that).
+// laid out whole: off screen, it keeps the height it was last laid out at (contained in part, it would
+// keep that).
 // Called after a change; a text shown anew meanwhile (render) is left to its own call.
 function containFinished(box) {
   const last = box.lastElementChild, finished = last && last.previousElementSibling;
