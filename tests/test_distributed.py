@@ -289,7 +289,7 @@ def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_
         (out, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
     assert [process.returncode for process in processes] == [128 + signal.SIGTERM] * 2, err + peer_err
     step = latest("cut").progress.step
-    assert f"stopped at step {step}; saved in" in out and "charlm train --resume" in out
+    assert f"stopped at step {step}; checkpoints/cut holds step {step}: resume with charlm train --resume" in out
     assert "Traceback" not in err + peer_err, err + peer_err
 
 
@@ -304,7 +304,8 @@ def test_a_signal_to_one_rank_alone_stops_every_rank_at_one_step(fox_file):
         (out, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
     assert [process.returncode for process in processes] == [128 + signal.SIGTERM] * 2, err + peer_err
     step = latest("cut").progress.step
-    assert f"stopped at step {step}; saved in" in out and "Traceback" not in err + peer_err
+    assert f"stopped at step {step}; checkpoints/cut holds step {step}: resume with" in out
+    assert "Traceback" not in err + peer_err
 
 
 # For a job where one rank cannot post (killed, stopped): the survivor waits GRACE for its post before it
