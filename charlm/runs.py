@@ -173,7 +173,14 @@ def runs_of_corpus(name: str, folders: list[Path]) -> list[Path]:
     names: their text's name where it moved since (the renamed file's stem), or their folder's default
     name's, where an older charlm's resume on the renamed text recorded its new name as the run's corpus."""
     own = [run for run in folders if corpus_of_run(run) == name]
-    return own or [run for run in folders if name in (corpus_of(run.name), moved_corpus_of_run(run))]
+    return own or [run for run in folders if name in corpus_names_of_run(run)]
+
+
+def corpus_names_of_run(run_dir: Path) -> set[str]:
+    """Every corpus name that finds the run where no run is of that corpus (`runs_of_corpus`): what Tab
+    offers for it, from this one rule, so that it offers each name a command takes and no other."""
+    names = {corpus_of_run(run_dir), corpus_of(Path(run_dir).name), moved_corpus_of_run(run_dir)}
+    return {name for name in names if name}
 
 
 def moved_corpus_of_run(run_dir: Path) -> str | None:

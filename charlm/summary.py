@@ -15,6 +15,7 @@ from .device import hardware_change_said
 from .errors import CharLMError
 from .fields import changes_said, option_name
 from .finetune import DEFAULTS
+from .plan import GIVEN
 from .runs import BEST, LATEST, kept_aside, newest_of
 
 
@@ -108,7 +109,7 @@ def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:
     if config["eval_also"] is None:
         unused.add("eval_also")
     unit = "characters" if saved.vocab.one_char_per_id else "tokens"
-    shown = {"head": f"{saved.model_config.head_text(unit)} (--head {saved.config.head})"}
+    shown = {"head": f"{saved.model_config.head_text(unit)} ({head_reason(saved.config.head, reasons.get('head'))})"}
     shown |= {name: f"{config[name]} (off)" for name in ("grad_clip", "weight_average") if config[name] == 0}
     shown |= {name: "none" for name in ("max_steps", "max_time") if config[name] is None}
     if config["patience"] == 0:
@@ -117,6 +118,15 @@ def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:
         if isinstance(reasons.get(name), str):
             shown[name] = f"{config[name]} ({reason_text(name, config[name], reasons[name])})"
     return [(name, shown.get(name, str(value))) for name, value in config.items() if name not in unused]
+
+
+def head_reason(head: str, reason: object) -> str:
+    """Why the model has its head, as the run's plan said it: `--head auto` chose it for the vocabulary, or
+    kept the full head a small --hidden could not split, which the head row alone would not tell. A given
+    head (or a run.json without reasons) is said by its option alone."""
+    if not isinstance(reason, str) or reason == GIVEN:
+        return f"--head {head}"
+    return reason if reason.startswith("--head ") else f"--head {head}: {reason}"
 
 
 def corpus_text(saved: Checkpoint) -> str:

@@ -199,7 +199,8 @@ def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trai
     of `charlm train hongloumeng` as "corpus hongloumeng hongloumeng"."""
     info = dict(line.split(None, 1) for line in cli("info", trained_here).output.splitlines())
     size = latest(trained_here).model_config.vocab_size
-    assert info["head"] == f"full, a row of width 32 for each of {size} characters (--head auto)", info["head"]
+    why = f"--head auto chose full: a vocabulary of {size} characters (adaptive from 1,000)"  # run.json's reason
+    assert info["head"] == f"full, a row of width 32 for each of {size} characters ({why})", info["head"]
     result = cli("train", str(fox_file), "--out", "adaptive", "--head", "adaptive", "--max-steps", "2", *TINY_ARGS)
     assert result.exit_code == 0, result.output
     head = checkpoint.load("adaptive").head.softmax
@@ -218,6 +219,21 @@ def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trai
     assert dict(summary.rows(saved))["corpus"] == "/novel/chapters /novel/notes.txt"
     saved.corpus = {**saved.corpus, "name": "shakespeare", "sources": []}  # the built-in corpus: no sources
     assert dict(summary.rows(saved))["corpus"] == "shakespeare"
+
+
+def test_info_says_why_head_auto_chose_the_head_as_it_does_for_other_fitted_options(trained):
+    """`charlm info` showed `(--head auto)` without why: that --hidden 8 left a big vocabulary the full head
+    was only in run.json. A given head says so alone; a fine-tune's says which base it is as in."""
+    saved = latest(trained)
+    narrow = (
+        "--head auto chose full: a vocabulary of 1,200 characters (adaptive from 1,000), but at --hidden 8 the rarest"
+    )
+    head = dict(summary.rows(saved, {"head": narrow}))["head"]
+    assert head.endswith(f" characters ({narrow})"), head
+    head = dict(summary.rows(saved, {"head": "as in base run fox"}))["head"]
+    assert head.endswith(" characters (--head auto: as in base run fox)"), head
+    for reasons in ({"head": "given"}, {}):
+        assert dict(summary.rows(saved, reasons))["head"].endswith(" characters (--head auto)")
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it

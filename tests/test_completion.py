@@ -1,5 +1,6 @@
 """Tab completion, asked as a shell asks it: click's completion variables, COMP_WORDS and COMP_CWORD."""
 
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,26 @@ def test_run_arguments_complete_run_and_corpus_names_else_files():
     assert completions("charlm sample ./checkpoints/n") == [("file", "./checkpoints/n")]
     assert completions("charlm sample zz") == [("file", "zz")]  # no run of that name: a .pt file perhaps
     assert completions("charlm train --eval-also held") == [("file", "held")]  # --eval-also FILE
+
+
+def test_a_run_resumed_on_its_renamed_text_completes_by_the_new_texts_name_too():
+    """`charlm sample 唐诗` finds a run trained on 唐诗三百首.txt and resumed on it renamed 唐诗.txt
+    (`runs.runs_of_corpus`), but Tab offered only 唐诗三百首; where another run is of that name's corpus, the
+    name is offered once (it finds that run), as it is where an older charlm recorded the new name as the corpus."""
+    for name, corpus, source in (
+        ("唐诗三百首-20260101-120000", "唐诗三百首", "/texts/唐诗.txt"),
+        ("notes-20260102-090000", "notes", "/texts/diary.txt"),
+        ("diary-20260103-100000", "diary", "/texts/diary.txt"),
+        ("old-20260104-100000", "new", "/texts/new.txt"),  # an older charlm's resume on new.txt
+    ):
+        folder = Path("checkpoints") / name
+        folder.mkdir(parents=True)
+        (folder / "latest.pt").touch()
+        (folder / "run.json").write_text(json.dumps({"corpus": corpus, "sources": [source]}), encoding="utf-8")
+    assert values("charlm sample 唐") == ["唐诗", "唐诗三百首", "唐诗三百首-20260101-120000"]
+    assert values("charlm info d") == ["diary", "diary-20260103-100000"]
+    assert values("charlm info o") == ["old", "old-20260104-100000"]
+    assert completions("charlm info zz") == [("file", "zz")]
 
 
 def test_corpus_names_forms_and_devices_complete():

@@ -24,12 +24,12 @@ def named(names: list[str], incomplete: str) -> list[CompletionItem]:
 
 
 def run_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """A RUN as `runs.resolve` finds one: a run's name under checkpoints/ or its corpus's name (its latest
-    run); a path (with a `/`) or a .pt file is the shell's file completion."""
+    """A RUN as `runs.resolve` finds one: a run's name under checkpoints/ or a corpus name (its latest
+    run), the renamed text's a run resumed on too; a path (with a `/`) or a .pt file is the shell's file completion."""
     if "/" in incomplete:
         return paths(ctx, param, incomplete)
     folders = runs.run_folders()
-    names = [folder.name for folder in folders] + [corpus for f in folders if (corpus := runs.corpus_of_run(f))]
+    names = [folder.name for folder in folders] + [name for f in folders for name in runs.corpus_names_of_run(f)]
     return named(names, incomplete) or paths(ctx, param, incomplete)
 
 
