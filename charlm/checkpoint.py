@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import math
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -576,11 +576,11 @@ class NotSaved(CharLMError):
         self.saved = saved
 
 
-def save(checkpoint: Checkpoint, paths: list[Path]) -> list[str]:
+def save(checkpoint: Checkpoint, paths: list[Path], before_rename: Callable[[], None] | None = None) -> list[str]:
     """Write the checkpoint to each path in order (best.pt when it improved, then latest.pt), atomically;
     returns a note for each that went aside (`write_atomic`), for the run to print. Raises `NotSaved`
     at the first path that fails, naming those written before it; a CharLMError, writing nothing, for a
-    checkpoint its readers would refuse (`Checkpoint.check`)."""
+    checkpoint its readers would refuse (`Checkpoint.check`). `before_rename`: `files.replace_files`'."""
     try:  # what every reader refuses (NaN weights: a model built or trained in Python) is not written
         checkpoint.check()
     except CharLMError as e:
@@ -589,7 +589,7 @@ def save(checkpoint: Checkpoint, paths: list[Path]) -> list[str]:
     notes, saved, written = [], [], None
     for path in paths:
         try:
-            aside = write_atomic(path, data, beside=written)
+            aside = write_atomic(path, data, beside=written, before_rename=before_rename)
         except CharLMError as e:
             raise NotSaved(str(e), saved) from None
         if aside:

@@ -44,15 +44,18 @@ def serialize(payload: dict) -> bytes:
     return MAGIC + json.dumps(header).encode() + b"\n" + body
 
 
-def write_atomic(path: Path, data: bytes, beside: Path | None = None) -> Path | None:
+def write_atomic(
+    path: Path, data: bytes, beside: Path | None = None, before_rename: Callable[[], None] | None = None
+) -> Path | None:
     """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py). While `path`
     cannot be replaced (on Windows, another process holds it open longer than `files.replace` waits),
     the checkpoint goes to `pending(path)` instead, which is returned (else None): the training's work
     is kept, and the next write that replaces `path` removes the older file aside. `beside`: a file the
-    same checkpoint was written to just before (best.pt), which a failure says is kept."""
+    same checkpoint was written to just before (best.pt), which a failure says is kept; `before_rename`:
+    `files.replace_files`'."""
     had_one = path.is_file()
     try:
-        files.replace_files({path: data})
+        files.replace_files({path: data}, before_rename)
     except PermissionError as e:
         if had_one and write_aside(path, data):
             return pending(path)

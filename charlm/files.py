@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePath
 
 import filelock
@@ -260,11 +260,12 @@ def recorded_path(path: str | Path) -> str:
     return str(path.resolve() if path.name in ("", "..") else path.parent.resolve() / path.name)
 
 
-def replace_files(files: dict[Path, bytes]) -> None:
+def replace_files(files: dict[Path, bytes], before_rename: Callable[[], None] | None = None) -> None:
     """Write every file of `files` (path -> bytes) beside its target (a link's: `written_through`), then
     rename each into place in order: a write that fails leaves every target as it was, and removes what it
     wrote. Raises the OSError; a named pipe or device as a target, before anything is written (`check_replaceable`).
-    What earlier writers of these files left when killed mid-write goes first (`remove_leftovers`)."""
+    What earlier writers of these files left when killed mid-write goes first (`remove_leftovers`).
+    `before_rename` may refuse (raise) once all is written: a run's look at its lock, as late as it can be."""
     targets = {written_through(path): data for path, data in files.items()}
     for path in targets:
         check_replaceable(path)
@@ -280,6 +281,8 @@ def replace_files(files: dict[Path, bytes]) -> None:
                     f.write(data)
                     f.flush()
                     sync_file(f.fileno())
+            if before_rename is not None:
+                before_rename()
             for tmp, path in written:
                 replace(tmp, path)
         except BaseException:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file

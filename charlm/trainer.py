@@ -392,6 +392,8 @@ class Trainer:
                 error, best_written = self.write_files(checkpoint, improved)
                 if error and best_written and not (self.run_dir / runs.LATEST).exists():
                     self.saved_step = self.progress.step  # its first latest.pt failed: it goes on from best.pt
+        if error and self.lock:  # removed while written (`write_files`): the failure is that, not the disk
+            lost = self.lock.lost()
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None
@@ -411,12 +413,14 @@ class Trainer:
 
     def write_files(self, checkpoint: Checkpoint, improved: bool) -> tuple[str | None, bool]:
         """Rank 0's write of latest.pt (and best.pt): why it failed (None: written), and whether best.pt
-        holds this step. best.pt goes first: a kill between the two then leaves latest.pt behind, and the
+        holds this step. The lock is looked at again just before each rename: a folder removed and taken by
+        another run while the checkpoint was serialized and written gets none of it. best.pt goes first: a kill between the two then leaves latest.pt behind, and the
         resumed run makes the same evaluation again, which writes both; latest.pt first would record a
         best that best.pt never got (at the final step, for good: the run is over)."""
         names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
         try:
-            for note in save(checkpoint, [self.run_dir / name for name in names]):
+            check = self.lock and (lambda: self.lock.check(self.progress.step))
+            for note in save(checkpoint, [self.run_dir / name for name in names], check or None):
                 self.say_always(f"warning: {note}")
         except NotSaved as e:
             return str(e), improved and self.run_dir / runs.BEST in e.saved

@@ -1335,7 +1335,7 @@ def test_the_stop_line_says_what_the_run_folder_holds_and_how_to_go_on(fox_file,
     (--save-errors warn), a resume that is refused: a folder without a checkpoint is trained again. It words
     what the folder holds as the second Ctrl-C's line and charlm.train's do."""
 
-    def no_room(contents: dict) -> None:
+    def no_room(contents: dict, before_rename=None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     options = ["--max-steps", "1000", "--save-errors", "warn"]

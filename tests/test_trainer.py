@@ -814,10 +814,10 @@ def test_a_first_checkpoint_half_written_says_best_pt_holds_it_and_the_run_resum
     (`already holds a run`)."""
     real = files.replace_files
 
-    def no_room_for_latest(contents: dict) -> None:
+    def no_room_for_latest(contents: dict, before_rename=None) -> None:
         if any(path.name == runs.LATEST for path in contents):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(contents)
+        real(contents, before_rename)
 
     monkeypatch.setattr(files, "replace_files", no_room_for_latest)
     with pytest.raises(CharLMError) as error:
@@ -969,11 +969,11 @@ def test_a_kill_between_the_two_checkpoint_files_leaves_best_pt_holding_the_best
     `charlm sample` reads, held the evaluation before."""
     real_replace, writes = files.replace_files, []
 
-    def die_at_the_fourth_write(contents):
+    def die_at_the_fourth_write(contents, before_rename=None):
         writes.append(contents)
         if len(writes) == 4:  # the second file of the improved evaluation at step 4, the last
             raise Killed
-        real_replace(contents)
+        real_replace(contents, before_rename)
 
     monkeypatch.setattr(files, "replace_files", die_at_the_fourth_write)
     with pytest.raises(Killed):
@@ -1007,7 +1007,7 @@ def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file
     None saved ended "RUN holds no checkpoint", with no way on, where the stop line says to train again."""
     real = files.replace_files
 
-    def no_room(contents: dict) -> None:
+    def no_room(contents: dict, before_rename=None) -> None:
         if refused == "every checkpoint" or any(path.name == runs.LATEST for path in contents):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(contents)
@@ -1146,13 +1146,13 @@ def test_a_best_checkpoint_kept_aside_when_latest_pt_failed_is_not_replaced_by_a
 
     real = files.replace_files
 
-    def held_open_then_full(contents: dict) -> None:
+    def held_open_then_full(contents: dict, before_rename=None) -> None:
         (path,) = contents
         if scores == [4.0, 3.0] and path.name == runs.BEST:
             raise PermissionError(errno.EACCES, "Permission denied")  # Windows: a reader holds it open
         if scores == [4.0, 3.0] and path.name == runs.LATEST:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(contents)
+        real(contents, before_rename)
 
     monkeypatch.setattr(trainer, "bits_per_char", scripted)
     monkeypatch.setattr(files, "replace_files", held_open_then_full)
@@ -1414,3 +1414,43 @@ def test_a_text_recorded_with_its_encoding_resumes_when_given_by_a_relative_path
     resumed = cli("train", "./fox.txt", "--resume", "run", "--max-steps", "12")
     assert resumed.exit_code == 0, resumed.output
     assert latest("run").progress.step == 12 and latest("run").config.encoding == "utf-8"
+
+
+@pytest.mark.parametrize("when", ["serialized", "renamed"])
+def test_a_run_whose_folder_is_taken_over_while_it_saves_writes_nothing_into_the_new_run(
+    fox_file, tmp_path, monkeypatch, when
+):
+    """The folder was looked at (`RunLock.lost`) before a checkpoint was serialized and written, seconds for a big
+    model: `rm -rf` of it and a second run into the same --out meanwhile, and the first run's checkpoint went into
+    the second run's folder, two runs writing one; or, removed as it wrote, the run said it could not write and that
+    the removed folder held its checkpoint. It looks again before each rename, and says the folder was removed."""
+    folder = tmp_path / "checkpoints/run"
+    taken: list[run_lock.RunLock] = []
+
+    def taken_over(real, checkpoint_file=lambda *args: True):
+        def then_real(*args):
+            if not taken and checkpoint_file(*args):  # the checkpoint at step 10
+                subprocess.run(["rm", "-rf", str(folder)], check=True)
+                taken.append(run_lock.RunLock(folder))  # the second run, which holds the new folder
+                taken[0].__enter__()
+                (folder / "metrics.jsonl").write_text("theirs\n")
+            return real(*args)
+
+        return then_real
+
+    if when == "serialized":
+        monkeypatch.setattr(checkpoint, "serialize", taken_over(checkpoint.serialize))
+    else:
+        renamed_to_checkpoint = lambda source, target: target.name in (runs.BEST, runs.LATEST)
+        monkeypatch.setattr(files, "replace", taken_over(files.replace, renamed_to_checkpoint))
+    try:
+        result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+        assert "Traceback" not in result.output and result.exit_code == 1, result.output
+        error = result.output.strip().splitlines()[-1]
+        assert error.startswith("Error: checkpoints/run/.lock was removed or replaced"), error
+        assert "training stopped at step 10 without writing anything more" in error
+        assert sorted(p.name for p in folder.iterdir()) == [".lock", ".lock.pid", "metrics.jsonl"]
+        assert (folder / "metrics.jsonl").read_text() == "theirs\n"
+    finally:
+        for lock in taken:
+            lock.__exit__(None, None, None)
