@@ -414,9 +414,10 @@ class Trainer:
     def write_files(self, checkpoint: Checkpoint, improved: bool) -> tuple[str | None, bool]:
         """Rank 0's write of latest.pt (and best.pt): why it failed (None: written), and whether best.pt
         holds this step. The lock is looked at again just before each rename: a folder removed and taken by
-        another run while the checkpoint was serialized and written gets none of it. best.pt goes first: a kill between the two then leaves latest.pt behind, and the
-        resumed run makes the same evaluation again, which writes both; latest.pt first would record a
-        best that best.pt never got (at the final step, for good: the run is over)."""
+        another run while the checkpoint was serialized and written gets none of it. best.pt goes first: a kill
+        between the two then leaves latest.pt behind, and the resumed run makes the same evaluation again,
+        which writes both; latest.pt first would record a best that best.pt never got (at the final step, for
+        good: the run is over)."""
         names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
         try:
             check = self.lock and (lambda: self.lock.check(self.progress.step))
