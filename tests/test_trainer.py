@@ -739,6 +739,52 @@ def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_fo
     assert not list(Path("checkpoints").glob("*"))
 
 
+# Run in a process before `python -m charlm`: `charlm train` sends itself SIGTERM as it starts step 5, then
+# stalls in the scoring that stop makes, saying so in MARK: a docker stop's 10 s, or systemd's SIGKILL after
+# SIGTERM, running out while a big model scores its held-out text.
+TERMINATED_THEN_STALLED = """
+import os, pathlib, signal, time
+from charlm import train_state, trainer
+real_step, real_score, stopping = train_state.train_step, trainer.bits_per_char, []
+
+def step_then_terminated(state, share):
+    if state.progress.step == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+        stopping.append(True)
+    return real_step(state, share)
+
+def stalled_once_stopping(*args, **kwargs):
+    if stopping:
+        pathlib.Path({mark!r}).touch()
+        time.sleep(60)
+    return real_score(*args, **kwargs)
+
+train_state.train_step, trainer.bits_per_char = step_then_terminated, stalled_once_stopping
+"""
+
+
+@pytest.mark.slow  # a real process, signalled, stalled and killed
+def test_a_run_killed_while_its_stop_scores_keeps_the_stop_step_and_resumes_exactly(fox_file, tmp_path):
+    """A signal stop scored the held-out text before it wrote latest.pt: killed while scoring (docker's 10 s,
+    systemd's SIGKILL after SIGTERM), a big model's run lost every step since its last checkpoint. It writes
+    latest.pt first, best.pt and metrics.jsonl left to the scoring, and a resume from it is the whole run's."""
+    options = [*TRAIN_ARGS, "--eval-every", "4", "--max-steps", "12"]
+    hook = TERMINATED_THEN_STALLED.format(mark=str(tmp_path / "scoring"))
+    process = start_python(hook + forkserver.CHARLM, "train", str(fox_file), "--out", "cut", *options)
+    try:
+        wait_for(tmp_path / "scoring", timeout=60)
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    assert latest("cut").progress.step == 6  # stopped as step 6 ended; 4 before
+    assert checkpoint.read(tmp_path / "checkpoints/cut/best.pt").progress.step == 4
+    rows = [json.loads(line) for line in (tmp_path / "checkpoints/cut/metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "val_bpc" in row] == [4]
+    train_here("--resume", "cut")
+    train_here(str(fox_file), "--out", "whole", *options)
+    assert_same_weights(latest("whole"), latest("cut"))
+
+
 @pytest.mark.slow  # a real process, stalled and killed
 def test_a_run_killed_while_its_model_was_built_leaves_no_folder_a_run_would_be_taken_for(fox_file, tmp_path, tiny):
     """`charlm train` killed (SIGKILL) after it claimed checkpoints/fox-DATE, before run.json was in it,
