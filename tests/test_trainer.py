@@ -680,6 +680,21 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fo
     assert_same_weights(latest("whole"), latest("cut"))
 
 
+@pytest.mark.slow  # a real process training while another run is started in its folder
+def test_a_new_run_into_a_folder_training_now_says_it_trains_rather_than_to_resume_it(fox_file, tmp_path):
+    """A second `charlm train --out RUN` while RUN trained was told to continue it with --resume RUN: a
+    resume refused, the folder in use. It is told the run trains now, by which process, and to wait or stop it."""
+    process = start_training(str(fox_file), "--out", "busy", *TRAIN_ARGS, "--eval-every", "4", "--max-steps", "100000")
+    try:
+        wait_for(tmp_path / "checkpoints/busy/latest.pt")
+        result = cli("train", str(fox_file), "--out", "busy", *TRAIN_ARGS, "--max-steps", "1")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    said = f"checkpoints/busy already holds a run training now (process {process.pid}); wait for it or stop it, then "
+    one_line_error(result, said + "continue it with --resume checkpoints/busy, or pick another --out")
+
+
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_path):
     process = start_training(str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000")
