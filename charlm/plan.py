@@ -289,7 +289,7 @@ def free_out_folder(out: str) -> Path:
     (a folder of a run given `--out x/best.pt`): the run's first save would fail on it."""
     run_dir = runs.run_folder(out)
     if runs.holds_checkpoint(run_dir):
-        raise already_held(run_dir)
+        raise already_held(run_dir, training=runs.training_pid(run_dir))
     for name in (runs.BEST, runs.LATEST):
         if os.path.exists(in_the_way := run_dir / name):
             kind = "a folder" if os.path.isdir(in_the_way) else "not a file"
@@ -300,10 +300,14 @@ def free_out_folder(out: str) -> Path:
     return run_dir
 
 
-def already_held(run_dir: Path, since: str = "") -> CharLMError:
-    """A new run's folder that holds a run (taken `since`): go on with that run, or start elsewhere."""
+def already_held(run_dir: Path, since: str = "", training: int | None = None) -> CharLMError:
+    """A new run's folder that holds a run (taken `since`): go on with that run, or start elsewhere. A run
+    that process `training` trains now would refuse the resume as in use: wait for it or stop it first."""
+    now, wait = (
+        ("", "") if training is None else (f" training now (process {training})", "wait for it or stop it, then ")
+    )
     return CharLMError(
-        f"{one_line_path(run_dir)} already holds a run{since}; continue it with {said('resume', run_dir)}, "
+        f"{one_line_path(run_dir)} already holds a run{since}{now}; {wait}continue it with {said('resume', run_dir)}, "
         f"or pick another {said('out')}"
     )
 

@@ -79,13 +79,20 @@ def lost_note(run_dir: Path, saved: bool) -> str:
     return f"; {kept_note(run_dir, None)}"  # the ranks' last agreed step may be behind the one on disk
 
 
-def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int | None) -> str:
-    """Said as a signal stops the run: scoring and saving take seconds in silence (more on a busy machine),
-    and a second Ctrl-C meanwhile loses the steps since the last checkpoint."""
-    note = f"stopping at step {step}: scoring the held-out text and saving"
-    if signum not in (None, signal.SIGINT):
+def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int | None, scoring: bool = True) -> str:
+    """Said as a signal stops the run, once its step is saved (`Trainer.fit`): the scoring of the held-out text
+    (`scoring`) takes seconds in silence (more on a busy machine), and a second Ctrl-C meanwhile keeps the
+    saved step. A save that failed (--save-errors warn) is tried again after the scoring, and until then a
+    second Ctrl-C keeps the last checkpoint."""
+    shown_dir = one_line_path(run_dir)
+    if saved_step == step:
+        note, kept = f"stopping at step {step}: saved it ({shown_dir})", "it"
+        note += "; scoring the held-out text" if scoring else ""
+    else:
+        note = f"stopping at step {step}: scoring the held-out text and saving"
+        kept = "nothing" if saved_step is None else f"step {saved_step} ({shown_dir})"
+    if signum not in (None, signal.SIGINT) or not scoring:
         return note
-    kept = "nothing" if saved_step is None else f"step {saved_step} ({one_line_path(run_dir)})"
     return f"{note}; Ctrl-C again stops at once, keeping {kept}"
 
 

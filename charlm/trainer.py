@@ -124,9 +124,12 @@ class Trainer:
                 self.hooks_if_due()
                 self.report(loss, seconds)
             stopping = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
+            scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
+            if stopping and scoring and self.saved_step != progress.step:
+                self.save()  # before the scoring, which a big model's kill soon after a signal (docker's 10 s) cut short
             if stopping and self.ranks.leader:
-                self.say(run_notes.stopping_note(self.progress.step, stop.signum, self.run_dir, self.saved_step))
-            if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
+                self.say(run_notes.stopping_note(progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
+            if scoring:
                 self.evaluate_and_save(on_cadence=False)
         self.stopped_early = stopping
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None

@@ -40,6 +40,7 @@ from charlm import (
     threads,
     tokens,
     train_state,
+    trainer,
 )
 from charlm import cli as cli_module
 from charlm import plot as plot_module
@@ -1369,8 +1370,8 @@ def test_a_stop_says_at_once_that_the_run_scores_and_saves_before_it_ends(fox_fi
     assert result.exit_code == 128 + signum, result.output
     stopping = [line for line in result.stderr.splitlines() if line.startswith("stopping at step 26")]
     assert len(stopping) == 1, result.stderr
-    again = "; Ctrl-C again stops at once, keeping step 20 (checkpoints/run)" if signum == signal.SIGINT else ""
-    assert stopping[0] == f"stopping at step 26: scoring the held-out text and saving{again}"
+    again = "; Ctrl-C again stops at once, keeping it" if signum == signal.SIGINT else ""
+    assert stopping[0] == f"stopping at step 26: saved it (checkpoints/run); scoring the held-out text{again}"
     assert "stopped at step 26" in result.stdout
 
 
@@ -1387,6 +1388,25 @@ def test_a_second_ctrl_c_says_what_the_run_folder_holds(fox_file, monkeypatch, a
         )
     else:
         assert "checkpoints/run holds step 20: resume with charlm train --resume checkpoints/run" in result.output
+
+
+def test_a_second_ctrl_c_while_the_stop_scores_keeps_the_stop_step(fox_file, monkeypatch):
+    """The stop scored its held-out text before it saved: a second Ctrl-C meanwhile (the scoring takes a big
+    model tens of seconds) kept step 20, losing the steps since. latest.pt is written first, and kept."""
+    real_score, scored = trainer.bits_per_char, []
+
+    def second_ctrl_c_as_the_stop_scores(*args):
+        scored.append(args)
+        if len(scored) == 2:  # the stop's scoring; the first is step 20's evaluation
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_score(*args)
+
+    monkeypatch.setattr(trainer, "bits_per_char", second_ctrl_c_as_the_stop_scores)
+    signalled_at_step(monkeypatch, 25, signal.SIGINT)
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "20", "--max-steps", "1000")
+    assert result.exit_code == 130, result.output
+    assert result.stdout.splitlines()[-1].startswith("interrupted; checkpoints/run holds step 26: resume with")
+    assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 26
 
 
 @pytest.mark.parametrize("when", ["before training", "second Ctrl-C"])

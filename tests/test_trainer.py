@@ -680,6 +680,21 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fo
     assert_same_weights(latest("whole"), latest("cut"))
 
 
+@pytest.mark.slow  # a real process training while another run is started in its folder
+def test_a_new_run_into_a_folder_training_now_says_it_trains_rather_than_to_resume_it(fox_file, tmp_path):
+    """A second `charlm train --out RUN` while RUN trained was told to continue it with --resume RUN: a
+    resume refused, the folder in use. It is told the run trains now, by which process, and to wait or stop it."""
+    process = start_training(str(fox_file), "--out", "busy", *TRAIN_ARGS, "--eval-every", "4", "--max-steps", "100000")
+    try:
+        wait_for(tmp_path / "checkpoints/busy/latest.pt")
+        result = cli("train", str(fox_file), "--out", "busy", *TRAIN_ARGS, "--max-steps", "1")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    said = f"checkpoints/busy already holds a run training now (process {process.pid}); wait for it or stop it, then "
+    one_line_error(result, said + "continue it with --resume checkpoints/busy, or pick another --out")
+
+
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_path):
     process = start_training(str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000")
@@ -737,6 +752,52 @@ def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_fo
     said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
     assert status == 130 and out.splitlines()[-1] == said, (out, err)  # on stdout, as `stopped at step N`
     assert not list(Path("checkpoints").glob("*"))
+
+
+# Run in a process before `python -m charlm`: `charlm train` sends itself SIGTERM as it starts step 5, then
+# stalls in the scoring that stop makes, saying so in MARK: a docker stop's 10 s, or systemd's SIGKILL after
+# SIGTERM, running out while a big model scores its held-out text.
+TERMINATED_THEN_STALLED = """
+import os, pathlib, signal, time
+from charlm import train_state, trainer
+real_step, real_score, stopping = train_state.train_step, trainer.bits_per_char, []
+
+def step_then_terminated(state, share):
+    if state.progress.step == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+        stopping.append(True)
+    return real_step(state, share)
+
+def stalled_once_stopping(*args, **kwargs):
+    if stopping:
+        pathlib.Path({mark!r}).touch()
+        time.sleep(60)
+    return real_score(*args, **kwargs)
+
+train_state.train_step, trainer.bits_per_char = step_then_terminated, stalled_once_stopping
+"""
+
+
+@pytest.mark.slow  # a real process, signalled, stalled and killed
+def test_a_run_killed_while_its_stop_scores_keeps_the_stop_step_and_resumes_exactly(fox_file, tmp_path):
+    """A signal stop scored the held-out text before it wrote latest.pt: killed while scoring (docker's 10 s,
+    systemd's SIGKILL after SIGTERM), a big model's run lost every step since its last checkpoint. It writes
+    latest.pt first, best.pt and metrics.jsonl left to the scoring, and a resume from it is the whole run's."""
+    options = [*TRAIN_ARGS, "--eval-every", "4", "--max-steps", "12"]
+    hook = TERMINATED_THEN_STALLED.format(mark=str(tmp_path / "scoring"))
+    process = start_python(hook + forkserver.CHARLM, "train", str(fox_file), "--out", "cut", *options)
+    try:
+        wait_for(tmp_path / "scoring", timeout=60)
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    assert latest("cut").progress.step == 6  # stopped as step 6 ended; 4 before
+    assert checkpoint.read(tmp_path / "checkpoints/cut/best.pt").progress.step == 4
+    rows = [json.loads(line) for line in (tmp_path / "checkpoints/cut/metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "val_bpc" in row] == [4]
+    train_here("--resume", "cut")
+    train_here(str(fox_file), "--out", "whole", *options)
+    assert_same_weights(latest("whole"), latest("cut"))
 
 
 @pytest.mark.slow  # a real process, stalled and killed
