@@ -37,9 +37,11 @@ def failed_save_note(save_error: str) -> str:
     return f"not saved: the last checkpoint could not be written ({save_error})"
 
 
-def not_saved_warning(error: str) -> str:
-    """Said as a checkpoint could not be written (`error`) and --save-errors warn lets the run go on."""
-    return f"warning: {error}; training goes on ({said('save_errors', 'warn')})"
+def not_saved_warning(error: str, stopping: bool = False) -> str:
+    """Said as a checkpoint could not be written (`error`) and --save-errors warn lets the run go on, or
+    end where a signal stops it (`stopping`): its stop line then says what the folder holds."""
+    goes_on = "the run stops without this step's checkpoint" if stopping else "training goes on"
+    return f"warning: {error}; {goes_on} ({said('save_errors', 'warn')})"
 
 
 def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | None) -> str:
@@ -83,11 +85,14 @@ def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int 
     """Said as a signal stops the run, once its step is saved (`Trainer.fit`): the scoring of the held-out text
     (`scoring`) takes seconds in silence (more on a busy machine), and a second Ctrl-C meanwhile keeps the
     saved step. A save that failed (--save-errors warn) is tried again after the scoring, and until then a
-    second Ctrl-C keeps the last checkpoint."""
+    second Ctrl-C keeps the last checkpoint; with nothing to score (a stop on an evaluation step), it is not
+    saved, as its warning said."""
     shown_dir = one_line_path(run_dir)
     if saved_step == step:
         note, kept = f"stopping at step {step}: saved it ({shown_dir})", "it"
         note += "; scoring the held-out text" if scoring else ""
+    elif not scoring:  # a stop on an evaluation step whose save failed (--save-errors warn): nothing more to do
+        return f"stopping at step {step}: not saved"
     else:
         note = f"stopping at step {step}: scoring the held-out text and saving"
         kept = "nothing" if saved_step is None else f"step {saved_step} ({shown_dir})"

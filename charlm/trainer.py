@@ -120,18 +120,19 @@ class Trainer:
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 loss, seconds = self.timed_step(share)
-                stopping = self.keep_time(time.perf_counter() - started, stop)
+                stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop)
                 self.hooks_if_due()
                 self.report(loss, seconds)
-            stopping = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
+            stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
             if stopping and scoring and self.saved_step != progress.step:
-                self.save()  # before the scoring, which a big model's kill soon after a signal (docker's 10 s) cut short
+                # before the scoring, which a big model's kill soon after a signal (docker's 10 s) cut short; a
+                # failure is tried again after it, which says it
+                self.save(warn=False)
             if stopping and self.ranks.leader:
                 self.say(run_notes.stopping_note(progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
             if scoring:
                 self.evaluate_and_save(on_cadence=False)
-        self.stopped_early = stopping
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
 
@@ -240,14 +241,16 @@ class Trainer:
         return bool(signum)
 
     def hooks_if_due(self) -> None:
-        """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every, else every
-        NAN_CHECK_EVERY steps a look for divergence. The two hooks make that look themselves before
+        """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every (not at a stop,
+        whose own save follows), else every NAN_CHECK_EVERY steps a look for divergence. The two hooks make that look themselves before
         scoring or writing anything (a diverged model is neither scored nor saved); the look waits for
         the device, so the steps between hooks make it only now and then."""
         step = self.progress.step
         every_steps, every_seconds = self.checkpoint_interval
         if step % self.config.eval_every == 0:
             self.evaluate_and_save()
+        elif self.stopped_early:
+            return  # the stop saves this step itself, before it scores it (`fit`)
         elif (every_steps and step % every_steps == 0) or (
             every_seconds and self.clock - self.saved_at >= every_seconds
         ):
@@ -382,9 +385,10 @@ class Trainer:
             base=self.base,
         )
 
-    def save(self, improved: bool = False) -> bool:
-        """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns. Returns
-        whether best.pt holds this step (`improved`, and written, whatever else failed). The other ranks
+    def save(self, improved: bool = False, warn: bool = True) -> bool:
+        """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns (unless not
+        `warn`: a stop's save tried again soon). Returns whether best.pt holds this step (`improved`, and
+        written, whatever else failed). The other ranks
         wait for rank 0's write while its heartbeat goes on (`leader_first`): a huge model's write to a
         slow disk, longer than --peer-timeout, had them name rank 0 stuck in the collective after it."""
         self.check_diverged()
@@ -406,8 +410,8 @@ class Trainer:
         if failed:
             error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":
-                if self.ranks.leader:
-                    self.say_always(run_notes.not_saved_warning(error))
+                if self.ranks.leader and warn:
+                    self.say_always(run_notes.not_saved_warning(error, self.stopped_early))
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return best_written
             raise CharLMError(run_notes.not_saved_message(error, self.progress.step, self.run_dir, self.saved_step))

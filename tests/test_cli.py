@@ -1320,6 +1320,11 @@ def signalled_at_step(monkeypatch, step: int, *signums: int) -> None:
     monkeypatch.setattr(train_state, "train_step", step_then_signals)
 
 
+def no_room(contents: dict, before_rename=None) -> None:
+    """A full disk, to `files.replace_files`: no checkpoint file is written."""
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_run_stopped_by_a_signal_saves_and_exits_with_the_shells_status(fox_file, monkeypatch, signum):
     """A script must tell an interrupted run from a finished one: 130 for Ctrl-C, 143 for SIGTERM."""
@@ -1335,10 +1340,6 @@ def test_the_stop_line_says_what_the_run_folder_holds_and_how_to_go_on(fox_file,
     """The stop line said `Resume with: charlm train --resume RUN` of a run whose every save had failed
     (--save-errors warn), a resume that is refused: a folder without a checkpoint is trained again. It words
     what the folder holds as the second Ctrl-C's line and charlm.train's do."""
-
-    def no_room(contents: dict, before_rename=None) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     options = ["--max-steps", "1000", "--save-errors", "warn"]
     with monkeypatch.context() as disk:
         if not saved:
@@ -1357,6 +1358,33 @@ def test_the_stop_line_says_what_the_run_folder_holds_and_how_to_go_on(fox_file,
         assert ended.endswith("; nothing was saved: train again (--out checkpoints/run is still free)"), ended
         again = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "3")  # as it says, with room
         assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("at_step", [19, 25])  # the stop lands on step 20's evaluation; between evaluations
+def test_a_stops_failed_save_is_said_once_and_as_a_stop(fox_file, monkeypatch, at_step):
+    """Under --save-errors warn a full disk's stop warned `training goes on` of a run that stopped, twice
+    (the save before the scoring, then after it), and a stop on an evaluation step whose save failed said
+    `scoring the held-out text and saving` though nothing more was scored or saved."""
+    monkeypatch.setattr("charlm.files.replace_files", no_room)
+    signalled_at_step(monkeypatch, at_step, signal.SIGINT)
+    said = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    options = ["--eval-every", "20", "--max-steps", "1000", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *said, *options)
+    assert result.exit_code == 130, result.output
+    step = at_step + 1
+    lines = result.stderr.splitlines()  # a line said below the progress bar starts where the bar ends
+    warned = [line[line.index("warning: ") :] for line in lines if "could not write checkpoint" in line]
+    stop_warnings = [line for line in warned if "training goes on" not in line]  # step 20's goes on, if before
+    assert stop_warnings == warned[-1:], result.stderr
+    assert warned[-1].endswith("; the run stops without this step's checkpoint (--save-errors warn)"), warned
+    assert warned[-1].startswith("warning: checkpoints/run/best.pt: could not write checkpoint (No space left")
+    stopping = [line[line.index("stopping at step") :] for line in lines if "stopping at step" in line]
+    if step == 20:
+        assert stopping == ["stopping at step 20: not saved"], result.stderr
+    else:
+        again = "Ctrl-C again stops at once, keeping nothing"
+        assert stopping == [f"stopping at step {step}: scoring the held-out text and saving; {again}"]
+    assert result.stdout.splitlines()[-1].startswith(f"stopped at step {step}; not saved: the last checkpoint")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

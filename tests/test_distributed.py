@@ -279,9 +279,10 @@ def test_a_rank_started_by_hand_without_what_it_needs_names_itself_in_one_line(
 
 
 def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_file):
-    """torchrun passes Ctrl-C / SIGTERM on to every rank: rank 0 saves once and says how to resume, and
-    every rank exits with the signal's status, none before the others (rank 0 used to exit at once and
-    rank 1 died with a traceback at its last barrier: 'Connection closed by peer')."""
+    """torchrun passes Ctrl-C / SIGTERM on to every rank: rank 0 saves the step they stop at (before it
+    scores it, and again after) and says how to resume, and every rank exits with the signal's status, none
+    before the others (rank 0 used to exit at once and rank 1 died with a traceback at its last barrier:
+    'Connection closed by peer')."""
     with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=100_000)) as processes:
         wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
         for process in processes:
