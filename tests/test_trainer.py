@@ -900,10 +900,10 @@ def test_a_first_checkpoint_not_written_at_all_says_to_train_again_in_the_folder
     way on, where a run stopped then says that nothing was saved and its folder takes the run again."""
     real = files.replace_files
 
-    def no_room(contents: dict) -> None:
+    def no_room(contents: dict, before_rename=None) -> None:
         if any(path.name in (runs.BEST, runs.LATEST) for path in contents):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(contents)
+        real(contents, before_rename)
 
     monkeypatch.setattr(files, "replace_files", no_room)
     with pytest.raises(CharLMError) as error:
@@ -1184,10 +1184,10 @@ def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_bet
     monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
     real_save = trainer.save
 
-    def failing_at_40(saved, paths):
+    def failing_at_40(saved, paths, before_rename=None):
         if saved.progress.step == 40:
             raise checkpoint.NotSaved("disk error", [])
-        return real_save(saved, paths)
+        return real_save(saved, paths, before_rename)
 
     monkeypatch.setattr(trainer, "save", failing_at_40)
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 80, "eval_every": 20, "save_errors": "warn"})
