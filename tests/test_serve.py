@@ -3963,7 +3963,10 @@ def test_page_refuses_a_ban_over_the_servers_limit_before_sending_it(browser):
         browser.find_element("id", "generate").click()
         wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         error = browser.find_element("id", "seed-error").text
-        assert error == "ban bans 65,537 characters; this server takes at most 65,536 characters (its logit_bias limit): ban fewer"
+        assert (
+            error
+            == "ban bans 65,537 characters; this server takes at most 65,536 characters (its logit_bias limit): ban fewer"
+        )
         assert "see the ban" in browser.find_element("id", "status").text
         assert not [key for key in app.state.server.metrics.requests if key[0] == "/v1/completions"]
 
