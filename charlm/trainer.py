@@ -242,9 +242,9 @@ class Trainer:
 
     def hooks_if_due(self) -> None:
         """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every (not at a stop,
-        whose own save follows), else every NAN_CHECK_EVERY steps a look for divergence. The two hooks make that look themselves before
-        scoring or writing anything (a diverged model is neither scored nor saved); the look waits for
-        the device, so the steps between hooks make it only now and then."""
+        whose own save follows), else every NAN_CHECK_EVERY steps a look for divergence. The two hooks make
+        that look themselves before scoring or writing anything (a diverged model is neither scored nor
+        saved); the look waits for the device, so the steps between hooks make it only now and then."""
         step = self.progress.step
         every_steps, every_seconds = self.checkpoint_interval
         if step % self.config.eval_every == 0:

@@ -1439,8 +1439,8 @@ def test_a_second_ctrl_c_while_the_stop_scores_keeps_the_stop_step(fox_file, mon
 
 @pytest.mark.parametrize("when", ["before training", "second Ctrl-C"])
 def test_every_line_a_stopped_run_ends_with_is_on_stdout_as_the_done_line_is(fox_file, monkeypatch, when):
-    """`stopped at step N; RUN holds step N: resume with ...` went to stdout, where a script reads the run's outcome (docs/scaling.md),
-    but a second Ctrl-C's `interrupted; RUN holds step N: resume with ...`, and the line of one before training
+    """`stopped at step N; RUN holds step N: resume with ...` went to stdout, where a script reads the run's
+    outcome (docs/scaling.md), but a second Ctrl-C's `interrupted; RUN holds step N: resume with ...`, and the line of one before training
     started, went to stderr: a script that read stdout got no resume command. The lines under the bar
     (`stopping at step N: scoring ...`) are the bar's, on stderr."""
 
