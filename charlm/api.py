@@ -322,7 +322,7 @@ def train(
     records the path and encoding. An option or argument given as None is left unset, as if not given,
     unless None is one of its values (max_time=None: no time limit). `init_from=RUN` fine-tunes: a new run
     from RUN's weights (a run, .pt file or exported model folder), in its architecture, with the new text's
-    characters added, lr=1e-3 and its dropout unless given (the README's "Fine-tune on a small text").
+    characters added, lr=0.001 and its dropout unless given (the README's "Fine-tune on a small text").
     Unless quiet, it starts and ends as `charlm train` does, on stderr: a line naming the model,
     its text and the run's folder (fine-tuning: the base and the characters the text adds to it), and a
     done: line naming the folder and the charlm.load call that reads it.

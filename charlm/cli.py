@@ -25,6 +25,7 @@ from .commands.train import train
 from .commands.usage import OneLineUsageError, said_in_one_line
 from .config import CORPUS_OPTIONS, Config
 from .errors import CharLMError, SaidElsewhere, one_line, one_line_path
+from .export_names import HTML_WEIGHTS
 from .fields import SHOWN, call, on_command_line, said
 from .inspection import MAX_CHARS
 from .serve.config import ServeConfig
@@ -333,7 +334,7 @@ def info(target: str | None) -> None:
 @click.option(
     "--weights",
     shell_complete=completion.export_weights,
-    help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]",
+    help=f"html: the weights' stored precision, fp32, fp16 or int8  [default: {HTML_WEIGHTS}]",
 )
 def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:
     """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,

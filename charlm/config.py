@@ -123,7 +123,7 @@ class Config:
     )
     # model size
     hidden: int | None = option(
-        None, "hidden units per layer (also the embedding size); unset: fitted to --max-time and --max-steps, else 256"
+        None, "hidden units per layer (also the embedding size); unset: fitted to --max-time and --max-steps"
     )
     layers: int = option(2, "stacked recurrent layers")
     cell: str = option("lstm", "recurrent cell", choices=CELLS)

@@ -24,9 +24,10 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, api, batches, run_lock, run_notes, runs, scoring, threads, tracing, train_state
+from charlm import CharLM, api, batches, finetune, run_lock, run_notes, runs, scoring, threads, tracing, train_state
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
+from charlm.device_names import DEVICE_FORMS, STEP_DEVICE
 from charlm.errors import CharLMError
 from charlm.export import export
 from charlm.fields import python_help, said
@@ -1113,6 +1114,19 @@ def test_help_lists_every_option_with_its_default(function, config_class):
     for f in dataclasses.fields(config_class):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         assert f"{f.name}={default!r}: " in shown, f.name
+
+
+@pytest.mark.parametrize(
+    "function, stated",
+    [
+        (charlm.train, f"lr={finetune.DEFAULTS['lr']} and its dropout unless given"),
+        (charlm.load, f"`device`: {DEVICE_FORMS} (None: the default, {STEP_DEVICE})"),
+    ],
+)
+def test_a_default_a_docstring_states_is_the_one_the_code_takes(function, stated):
+    """help(charlm.train) gave a fine-tune's learning rate as lr=1e-3, written apart from finetune.DEFAULTS,
+    which holds it: a default changed there would leave the help stating the old one."""
+    assert stated in " ".join(function.__doc__.split())
 
 
 def test_help_shows_a_default_made_by_a_factory():

@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from charlm import Config, SampleConfig, catalog
+from charlm import Config, SampleConfig, catalog, model, pieces, plan, runtext, sizing
 from charlm.commands.options import WholeRunSteps
 from charlm.commands.train import train as train_command
 from charlm.config import parse_duration, refuse_added_limits
@@ -32,6 +32,28 @@ def test_cli_and_api_share_one_set_of_defaults():
         else:
             shown = "off" if field.default is False else field.default
             assert f"[default: {shown}]" in options[field.name].help
+
+
+# The rule behind each figure a Config field's help states, where that rule is another module's: the help
+# cannot import plan.py or sizing.py (they import config.py), so this keeps the two from drifting apart.
+HELP_FIGURES = {
+    "hidden": (),  # fitted by sizing.py to the run's limits: no fixed size to state
+    "dropout": tuple(figure for rule in plan.DROPOUT_RULE for figure in rule),
+    "eval_every": (plan.EVAL_EVERY_RANGE[1],),
+    "batch_size": (sizing.DEFAULT_BATCH_SIZE,),
+    "vocab_size": (pieces.EXTRA_MERGED_PIECES,),
+    "eval_also": (runtext.EVAL_ALSO_TOKENS,),
+    "head": (model.HEAD_DIVISION ** len(model.HEAD_COVERAGE),),  # the rarest cluster's narrowing
+}
+
+
+@pytest.mark.parametrize("name, figures", HELP_FIGURES.items())
+def test_the_figures_a_help_states_are_its_rules(name, figures):
+    """--hidden's help said "unset: fitted to --max-time and --max-steps, else 256" long after every run had to
+    have a limit, so that no run fell back to 256: a figure copied into a help text outlives its rule."""
+    help_text = next(f.metadata["help"] for f in dataclasses.fields(Config) if f.name == name)
+    stated = {float(figure.replace(",", "")) for figure in re.findall(r"\d[\d,]*(?:\.\d+)?", help_text)}
+    assert stated == set(map(float, figures))
 
 
 @pytest.mark.parametrize(

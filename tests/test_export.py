@@ -23,8 +23,9 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, export, hub, runtext, sampler
+from charlm import checkpoint, export, export_names, hub, runtext, sampler
 from charlm.checkpoint import Checkpoint, Progress
+from charlm.cli import export_command
 from charlm.config import Config
 from charlm.export import FORMATS
 from charlm.model import CharLM, ModelConfig
@@ -1088,6 +1089,19 @@ def test_export_without_a_format_names_the_formats():
     """`charlm export RUN` without --format said only "Missing option '--format'": which ones exist was
     in --help alone."""
     assert_one_line_error(cli("export", "run"), "--format", *FORMATS)
+
+
+def test_the_export_help_states_the_formats_precisions_and_default_the_export_takes(tmp_path):
+    """`charlm export --help` wrote out html, onnx, safetensors, fp32, fp16, int8 and the page's default fp16,
+    each also held by export_names.py or the export package: a format or default changed there would leave
+    the help stating the old one. The help now reads them from export_names.py, which needs no torch."""
+    helps = {param.name: param.help for param in export_command.params}
+    assert all(name in helps["format_"] for name in FORMATS)
+    assert all(name in helps["weights"] for name in export_names.WEIGHTS)
+    assert f"[default: {export_names.HTML_WEIGHTS}]" in helps["weights"]
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", "html", "--output", str(tmp_path / "model.html")).exit_code == 0
+    assert f"({export_names.HTML_WEIGHTS})" in export.listed(run)[0]
 
 
 def test_info_does_not_wait_on_an_exports_log_that_is_a_named_pipe(tmp_path):

@@ -13,8 +13,10 @@ import torch
 
 import charlm
 from charlm import api, checkpoint, files, finetune, hub, plan, runs, runtext, sizing, tables, tokens
+from charlm.commands.train import train as train_command
 from charlm.config import Config
 from charlm.errors import CharLMError
+from charlm.fields import option_name
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
 from charlm.pieces import PieceVocab
 from charlm.runs import read_metrics
@@ -156,6 +158,13 @@ def test_growing_refuses_a_vocabulary_that_does_not_extend_the_model():
 
 
 # -- a fine-tuning run -------------------------------------------------------------------------
+
+
+def test_the_init_from_help_names_the_options_a_fine_tune_defaults_otherwise():
+    """`charlm train --help` showed `--lr ... [default: 0.005]` and --init-from's help said nothing of a
+    fine-tune's own default (finetune.DEFAULTS): a fine-tuner read 0.005 and trained at 0.001."""
+    init_from = next(param.help for param in train_command.params if param.name == "init_from")
+    assert all(f"--{option_name(name)} " in init_from for name in finetune.DEFAULTS)
 
 
 def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):

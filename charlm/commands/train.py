@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     "--init-from",
     metavar="RUN",
     shell_complete=run_names,
-    help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added)"
-    "  [default: none: new weights]",
+    help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added), at a "
+    "gentler --lr than a new run's unless given (said as it starts)  [default: none: new weights]",
 )
 @options_of(Config, types={"max_steps": WholeRunSteps()})
 @click.option(  # listed last: only torchrun runs need it

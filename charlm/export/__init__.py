@@ -20,14 +20,12 @@ from pathlib import Path
 
 from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
-from ..export_names import FORMATS, WEIGHTS
+from ..export_names import FORMATS, HTML_WEIGHTS, WEIGHTS
 from ..fields import said
 from ..halfwidth import as_choice
 from ..reporting import append_line
 from .html import is_page
 
-# The page's default: half of fp32's size, log-probabilities within a few thousandths of a nat (docs/export.md).
-HTML_WEIGHTS = "fp16"
 DEFAULT_OUTPUT = {"html": "model.html", "onnx": "model.onnx", "safetensors": "model"}
 
 
