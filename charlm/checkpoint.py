@@ -584,7 +584,7 @@ def save(checkpoint: Checkpoint, paths: list[Path], before_rename: Callable[[], 
     try:  # what every reader refuses (NaN weights: a model built or trained in Python) is not written
         checkpoint.check()
     except CharLMError as e:
-        raise CharLMError(f"{paths[0]}: not written: {e}; no command could read it back") from None
+        raise CharLMError(f"{one_line_path(paths[0])}: not written: {e}; no command could read it back") from None
     data = serialize(checkpoint.to_payload())
     notes, saved, written = [], [], None
     for path in paths:

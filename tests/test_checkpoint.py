@@ -528,6 +528,17 @@ def test_the_writer_refuses_what_every_reader_refuses_and_writes_nothing(trained
     assert not target.exists() and not Path("latest.pt").exists()
 
 
+def test_the_writers_refusal_names_a_folder_ending_in_a_space_as_every_checkpoint_error_does(trained, tmp_path):
+    """The writer's refusal named its path raw, where every other checkpoint error shows it as
+    `errors.one_line_path` does: a run folder renamed to `run ` read as `run`, another folder."""
+    saved = checkpoint.read(trained)
+    first = next(iter(saved.weights))
+    saved.weights = {**saved.weights, first: torch.full_like(saved.weights[first], 1e30)}  # past MAX_WEIGHT
+    with pytest.raises(CharLMError) as error:
+        checkpoint.save(saved, [tmp_path / "run " / "best.pt"])
+    assert str(error.value).startswith(f"{tmp_path}/'run '/best.pt: not written: ")
+
+
 def test_an_experiments_checkpoint_is_refused_naming_the_file_in_every_command(trained, fox_file):
     """A checkpoint of an experiment's own model (weights charlm's lacks: api.ModelBuilder) skips the
     training-state check, its code's to make; a bad rank_rngs in it never reached `charlm info`'s count
