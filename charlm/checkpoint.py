@@ -303,7 +303,13 @@ def read(path: Path, charlm_model: bool = False) -> Checkpoint:
     checkpoint is refused by, naming the file, as `model_on` refuses it."""
     if hub.names_weights(path):
         return read_model_folder(hub.folder_of(path))[0]
-    saved = Checkpoint.from_payload(unpack(read_bytes(path), path), path)
+    return of_charlm_model(Checkpoint.from_payload(unpack(read_bytes(path), path), path), path, charlm_model)
+
+
+def of_charlm_model(saved: Checkpoint, path: Path, charlm_model: bool) -> Checkpoint:
+    """`saved`, read from `path`, refused (`check_charlm_weights`, naming the file) where its reader builds
+    charlm's model of it (`charlm_model`) and it is an experiment's. A model folder needs no such check:
+    its reader refuses weights its config.json's model has not."""
     if charlm_model:
         try:
             saved.check_charlm_weights()
@@ -374,14 +380,15 @@ def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = No
     return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"], source)
 
 
-def read_with_digest(path: Path) -> tuple[Checkpoint, str, dict[str, str] | None]:
-    """A checkpoint, the sha256 of the very bytes it was parsed from (the base record of a fine-tuning
+def read_with_digest(path: Path, charlm_model: bool = False) -> tuple[Checkpoint, str, dict[str, str] | None]:
+    """`read`, with the sha256 of the very bytes it was parsed from (the base record of a fine-tuning
     run: a base still training may replace the file at any moment) and, for a model folder's weights,
     the run it was exported from (`hub.source_in`; None for a .pt file or an export older than the record)."""
     if hub.names_weights(path):  # the digest of the file read, not of one a re-export put there since
         return read_model_folder(hub.folder_of(path))
     data = read_bytes(path)
-    return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest(), None
+    saved = of_charlm_model(Checkpoint.from_payload(unpack(data, path), path), path, charlm_model)
+    return saved, hashlib.sha256(data).hexdigest(), None
 
 
 class PartDamage(CharLMError):

@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, checkpoint_file, device, files, runs, threads
+from charlm import checkpoint, checkpoint_file, device, files, finetune, runs, threads
 from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
@@ -562,6 +562,21 @@ def test_an_experiments_checkpoint_is_refused_naming_the_file_in_every_command(t
     for command in commands:
         assert_one_line_error(cli(*command), f"{path}: this checkpoint holds weights charlm's model has not")
     assert not any(Path(name).exists() for name in ("page.html", "folder", "checkpoints"))
+
+
+def test_a_fine_tunes_refusal_of_an_experiments_checkpoint_names_its_file_as_every_command_does(trained, tmp_path):
+    """--init-from refused an experiment's checkpoint naming its file raw (through a payload part's
+    error), where every other command shows it by `errors.one_line_path`: `base ` read as `base`."""
+    base = tmp_path / "base "
+    base.mkdir()
+    shutil.copy(
+        rewritten(trained, lambda payload: payload["model"]["weights"].update(extra=torch.zeros(2))), base / runs.BEST
+    )
+    with pytest.raises(CharLMError) as error:
+        finetune.read_base(base)
+    assert f"{tmp_path}/'base '/best.pt: this checkpoint holds weights charlm's model has not (extra)" in str(
+        error.value
+    )
 
 
 def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
