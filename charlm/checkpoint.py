@@ -519,18 +519,24 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
     check_generator_states(training)
     with part("optimizer"):
         check_optimizer(training.optimizer, param_groups(model, Config()))
-    layers, hidden = model.config.layers, model.config.hidden
-    shape = [layers, batch_size or 0, hidden]
-    states = training.hidden if isinstance(training.hidden, tuple) else (training.hidden,)
-    for state in states if training.hidden is not None else ():
+    if training.hidden is not None:
+        check_hidden(training.hidden, model.config, batch_size)
+
+
+def check_hidden(hidden: object, config: ModelConfig, batch_size: int | None) -> None:
+    """Every stream's saved state is the state of `config`'s cell (an LSTM's two tensors, a GRU's or RNN's one),
+    each of the one-process layout's shape (layers, batch_size, hidden) and finite: the resumed run's
+    first window starts from it."""
+    shape = [config.layers, batch_size or 0, config.hidden]
+    states = hidden if isinstance(hidden, tuple) else (hidden,)
+    for state in states:
         if isinstance(state, torch.Tensor) and (problem := tensor_problem("hidden", state)):
             raise CharLMError(problem)
-    if training.hidden is not None and (
-        len(states) != (2 if model.config.cell == "lstm" else 1)
-        or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
+    if len(states) != (2 if config.cell == "lstm" else 1) or any(
+        not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states
     ):
-        raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
-    if training.hidden is not None and any(map(holds_nonfinite, states)):
+        raise CharLMError(f"hidden is not the {config.cell} state of shape {shape}")
+    if any(map(holds_nonfinite, states)):
         raise CharLMError("hidden holds NaN or infinite values")
 
 
