@@ -180,17 +180,13 @@ def whats_left(run: Path) -> str:
 def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) -> tuple[int, dict]:
     """The format version and payload of a checkpoint file's bytes, verified (header, length, checksum,
     no code); `path` names the file in errors, which end in `advice(path)`: what to do instead."""
-
-    def cut_in_header() -> CharLMError:  # empty, or cut within its first two lines: truncated, not damaged
-        return CharLMError(
-            f"{one_line_path(path)}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}"
-        )
-
     try:
         version, size, digest, end = parsed_header(data)
     except HeaderProblem as problem:
-        if str(problem) == TRUNCATED:
-            raise cut_in_header() from None
+        if str(problem) == TRUNCATED:  # empty, or cut within its first two lines: truncated, not damaged
+            raise CharLMError(
+                f"{one_line_path(path)}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}"
+            ) from None
         if str(problem) == NOT_A_CHECKPOINT:  # often an html or onnx export, which charlm does not read back
             raise CharLMError(
                 f"{one_line_path(path)}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors "
