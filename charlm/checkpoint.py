@@ -16,6 +16,8 @@ The names say what each function starts from:
     save(checkpoint, paths)    a Checkpoint -> its files (checkpoint_file: `serialize`, `write_atomic`)
     read(path)                 a file -> its Checkpoint (`read_bytes` -> `unpack` -> `Checkpoint.from_payload`)
     load(target)               whatever names a run (folder, name, file) -> its model, ready to sample
+    write_model_folder(...)    a Checkpoint, less its training part -> a model folder (hub.py owns its files)
+    read_model_folder(folder)  a model folder -> its Checkpoint, what is wrong named with the file holding it
 """
 
 from __future__ import annotations
@@ -420,8 +422,9 @@ def _reason(error: Exception) -> str:
 
 
 def check_fields(record: dict, types: dict) -> None:
-    """Each of `record`'s fields holds a value of its type in `types`: a type, or a union of them with
-    None (a dataclass's hints). An int serves as a float; a float must be finite; a bool is neither."""
+    """`record` has every field of `types` (those it lacks named at once: `missing_keys`), each holding a
+    value of its type there: a type, or a union of them with None (a dataclass's hints). An int serves as
+    a float; a float must be finite, an int within 64 bits (what torch and float() take); a bool is neither."""
     if missing := missing_keys(record, types):
         raise CharLMError(missing)
     for name, kind in types.items():
