@@ -8,6 +8,9 @@ catches truncated and bit-flipped files before torch parses a byte of them.
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the old
 file: a crash at any moment leaves either the old or the new checkpoint, never half of one.
 
+A file refused ends its error in what to do instead (`remedy`): the run's other checkpoint where it
+reads back, else what is left of the run, so that a user is never sent from one damaged file to another.
+
 What the payload holds, the `Checkpoint` it becomes and how an older format is upgraded are
 checkpoint.py's: this module writes format VERSION and reads back any of READS, as it finds them.
 """
