@@ -104,7 +104,7 @@ def aside_note(path: Path, step: int) -> str:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes; only its first line when that is not ours (a big file of another kind stays unread)."""
+    """The file's bytes; only its first len(MAGIC) when they are not MAGIC (a big file of another kind stays unread)."""
     path = Path(path)
     if not path.is_file():
         raise CharLMError(f"{one_line_path(path)}: no such checkpoint file")
