@@ -202,18 +202,18 @@ class Checkpoint:
 
     def to_payload(self) -> dict:
         """The dict of plain values and tensors the file holds (format 3's three parts), as `from_payload` reads it."""
-        training = None if self.training is None else _fields(self.training)
+        training = None if self.training is None else _field_values(self.training)
         return {
             "model": {"config": self.model_config.to_dict(), "vocab": self.vocab.to_dict(), "weights": self.weights},
             "run": {
                 "config": self.config.to_dict(),
                 "corpus": self.corpus,
-                "progress": _fields(self.progress),
+                "progress": _field_values(self.progress),
                 "device": self.device,
                 "precision": self.precision,
                 "core_precision": self.core_precision,
                 "cores": self.cores,
-                "base": None if self.base is None else _fields(self.base),
+                "base": None if self.base is None else _field_values(self.base),
             },
             "training": training,
         }
@@ -456,7 +456,7 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
     """`check_fields` for one of this module's dataclasses (all its fields, or `names`), against its own
     annotations: what a field may hold is said once, where the field is declared."""
     hints = typing.get_type_hints(type(record))
-    check_fields(_fields(record), {name: hints[name] for name in names or hints})
+    check_fields(_field_values(record), {name: hints[name] for name in names or hints})
 
 
 def check_weights(weights: dict, expected: dict) -> None:
@@ -637,7 +637,7 @@ def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
     return model.to(device).eval()
 
 
-def _fields(record) -> dict:
+def _field_values(record: object) -> dict:
     """A dataclass's fields as a dict, values as they are (`dataclasses.asdict` would deep-copy every tensor)."""
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
