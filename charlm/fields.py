@@ -478,7 +478,9 @@ def store_as_read(config: object) -> None:
 def from_options(
     config_class: type[T], options: dict, what: str = "option", instead: dict[str, str] | None = None
 ) -> T:
-    """Build a config dataclass from keyword options, naming any unknown ones (see `check_names`)."""
+    """A config dataclass of keyword options, an unknown one refused (`check_names`) as what its caller
+    gave (`what`: "unknown sampling option", where a `keywords_named` constructor says "charlm.SampleConfig
+    field"), with what it was likely meant to be or, from `instead`, what does its job."""
     check_names(config_class, options, what, instead=instead)
     return config_class(**options)
 
