@@ -16,6 +16,8 @@ The names say what each function starts from:
     save(checkpoint, paths)    a Checkpoint -> its files (checkpoint_file: `serialize`, `write_atomic`)
     read(path)                 a file -> its Checkpoint (`read_bytes` -> `unpack` -> `Checkpoint.from_payload`)
     load(target)               whatever names a run (folder, name, file) -> its model, ready to sample
+    write_model_folder(...)    a Checkpoint, less its training part -> a model folder (hub.py owns its files)
+    read_model_folder(folder)  a model folder -> its Checkpoint, what is wrong named with the file holding it
 """
 
 from __future__ import annotations
@@ -200,18 +202,18 @@ class Checkpoint:
 
     def to_payload(self) -> dict:
         """The dict of plain values and tensors the file holds (format 3's three parts), as `from_payload` reads it."""
-        training = None if self.training is None else _fields(self.training)
+        training = None if self.training is None else _field_values(self.training)
         return {
             "model": {"config": self.model_config.to_dict(), "vocab": self.vocab.to_dict(), "weights": self.weights},
             "run": {
                 "config": self.config.to_dict(),
                 "corpus": self.corpus,
-                "progress": _fields(self.progress),
+                "progress": _field_values(self.progress),
                 "device": self.device,
                 "precision": self.precision,
                 "core_precision": self.core_precision,
                 "cores": self.cores,
-                "base": None if self.base is None else _fields(self.base),
+                "base": None if self.base is None else _field_values(self.base),
             },
             "training": training,
         }
@@ -303,7 +305,13 @@ def read(path: Path, charlm_model: bool = False) -> Checkpoint:
     checkpoint is refused by, naming the file, as `model_on` refuses it."""
     if hub.names_weights(path):
         return read_model_folder(hub.folder_of(path))[0]
-    saved = Checkpoint.from_payload(unpack(read_bytes(path), path), path)
+    return of_charlm_model(Checkpoint.from_payload(unpack(read_bytes(path), path), path), path, charlm_model)
+
+
+def of_charlm_model(saved: Checkpoint, path: Path, charlm_model: bool) -> Checkpoint:
+    """`saved`, read from `path`, refused (`check_charlm_weights`, naming the file) where its reader builds
+    charlm's model of it (`charlm_model`) and it is an experiment's. A model folder needs no such check:
+    its reader refuses weights its config.json's model has not."""
     if charlm_model:
         try:
             saved.check_charlm_weights()
@@ -374,14 +382,15 @@ def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = No
     return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"], source)
 
 
-def read_with_digest(path: Path) -> tuple[Checkpoint, str, dict[str, str] | None]:
-    """A checkpoint, the sha256 of the very bytes it was parsed from (the base record of a fine-tuning
+def read_with_digest(path: Path, charlm_model: bool = False) -> tuple[Checkpoint, str, dict[str, str] | None]:
+    """`read`, with the sha256 of the very bytes it was parsed from (the base record of a fine-tuning
     run: a base still training may replace the file at any moment) and, for a model folder's weights,
     the run it was exported from (`hub.source_in`; None for a .pt file or an export older than the record)."""
     if hub.names_weights(path):  # the digest of the file read, not of one a re-export put there since
         return read_model_folder(hub.folder_of(path))
     data = read_bytes(path)
-    return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest(), None
+    saved = of_charlm_model(Checkpoint.from_payload(unpack(data, path), path), path, charlm_model)
+    return saved, hashlib.sha256(data).hexdigest(), None
 
 
 class PartDamage(CharLMError):
@@ -413,8 +422,9 @@ def _reason(error: Exception) -> str:
 
 
 def check_fields(record: dict, types: dict) -> None:
-    """Each of `record`'s fields holds a value of its type in `types`: a type, or a union of them with
-    None (a dataclass's hints). An int serves as a float; a float must be finite; a bool is neither."""
+    """`record` has every field of `types` (those it lacks named at once: `missing_keys`), each holding a
+    value of its type there: a type, or a union of them with None (a dataclass's hints). An int serves as
+    a float; a float must be finite, an int within 64 bits (what torch and float() take); a bool is neither."""
     if missing := missing_keys(record, types):
         raise CharLMError(missing)
     for name, kind in types.items():
@@ -446,7 +456,7 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
     """`check_fields` for one of this module's dataclasses (all its fields, or `names`), against its own
     annotations: what a field may hold is said once, where the field is declared."""
     hints = typing.get_type_hints(type(record))
-    check_fields(_fields(record), {name: hints[name] for name in names or hints})
+    check_fields(_field_values(record), {name: hints[name] for name in names or hints})
 
 
 def check_weights(weights: dict, expected: dict) -> None:
@@ -512,18 +522,24 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
     check_generator_states(training)
     with part("optimizer"):
         check_optimizer(training.optimizer, param_groups(model, Config()))
-    layers, hidden = model.config.layers, model.config.hidden
-    shape = [layers, batch_size or 0, hidden]
-    states = training.hidden if isinstance(training.hidden, tuple) else (training.hidden,)
-    for state in states if training.hidden is not None else ():
+    if training.hidden is not None:
+        check_hidden(training.hidden, model.config, batch_size)
+
+
+def check_hidden(hidden: object, config: ModelConfig, batch_size: int | None) -> None:
+    """Every stream's saved state is the state of `config`'s cell (an LSTM's two tensors, a GRU's or RNN's one),
+    each of the one-process layout's shape (layers, batch_size, hidden) and finite: the resumed run's
+    first window starts from it."""
+    shape = [config.layers, batch_size or 0, config.hidden]
+    states = hidden if isinstance(hidden, tuple) else (hidden,)
+    for state in states:
         if isinstance(state, torch.Tensor) and (problem := tensor_problem("hidden", state)):
             raise CharLMError(problem)
-    if training.hidden is not None and (
-        len(states) != (2 if model.config.cell == "lstm" else 1)
-        or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
+    if len(states) != (2 if config.cell == "lstm" else 1) or any(
+        not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states
     ):
-        raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
-    if training.hidden is not None and any(map(holds_nonfinite, states)):
+        raise CharLMError(f"hidden is not the {config.cell} state of shape {shape}")
+    if any(map(holds_nonfinite, states)):
         raise CharLMError("hidden holds NaN or infinite values")
 
 
@@ -584,7 +600,7 @@ def save(checkpoint: Checkpoint, paths: list[Path], before_rename: Callable[[], 
     try:  # what every reader refuses (NaN weights: a model built or trained in Python) is not written
         checkpoint.check()
     except CharLMError as e:
-        raise CharLMError(f"{paths[0]}: not written: {e}; no command could read it back") from None
+        raise CharLMError(f"{one_line_path(paths[0])}: not written: {e}; no command could read it back") from None
     data = serialize(checkpoint.to_payload())
     notes, saved, written = [], [], None
     for path in paths:
@@ -621,7 +637,7 @@ def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
     return model.to(device).eval()
 
 
-def _fields(record) -> dict:
+def _field_values(record: object) -> dict:
     """A dataclass's fields as a dict, values as they are (`dataclasses.asdict` would deep-copy every tensor)."""
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 

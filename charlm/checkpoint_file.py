@@ -8,6 +8,9 @@ catches truncated and bit-flipped files before torch parses a byte of them.
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the old
 file: a crash at any moment leaves either the old or the new checkpoint, never half of one.
 
+A file refused ends its error in what to do instead (`remedy`): the run's other checkpoint where it
+reads back, else what is left of the run, so that a user is never sent from one damaged file to another.
+
 What the payload holds, the `Checkpoint` it becomes and how an older format is upgraded are
 checkpoint.py's: this module writes format VERSION and reads back any of READS, as it finds them.
 """
@@ -101,7 +104,7 @@ def aside_note(path: Path, step: int) -> str:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes; only its first line when that is not ours (a big file of another kind stays unread)."""
+    """The file's bytes; only its first len(MAGIC) when they are not MAGIC (a big file of another kind stays unread)."""
     path = Path(path)
     if not path.is_file():
         raise CharLMError(f"{one_line_path(path)}: no such checkpoint file")
@@ -180,17 +183,13 @@ def whats_left(run: Path) -> str:
 def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) -> tuple[int, dict]:
     """The format version and payload of a checkpoint file's bytes, verified (header, length, checksum,
     no code); `path` names the file in errors, which end in `advice(path)`: what to do instead."""
-
-    def cut_in_header() -> CharLMError:  # empty, or cut within its first two lines: truncated, not damaged
-        return CharLMError(
-            f"{one_line_path(path)}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}"
-        )
-
     try:
         version, size, digest, end = parsed_header(data)
     except HeaderProblem as problem:
-        if str(problem) == TRUNCATED:
-            raise cut_in_header() from None
+        if str(problem) == TRUNCATED:  # empty, or cut within its first two lines: truncated, not damaged
+            raise CharLMError(
+                f"{one_line_path(path)}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}"
+            ) from None
         if str(problem) == NOT_A_CHECKPOINT:  # often an html or onnx export, which charlm does not read back
             raise CharLMError(
                 f"{one_line_path(path)}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors "

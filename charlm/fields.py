@@ -3,8 +3,11 @@ message names them, and checked against their annotations and choices.
 
 The same machinery serves every config of charlm (`config.Config`, `config.SampleConfig`,
 `serve.config.ServeConfig`). A message names an option as its caller wrote it (`said`): `--max-steps 5`
-within the `charlm` command (`on_command_line`), `max_steps=5` for a Python caller, who never typed a flag.
-config.py holds the fields and their defaults; this module knows nothing of any one of them.
+within the `charlm` command (`on_command_line`), `max_steps=5` for a Python caller, who never typed a flag;
+a value as its caller would paste it back (`typed` in a shell, `written` in Python); a stored record's
+field (a checkpoint's, config.json's) as its file spells it (`as_stored`), checked by the same rule
+(`holds`, `missing_keys`). config.py holds the fields and their defaults; this module knows nothing of
+any one of them.
 """
 
 from __future__ import annotations
@@ -475,7 +478,9 @@ def store_as_read(config: object) -> None:
 def from_options(
     config_class: type[T], options: dict, what: str = "option", instead: dict[str, str] | None = None
 ) -> T:
-    """Build a config dataclass from keyword options, naming any unknown ones (see `check_names`)."""
+    """A config dataclass of keyword options, an unknown one refused (`check_names`) as what its caller
+    gave (`what`: "unknown sampling option", where a `keywords_named` constructor says "charlm.SampleConfig
+    field"), with what it was likely meant to be or, from `instead`, what does its job."""
     check_names(config_class, options, what, instead=instead)
     return config_class(**options)
 

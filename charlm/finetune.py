@@ -88,10 +88,7 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
     checkpoint when the run builds charlm's model (`charlm_model`), which cannot take its weights."""
     try:
         path = runs.resolve(target)
-        saved, digest, source = checkpoint.read_with_digest(path)  # the run of these weights, of the same read
-        if charlm_model:
-            with checkpoint.part(str(path)):  # named by its path, as every other refusal of it is
-                saved.check_charlm_weights()
+        saved, digest, source = checkpoint.read_with_digest(path, charlm_model)  # the run of these weights too
     except CharLMError as e:
         raise about_option("init_from", target, e) from None
     recorded = runs.recorded_checkpoint(path)  # named as given: `--init-from .` by the folder's own name

@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, checkpoint_file, device, files, runs, threads
+from charlm import checkpoint, checkpoint_file, device, files, finetune, runs, threads
 from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
@@ -528,6 +528,17 @@ def test_the_writer_refuses_what_every_reader_refuses_and_writes_nothing(trained
     assert not target.exists() and not Path("latest.pt").exists()
 
 
+def test_the_writers_refusal_names_a_folder_ending_in_a_space_as_every_checkpoint_error_does(trained, tmp_path):
+    """The writer's refusal named its path raw, where every other checkpoint error shows it as
+    `errors.one_line_path` does: a run folder renamed to `run ` read as `run`, another folder."""
+    saved = checkpoint.read(trained)
+    first = next(iter(saved.weights))
+    saved.weights = {**saved.weights, first: torch.full_like(saved.weights[first], 1e30)}  # past MAX_WEIGHT
+    with pytest.raises(CharLMError) as error:
+        checkpoint.save(saved, [tmp_path / "run " / "best.pt"])
+    assert str(error.value).startswith(f"{tmp_path}/'run '/best.pt: not written: ")
+
+
 def test_an_experiments_checkpoint_is_refused_naming_the_file_in_every_command(trained, fox_file):
     """A checkpoint of an experiment's own model (weights charlm's lacks: api.ModelBuilder) skips the
     training-state check, its code's to make; a bad rank_rngs in it never reached `charlm info`'s count
@@ -551,6 +562,21 @@ def test_an_experiments_checkpoint_is_refused_naming_the_file_in_every_command(t
     for command in commands:
         assert_one_line_error(cli(*command), f"{path}: this checkpoint holds weights charlm's model has not")
     assert not any(Path(name).exists() for name in ("page.html", "folder", "checkpoints"))
+
+
+def test_a_fine_tunes_refusal_of_an_experiments_checkpoint_names_its_file_as_every_command_does(trained, tmp_path):
+    """--init-from refused an experiment's checkpoint naming its file raw (through a payload part's
+    error), where every other command shows it by `errors.one_line_path`: `base ` read as `base`."""
+    base = tmp_path / "base "
+    base.mkdir()
+    shutil.copy(
+        rewritten(trained, lambda payload: payload["model"]["weights"].update(extra=torch.zeros(2))), base / runs.BEST
+    )
+    with pytest.raises(CharLMError) as error:
+        finetune.read_base(base)
+    assert f"{tmp_path}/'base '/best.pt: this checkpoint holds weights charlm's model has not (extra)" in str(
+        error.value
+    )
 
 
 def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
