@@ -365,7 +365,9 @@ def train(
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
-            raise KeyboardInterrupt(interrupted_note(trainer.run_dir, trainer.saved_step)) from None
+            raise KeyboardInterrupt(
+                interrupted_note(trainer.run_dir, trainer.saved_step, None, trainer.save_error)
+            ) from None
     if trainer.stop_signal is not None:
         pass_on_signal(trainer)
     if not trainer.config.quiet:  # where the run is kept: out=None names a folder the caller has not seen
@@ -375,11 +377,14 @@ def train(
     return model.eval()  # ready for inference, as `load` returns it
 
 
-def interrupted_note(run_dir: Path, saved_step: int | None, stopped_at: int | None = None) -> str:
-    """What charlm.train stopped by a signal keeps (`saved_step`), at step `stopped_at` or at once (None: a
-    second Ctrl-C), and the calls that go on with it or sample it."""
+def interrupted_note(
+    run_dir: Path, saved_step: int | None, stopped_at: int | None = None, save_error: str | None = None
+) -> str:
+    """What charlm.train stopped by a signal keeps (`saved_step`; `save_error`: why its last save failed, under
+    --save-errors warn), at step `stopped_at` or at once (None: a second Ctrl-C), and the calls that go on with
+    it or sample it."""
     load = "" if saved_step is None else f", or sample from its best with charlm.load({str(run_dir)!r})"
-    return f"charlm.train {stopped_note(run_dir, saved_step, stopped_at)}{load}"
+    return f"charlm.train {stopped_note(run_dir, saved_step, stopped_at, save_error)}{load}"
 
 
 def pass_on_signal(trainer: Trainer) -> None:
@@ -387,7 +392,7 @@ def pass_on_signal(trainer: Trainer) -> None:
     so a script stops rather than goes on as if training had finished: Ctrl-C raises KeyboardInterrupt
     (saying how to go on); another signal, or Ctrl-C where the caller handles it, reaches the caller's
     handler (SIGTERM's default ends the process)."""
-    note = interrupted_note(trainer.run_dir, trainer.saved_step, trainer.progress.step)
+    note = interrupted_note(trainer.run_dir, trainer.saved_step, trainer.progress.step, trainer.save_error)
     if signal.getsignal(trainer.stop_signal) is signal.default_int_handler:
         raise KeyboardInterrupt(note)
     print(note, file=sys.stderr)

@@ -162,30 +162,38 @@ def run_name_of(checkpoint: Path) -> str:
     return checkpoint.stem
 
 
-def corpus_of_run(run_dir: Path) -> str | None:
-    """The corpus a run folder's run trained on: its run.json's, else its default name's."""
-    corpus = (read_run_info(run_dir) or {}).get("corpus")
+def corpus_of_run(run_dir: Path, info: dict | None = None) -> str | None:
+    """The corpus a run folder's run trained on: its run.json's (`info`, where read already), else its
+    default name's."""
+    if info is None:
+        info = read_run_info(run_dir) or {}
+    corpus = info.get("corpus")
     return corpus if isinstance(corpus, str) and corpus else corpus_of(Path(run_dir).name)
 
 
 def runs_of_corpus(name: str, folders: list[Path]) -> list[Path]:
     """The runs of `folders` a corpus name finds: those of that corpus (`corpus_of_run`), else those it also
     names: their text's name where it moved since (the renamed file's stem), or their folder's default
-    name's, where an older charlm's resume on the renamed text recorded its new name as the run's corpus."""
-    own = [run for run in folders if corpus_of_run(run) == name]
-    return own or [run for run in folders if name in corpus_names_of_run(run)]
+    name's, where an older charlm's resume on the renamed text recorded its new name as the run's corpus.
+    Each run.json is read once: a root of many runs may be on a slow disk."""
+    infos = {run: read_run_info(run) or {} for run in folders}
+    own = [run for run in folders if corpus_of_run(run, infos[run]) == name]
+    return own or [run for run in folders if name in corpus_names_of_run(run, infos[run])]
 
 
-def corpus_names_of_run(run_dir: Path) -> set[str]:
+def corpus_names_of_run(run_dir: Path, info: dict | None = None) -> set[str]:
     """Every corpus name that finds the run where no run is of that corpus (`runs_of_corpus`): what Tab
-    offers for it, from this one rule, so that it offers each name a command takes and no other."""
-    names = {corpus_of_run(run_dir), corpus_of(Path(run_dir).name), moved_corpus_of_run(run_dir)}
+    offers for it, from this one rule, so that it offers each name a command takes and no other. `info`:
+    its run.json, where read already."""
+    if info is None:
+        info = read_run_info(run_dir) or {}
+    names = {corpus_of_run(run_dir, info), corpus_of(Path(run_dir).name), moved_corpus_of(info)}
     return {name for name in names if name}
 
 
-def moved_corpus_of_run(run_dir: Path) -> str | None:
-    """The corpus name of the text the run's run.json records where it is now (a resume at a new path)."""
-    sources = (read_run_info(run_dir) or {}).get("sources")
+def moved_corpus_of(info: dict) -> str | None:
+    """The corpus name of the text a run's run.json (`info`) records where it is now (a resume at a new path)."""
+    sources = info.get("sources")
     if not isinstance(sources, list) or not sources or not all(isinstance(source, str) for source in sources):
         return None
     return corpus_name(sources)

@@ -61,6 +61,7 @@ class Trainer:
         self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
         self.stopped_early = False
+        self.ending = False  # this step is the run's last (its limits spent, or a signal stops it): so is its save
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
         self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
         self.checkpoint_interval = plan.config.checkpoint_interval()
@@ -121,9 +122,11 @@ class Trainer:
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 loss, seconds = self.timed_step(share)
                 stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop)
+                self.ending = stopping or self.spent(max_seconds) >= 1.0  # as the loop's test after this step
                 self.hooks_if_due()
                 self.report(loss, seconds)
             stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
+            self.ending = True
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
             if stopping and scoring and self.saved_step != progress.step:
                 # before the scoring, which a big model's kill soon after a signal (docker's 10 s) cut short; a
@@ -241,16 +244,16 @@ class Trainer:
         return bool(signum)
 
     def hooks_if_due(self) -> None:
-        """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every (not at a stop,
-        whose own save follows), else every NAN_CHECK_EVERY steps a look for divergence. The two hooks make
-        that look themselves before scoring or writing anything (a diverged model is neither scored nor
-        saved); the look waits for the device, so the steps between hooks make it only now and then."""
+        """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every (not at the run's
+        last step, whose own save follows), else every NAN_CHECK_EVERY steps a look for divergence. The two
+        hooks make that look themselves before scoring or writing anything (a diverged model is neither
+        scored nor saved); the look waits for the device, so the steps between hooks make it only now and then."""
         step = self.progress.step
         every_steps, every_seconds = self.checkpoint_interval
         if step % self.config.eval_every == 0:
             self.evaluate_and_save()
-        elif self.stopped_early:
-            return  # the stop saves this step itself, before it scores it (`fit`)
+        elif self.ending:
+            return  # `fit` saves this step itself as it scores it (a stop: before, too)
         elif (every_steps and step % every_steps == 0) or (
             every_seconds and self.clock - self.saved_at >= every_seconds
         ):
@@ -411,7 +414,7 @@ class Trainer:
             error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":
                 if self.ranks.leader and warn:
-                    self.say_always(run_notes.not_saved_warning(error, self.stopped_early))
+                    self.say_always(run_notes.not_saved_warning(error, self.ending))
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return best_written
             raise CharLMError(run_notes.not_saved_message(error, self.progress.step, self.run_dir, self.saved_step))

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from bench import browser as headless
 from bench.common import served_url, wait_healthy  # noqa: F401  (one copy, for the tests that start a server)
-from charlm import checkpoint, runs, threads
+from charlm import checkpoint, files, runs, threads, trainer
 from charlm.checkpoint import Checkpoint
 from charlm.cli import main
 from charlm.errors import CharLMError
@@ -615,3 +615,30 @@ def browser(shared_chromium):
     """Headless Chromium from the OS packages (`apt-get install chromium chromium-driver`), through
     Selenium: the session's one, as a freshly started one is (SharedChromium)."""
     return shared_chromium.page()
+
+
+def disk_full_once_saved(monkeypatch, run_dir: Path) -> None:
+    """A disk that fills once `run_dir` holds latest.pt: its later checkpoints are not written
+    (`files.replace_files`; what else the run writes is)."""
+    real = files.replace_files
+
+    def no_room_for_more(contents: dict, before_rename=None) -> None:
+        if any(path.suffix == ".pt" for path in contents) and (run_dir / runs.LATEST).exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents, before_rename)
+
+    monkeypatch.setattr(files, "replace_files", no_room_for_more)
+
+
+def ctrl_c_as_the_stop_scores(monkeypatch) -> None:
+    """A second Ctrl-C as a run stopped after one evaluation scores its held-out text (the scoring takes a
+    big model tens of seconds): the second scoring, the first being that evaluation's."""
+    real, scored = trainer.bits_per_char, []
+
+    def second_ctrl_c_as_the_stop_scores(*args):
+        scored.append(args)
+        if len(scored) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(trainer, "bits_per_char", second_ctrl_c_as_the_stop_scores)

@@ -34,7 +34,17 @@ from charlm.fields import python_help, said
 from charlm.inference_context import INSIDE, inference
 from charlm.vocab import UNKNOWN, Vocab
 
-from .conftest import TINY, block_import, cli, latest, make_model, process_state, trained_once
+from .conftest import (
+    TINY,
+    block_import,
+    cli,
+    ctrl_c_as_the_stop_scores,
+    disk_full_once_saved,
+    latest,
+    make_model,
+    process_state,
+    trained_once,
+)
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -1213,6 +1223,23 @@ def test_ctrl_c_saves_the_run_then_raises_saying_how_to_go_on(fox_file, tiny, mo
     monkeypatch.setattr(train_state, "train_step", train_step)
     charlm.train(resume="checkpoints/cut")
     assert latest("cut").progress.step == tiny["max_steps"]
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_after_a_failed_save_says_the_stop_was_not_saved(fox_file, tiny, monkeypatch, presses):
+    """Under save_errors='warn' a full disk failed the stop's save: charlm.train's KeyboardInterrupt said only
+    `stopped at step 13; RUN holds step 10` (or a second Ctrl-C's `interrupted; ...`), not why step 13 was not
+    kept, where `charlm train`'s stop line says it."""
+
+    disk_full_once_saved(monkeypatch, Path("checkpoints/cut"))
+    if presses == 2:
+        ctrl_c_as_the_stop_scores(monkeypatch)
+    signalled_at(monkeypatch, 13, signal.SIGINT)
+    stopped = "stopped at step 13" if presses == 1 else "interrupted"
+    with pytest.raises(KeyboardInterrupt) as stop:
+        charlm.train(fox_file, out="cut", **{**tiny, "max_steps": 1000, "save_errors": "warn"})
+    assert str(stop.value).startswith(f"charlm.train {stopped}; not saved: the last checkpoint could not be written")
+    assert "; checkpoints/cut holds step 10: resume with charlm.train(resume='checkpoints/cut')" in str(stop.value)
 
 
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tiny, monkeypatch):

@@ -40,7 +40,6 @@ from charlm import (
     threads,
     tokens,
     train_state,
-    trainer,
 )
 from charlm import cli as cli_module
 from charlm import plot as plot_module
@@ -57,6 +56,8 @@ from .conftest import (
     assert_one_line_error,
     cli,
     cli_args,
+    ctrl_c_as_the_stop_scores,
+    disk_full_once_saved,
     interrupted_at,
     latest,
     make_model,
@@ -1421,20 +1422,28 @@ def test_a_second_ctrl_c_says_what_the_run_folder_holds(fox_file, monkeypatch, a
 def test_a_second_ctrl_c_while_the_stop_scores_keeps_the_stop_step(fox_file, monkeypatch):
     """The stop scored its held-out text before it saved: a second Ctrl-C meanwhile (the scoring takes a big
     model tens of seconds) kept step 20, losing the steps since. latest.pt is written first, and kept."""
-    real_score, scored = trainer.bits_per_char, []
-
-    def second_ctrl_c_as_the_stop_scores(*args):
-        scored.append(args)
-        if len(scored) == 2:  # the stop's scoring; the first is step 20's evaluation
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_score(*args)
-
-    monkeypatch.setattr(trainer, "bits_per_char", second_ctrl_c_as_the_stop_scores)
+    ctrl_c_as_the_stop_scores(monkeypatch)
     signalled_at_step(monkeypatch, 25, signal.SIGINT)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "20", "--max-steps", "1000")
     assert result.exit_code == 130, result.output
     assert result.stdout.splitlines()[-1].startswith("interrupted; checkpoints/run holds step 26: resume with")
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 26
+
+
+def test_a_second_ctrl_c_after_the_stops_save_failed_says_it_was_not_saved(fox_file, monkeypatch):
+    """Under --save-errors warn the stop's save before the scoring failed (its warning waits for the scoring's
+    end), and a second Ctrl-C meanwhile ended `interrupted; RUN holds step 20` without a word of the stop's
+    step not saved, or why. It says so, as the stop line would have."""
+    disk_full_once_saved(monkeypatch, Path("checkpoints/run"))
+    ctrl_c_as_the_stop_scores(monkeypatch)
+    signalled_at_step(monkeypatch, 25, signal.SIGINT)
+    options = ["--eval-every", "20", "--max-steps", "1000", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options)
+    assert result.exit_code == 130, result.output
+    ended = result.stdout.splitlines()[-1]
+    assert ended.startswith("interrupted; not saved: the last checkpoint could not be written (checkpoints/run/"), ended
+    assert ended.endswith("; checkpoints/run holds step 20: resume with charlm train --resume checkpoints/run"), ended
+    assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 20
 
 
 @pytest.mark.parametrize("when", ["before training", "second Ctrl-C"])

@@ -435,6 +435,41 @@ def test_a_run_resumed_on_its_renamed_text_keeps_its_corpus_name_and_is_found_by
     assert runs.resolve(renamed).parent.name == "own" and runs.resolve(started).parent == folder
 
 
+def test_a_corpus_name_reads_each_runs_run_json_once(tmp_path, monkeypatch):
+    """A corpus name no run is of (`runs_of_corpus`: every run or corpus name a command takes) read each run's
+    run.json three times, and Tab's names for a run (`corpus_names_of_run`) twice: a root of many runs on a
+    network disk paid it for each. Each is read once, and finds what it found."""
+    moved = tmp_path / "唐诗.txt"
+    recorded = {
+        "唐诗三百首-20261204-170201": {"corpus": "唐诗三百首", "sources": [str(moved)]},
+        "fox-20261204-170202": {"corpus": "fox"},
+        "notes": {"corpus": "notes", "sources": "not a list"},
+        "diary-20261204-170203": None,  # none: its folder's name says its corpus
+    }
+    for name, info in recorded.items():
+        (tmp_path / name).mkdir()
+        if info:
+            runs.write_run_info(tmp_path / name, info)
+    folders = [tmp_path / name for name in recorded]
+    real_read, reads = runs.read_run_info, []
+
+    def counted_read(run_dir: Path) -> dict | None:
+        reads.append(Path(run_dir).name)
+        return real_read(run_dir)
+
+    monkeypatch.setattr(runs, "read_run_info", counted_read)
+    assert runs.runs_of_corpus("唐诗", folders) == folders[:1]
+    assert sorted(reads) == sorted(recorded), reads
+    reads.clear()
+    assert [runs.corpus_names_of_run(folder) for folder in folders] == [
+        {"唐诗三百首", "唐诗"},
+        {"fox"},
+        {"notes"},
+        {"diary"},
+    ]
+    assert sorted(reads) == sorted(recorded), reads
+
+
 @pytest.mark.parametrize("name", ["红楼梦", "《紅樓夢》"])
 def test_a_corpus_title_given_for_a_run_is_told_the_corpus_name(name):
     """`charlm train 红楼梦` is asked "did you mean 'hongloumeng'?"; `charlm.load('红楼梦')`, `charlm sample

@@ -1088,6 +1088,25 @@ def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file
         assert f"(best {best.best_bpc:.3f}); not saved" in done and "checkpoints/run holds step 20" in done
 
 
+@pytest.mark.parametrize("max_steps", [20, 25])  # the last step is an evaluation's; between evaluations
+def test_a_finished_runs_failed_last_save_does_not_say_training_goes_on(fox_file, monkeypatch, max_steps):
+    """Under --save-errors warn a full disk's last save, just before the `done:` line, warned `training goes
+    on` of a run that had ended. It is warned once, as the end it is, in a signal stop's words."""
+
+    def no_room(contents: dict, before_rename=None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "replace_files", no_room)
+    options = ["--max-steps", str(max_steps), "--eval-every", "10", "--checkpoint-every", "5", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, *options)
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if "could not write checkpoint" in line]
+    assert all(line.endswith("; training goes on (--save-errors warn)") for line in warned[:-1]), warned
+    assert warned[-1].endswith("; the run stops without this step's checkpoint (--save-errors warn)"), warned
+    assert len(warned) == max_steps // 5, warned  # the last step's save, once: not its --checkpoint-every one too
+    assert result.stdout.splitlines()[-1].startswith(f"done: step {max_steps}, "), result.stdout
+
+
 def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monkeypatch):
     """Dropout on a GPU draws from the CUDA generator: a resume must continue its stream, not restart it.
     (No GPU here: torch.cuda's generator functions are stood in for, on a trainer told it runs on cuda:0.)"""

@@ -105,8 +105,9 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     if ranks.leader:
         try:
             trainer.fit()
-        except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
-            raise KeyboardInterrupt(run_notes.stopped_note(trainer.run_dir, trainer.saved_step, None)) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once (the stop's failed save said here)
+            note = run_notes.stopped_note(trainer.run_dir, trainer.saved_step, None, trainer.save_error)
+            raise KeyboardInterrupt(note) from None
     else:
         trainer.fit()
     with peer_note(lambda: ended_note(trainer)), ranks.leaving():  # the others wait for rank 0's last lines
