@@ -4,7 +4,7 @@ template's allowed characters, temperature, top-k, top-p, greedy.
 Each row of a batch has its own options, its own generator and its own recent characters, kept as
 tensors over the rows, so that one `RowSampler.choose` picks every row's next id. Randomness is per
 row: a row seeded `seed` draws the same ids whether it runs alone or beside others, and whatever
-the others are doing (`charlm sample` seeds sample i with `random_seed + i`; the server does the same).
+the others are doing (every door seeds sample i with `random_seed + i`: `generation.row_seeds`).
 A temperature schedule (a list of temperatures) is one temperature per row per step. A row
 writing into a template (`constraints.Cursor`) draws only among the ids the template allows at its
 position: the others are removed before temperature and the rest, so those act inside the set.

@@ -11,6 +11,7 @@ sample, written out plainly in a few lines, is `reference_sampler.reference_samp
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,14 @@ from .model import CharLM, State
 from .vocab import Vocabulary
 
 MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps; never loop longer
+
+
+def row_seeds(random_seed: int | None, count: int) -> list[int]:
+    """The generator seeds of `count` samples of one seed text: sample i's is `random_seed + i`, so that
+    it draws the same text alone or beside others; unseeded, from a base of its own (a text's samples
+    never share a stream). The one rule for `charlm sample`, `charlm.generate` and the server's `seed`."""
+    base = secrets.randbits(62) if random_seed is None else random_seed
+    return [base + i for i in range(count)]
 
 
 def healed_seed(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import secrets
 import warnings
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ from .constraints import Constrained, constrain
 from .decoding import bias_vector, digits_hint, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .generation import Batch, Healing, Row, healed_seed
+from .generation import Batch, Healing, Row, healed_seed, row_seeds
 from .inference_context import inference
 from .model import CharLM
 from .unseen import first_named
@@ -76,11 +75,10 @@ def batch_from_ids(
     ids = ids.to(model.device)
     healed = healed_seed(model.vocab, ids, form, bias)
     primed = batch.prime(ids[:-1] if healed else ids)
-    base = secrets.randbits(62) if options.random_seed is None else options.random_seed
-    for i in range(options.num_samples):
+    for seed in row_seeds(options.random_seed, options.num_samples):
         row = sample_row(options, form, stops, start)
         row.healing, row.unwritten = (Healing(model.vocab, healed), healed) if healed else (None, "")
-        batch.join(row, primed, options, base + i, ids, bias)
+        batch.join(row, primed, options, seed, ids, bias)
     return batch
 
 

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +30,7 @@ from ..constraints import Constrained
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
-from ..generation import healed_seed
+from ..generation import healed_seed, row_seeds
 from ..inference_context import inference
 from ..model import CharLM
 from ..runs import corpus_of
@@ -259,9 +258,9 @@ class Completion:
         self.prompt_chars = 0
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
-        # Each prompt's first seed; its sample i draws from that + i. Unseeded, each prompt draws its own:
-        # with one for all, a list of equal prompts (a batch of one question) would get n equal texts.
-        self.seeds = [secrets.randbits(62) if params.seed is None else params.seed for _ in params.prompts]
+        # Each prompt's samples' seeds (`row_seeds`). Unseeded, each prompt draws its own: with one for all,
+        # a list of equal prompts (a batch of one question) would get n equal texts.
+        self.seeds = [row_seeds(params.seed, params.n) for _ in params.prompts]
         self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
         self.finished = False
@@ -318,8 +317,7 @@ class Completion:
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
             raise APIError(503, "the server is shutting down", code="shutting_down")
-        for (seen, logits, state, healed), first, begun in zip(primed, self.seeds, self.begun):
-            seeds = [first + i for i in range(self.params.n)]
+        for (seen, logits, state, healed), seeds, begun in zip(primed, self.seeds, self.begun):
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
             job.logprobs, job.sink, job.healed = self.params.logprobs, self.receive, healed
             self.jobs.append(job)
