@@ -69,6 +69,11 @@ class Healing:
         self.index = vocab.text_index()  # the vocabulary's, built once: not a loop over it per row
         self.rest = text
 
+    @classmethod
+    def of(cls, vocab: Vocabulary, text: str) -> Healing | None:
+        """A new row's healing of `text` (`Batch.prime_seed`'s), None where there is none to write again."""
+        return cls(vocab, text) if text else None
+
     @property
     def done(self) -> bool:
         return not self.rest
@@ -229,6 +234,15 @@ class Batch:
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
         """A text (1-D ids) read alone: the logits after it and the state, for `join`."""
         return self.stepper.prime(ids)
+
+    def prime_seed(
+        self, ids: torch.Tensor, form: Constrained | None = None, bias: torch.Tensor | None = None
+    ) -> tuple[tuple[torch.Tensor, State], str]:
+        """A seed (1-D ids) read alone, as every door reads one: without its last piece where the samples
+        write that again (`healed_seed`). The primed state, for `join`, and the healed text, for each
+        row's `Healing.of`."""
+        healed = healed_seed(self.model.vocab, ids, form, bias)
+        return self.prime(ids[:-1] if healed else ids), healed
 
     def join(
         self,

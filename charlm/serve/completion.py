@@ -30,7 +30,7 @@ from ..constraints import Constrained
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
-from ..generation import healed_seed, row_seeds
+from ..generation import row_seeds
 from ..inference_context import inference
 from ..model import CharLM
 from ..runs import corpus_of
@@ -382,7 +382,7 @@ class Completion:
     def prime(self, encoded: list) -> list:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
         A prompt ending mid-piece is read without its last piece, which its samples write again, as
-        `charlm.generate` reads a seed (`generation.healed_seed`). All of a request's torch work is done
+        `charlm.generate` reads a seed (`generation.Batch.prime_seed`). All of a request's torch work is done
         here and in the engine, never on the event loop's thread (`threads.pin_this_thread`). Read in
         `inference`, as generate reads a seed: in real fp32 (cuDNN's TF32 off, on by torch's default),
         else a GPU server's prompt state and first logits would differ from a GPU generate's and the CPU's.
@@ -394,9 +394,8 @@ class Completion:
             if self.params.max_tokens == 0:
                 primed.append((seen, None, None, ""))
             else:
-                healed = healed_seed(self.served.model.vocab, ids, self.form, self.bias)
                 with inference(self.served.model):
-                    logits, state = self.served.engine.batch.prime(ids[:-1] if healed else ids)
+                    (logits, state), healed = self.served.engine.batch.prime_seed(ids, self.form, self.bias)
                 primed.append((seen, logits, state, healed))
             wants_prompt = self.params.echo and self.params.logprobs is not None and read
             self.echoed.append(prompt_tokens(self.served.model, read, self.params.logprobs) if wants_prompt else None)
