@@ -305,9 +305,10 @@ class Completion:
         except BaseException:
             self.release()
             raise
+        greedy = self.params.temperature == 0  # OpenAI's greedy: a greedy SampleConfig holds no temperature
         options = SampleConfig(
-            temperature=self.params.temperature or 1.0,
-            greedy=self.params.temperature == 0,
+            temperature=None if greedy else self.params.temperature,
+            greedy=greedy,
             top_k=self.params.top_k,
             top_p=self.params.top_p,
             repetition_penalty=self.params.repetition_penalty,
