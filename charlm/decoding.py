@@ -379,8 +379,9 @@ class RowSampler:
     ) -> None:
         """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
         the text `prompt` (ids; its last characters count for the repetition penalty, none of them for
-        the presence and frequency penalties), within the template of `cursor` if any, its logits biased
-        by `bias` (`bias_vector`) if any."""
+        the presence and frequency penalties), within the template of `cursor` if any (or within a healed
+        seed's pieces: `generation.Healing` steers it as a cursor does), its logits biased by `bias`
+        (`bias_vector`) if any."""
         if options.repetition_window != self.window:
             raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
         schedule = options.temperature if isinstance(options.temperature, tuple) else None
