@@ -4,7 +4,7 @@ template's allowed characters, temperature, top-k, top-p, greedy.
 Each row of a batch has its own options, its own generator and its own recent characters, kept as
 tensors over the rows, so that one `RowSampler.choose` picks every row's next id. Randomness is per
 row: a row seeded `seed` draws the same ids whether it runs alone or beside others, and whatever
-the others are doing (`charlm sample` seeds sample i with `random_seed + i`; the server does the same).
+the others are doing (every door seeds sample i with `random_seed + i`: `generation.row_seeds`).
 A temperature schedule (a list of temperatures) is one temperature per row per step. A row
 writing into a template (`constraints.Cursor`) draws only among the ids the template allows at its
 position: the others are removed before temperature and the rest, so those act inside the set.
@@ -379,8 +379,9 @@ class RowSampler:
     ) -> None:
         """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
         the text `prompt` (ids; its last characters count for the repetition penalty, none of them for
-        the presence and frequency penalties), within the template of `cursor` if any, its logits biased
-        by `bias` (`bias_vector`) if any."""
+        the presence and frequency penalties), within the template of `cursor` if any (or within a healed
+        seed's pieces: `generation.Healing` steers it as a cursor does), its logits biased by `bias`
+        (`bias_vector`) if any."""
         if options.repetition_window != self.window:
             raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
         schedule = options.temperature if isinstance(options.temperature, tuple) else None

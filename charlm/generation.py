@@ -11,6 +11,7 @@ sample, written out plainly in a few lines, is `reference_sampler.reference_samp
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,14 @@ from .model import CharLM, State
 from .vocab import Vocabulary
 
 MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps; never loop longer
+
+
+def row_seeds(random_seed: int | None, count: int) -> list[int]:
+    """The generator seeds of `count` samples of one seed text: sample i's is `random_seed + i`, so that
+    it draws the same text alone or beside others; unseeded, from a base of its own (a text's samples
+    never share a stream). The one rule for `charlm sample`, `charlm.generate` and the server's `seed`."""
+    base = secrets.randbits(62) if random_seed is None else random_seed
+    return [base + i for i in range(count)]
 
 
 def healed_seed(
@@ -59,6 +68,11 @@ class Healing:
     def __init__(self, vocab: Vocabulary, text: str):
         self.index = vocab.text_index()  # the vocabulary's, built once: not a loop over it per row
         self.rest = text
+
+    @classmethod
+    def of(cls, vocab: Vocabulary, text: str) -> Healing | None:
+        """A new row's healing of `text` (`Batch.prime_seed`'s), None where there is none to write again."""
+        return cls(vocab, text) if text else None
 
     @property
     def done(self) -> bool:
@@ -220,6 +234,15 @@ class Batch:
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
         """A text (1-D ids) read alone: the logits after it and the state, for `join`."""
         return self.stepper.prime(ids)
+
+    def prime_seed(
+        self, ids: torch.Tensor, form: Constrained | None = None, bias: torch.Tensor | None = None
+    ) -> tuple[tuple[torch.Tensor, State], str]:
+        """A seed (1-D ids) read alone, as every door reads one: without its last piece where the samples
+        write that again (`healed_seed`). The primed state, for `join`, and the healed text, for each
+        row's `Healing.of`."""
+        healed = healed_seed(self.model.vocab, ids, form, bias)
+        return self.prime(ids[:-1] if healed else ids), healed
 
     def join(
         self,

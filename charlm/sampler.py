@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import secrets
 import warnings
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ from .constraints import Constrained, constrain
 from .decoding import bias_vector, digits_hint, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .generation import Batch, Healing, Row, healed_seed
+from .generation import Batch, Healing, Row, row_seeds
 from .inference_context import inference
 from .model import CharLM
 from .unseen import first_named
@@ -74,13 +73,10 @@ def batch_from_ids(
     warn_of_unwritten_bans(options, model.vocab)
     batch = Batch.for_options(model, options)
     ids = ids.to(model.device)
-    healed = healed_seed(model.vocab, ids, form, bias)
-    primed = batch.prime(ids[:-1] if healed else ids)
-    base = secrets.randbits(62) if options.random_seed is None else options.random_seed
-    for i in range(options.num_samples):
-        row = sample_row(options, form, stops, start)
-        row.healing, row.unwritten = (Healing(model.vocab, healed), healed) if healed else (None, "")
-        batch.join(row, primed, options, base + i, ids, bias)
+    primed, healed = batch.prime_seed(ids, form, bias)
+    for seed in row_seeds(options.random_seed, options.num_samples):
+        row = sample_row(options, form, stops, start, Healing.of(model.vocab, healed))
+        batch.join(row, primed, options, seed, ids, bias)
     return batch
 
 
@@ -118,10 +114,17 @@ def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:
     return (model.vocab.normalized(options.stop),) if options.stop else ()
 
 
-def sample_row(options: SampleConfig, form: Constrained | None, stops: tuple[str, ...], start: int = 0) -> Row:
+def sample_row(
+    options: SampleConfig,
+    form: Constrained | None,
+    stops: tuple[str, ...],
+    start: int = 0,
+    healing: Healing | None = None,
+) -> Row:
     """A sample's row: its length, its stop texts (`stop_texts`) and its own place in the template, `start`
-    positions in (the poem its text began: `constraints.Constrained.begun`)."""
-    return Row(options.length, stops, form=form.cursor(start) if form else None)
+    positions in (the poem its text began: `constraints.Constrained.begun`); `healing`, the seed's last
+    piece it writes again (`Healing.of`), for a first turn."""
+    return Row(options.length, stops, form=form.cursor(start) if form else None, healing=healing)
 
 
 def step_pieces(batch: Batch) -> Iterator[list[str]]:

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +30,7 @@ from ..constraints import Constrained
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
-from ..generation import healed_seed
+from ..generation import row_seeds
 from ..inference_context import inference
 from ..model import CharLM
 from ..runs import corpus_of
@@ -259,9 +258,9 @@ class Completion:
         self.prompt_chars = 0
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
-        # Each prompt's first seed; its sample i draws from that + i. Unseeded, each prompt draws its own:
-        # with one for all, a list of equal prompts (a batch of one question) would get n equal texts.
-        self.seeds = [secrets.randbits(62) if params.seed is None else params.seed for _ in params.prompts]
+        # Each prompt's samples' seeds (`row_seeds`). Unseeded, each prompt draws its own: with one for all,
+        # a list of equal prompts (a batch of one question) would get n equal texts.
+        self.seeds = [row_seeds(params.seed, params.n) for _ in params.prompts]
         self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
         self.finished = False
@@ -306,9 +305,10 @@ class Completion:
         except BaseException:
             self.release()
             raise
+        greedy = self.params.temperature == 0  # OpenAI's greedy: a greedy SampleConfig holds no temperature
         options = SampleConfig(
-            temperature=self.params.temperature or 1.0,
-            greedy=self.params.temperature == 0,
+            temperature=None if greedy else self.params.temperature,
+            greedy=greedy,
             top_k=self.params.top_k,
             top_p=self.params.top_p,
             repetition_penalty=self.params.repetition_penalty,
@@ -318,8 +318,7 @@ class Completion:
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
             raise APIError(503, "the server is shutting down", code="shutting_down")
-        for (seen, logits, state, healed), first, begun in zip(primed, self.seeds, self.begun):
-            seeds = [first + i for i in range(self.params.n)]
+        for (seen, logits, state, healed), seeds, begun in zip(primed, self.seeds, self.begun):
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
             job.logprobs, job.sink, job.healed = self.params.logprobs, self.receive, healed
             self.jobs.append(job)
@@ -384,7 +383,7 @@ class Completion:
     def prime(self, encoded: list) -> list:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
         A prompt ending mid-piece is read without its last piece, which its samples write again, as
-        `charlm.generate` reads a seed (`generation.healed_seed`). All of a request's torch work is done
+        `charlm.generate` reads a seed (`generation.Batch.prime_seed`). All of a request's torch work is done
         here and in the engine, never on the event loop's thread (`threads.pin_this_thread`). Read in
         `inference`, as generate reads a seed: in real fp32 (cuDNN's TF32 off, on by torch's default),
         else a GPU server's prompt state and first logits would differ from a GPU generate's and the CPU's.
@@ -396,9 +395,8 @@ class Completion:
             if self.params.max_tokens == 0:
                 primed.append((seen, None, None, ""))
             else:
-                healed = healed_seed(self.served.model.vocab, ids, self.form, self.bias)
                 with inference(self.served.model):
-                    logits, state = self.served.engine.batch.prime(ids[:-1] if healed else ids)
+                    (logits, state), healed = self.served.engine.batch.prime_seed(ids, self.form, self.bias)
                 primed.append((seen, logits, state, healed))
             wants_prompt = self.params.echo and self.params.logprobs is not None and read
             self.echoed.append(prompt_tokens(self.served.model, read, self.params.logprobs) if wants_prompt else None)

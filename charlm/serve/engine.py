@@ -291,7 +291,7 @@ class Engine:
         for job in jobs:
             job.admitted, job.open_rows = time.monotonic(), len(job.seeds)
             for index, seed in enumerate(job.seeds):
-                row = Stream(job, index, Healing(self.model.vocab, job.healed) if job.healed else None)
+                row = Stream(job, index, Healing.of(self.model.vocab, job.healed))
                 if row.finish_reason is not None:  # max_tokens 0: never primed, never joins
                     self.finish(row)
                     continue
