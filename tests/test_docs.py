@@ -26,6 +26,8 @@ import pytest
 import torch
 
 import charlm
+from charlm import finetune
+from charlm.config import Config
 
 from .conftest import REPO, TINY, cli, import_or_missing, make_model
 
@@ -457,7 +459,7 @@ def test_the_readme_gives_the_fine_tunes_defaults_the_code_takes(page):
     text = (REPO / page).read_text(encoding="utf-8")
     rate, patience = FINE_TUNE_RATE.search(text), PATIENCE_STATED.search(text)
     assert rate and patience, f"{page} no longer states the fine-tune's --lr, warm-up and --patience as this test reads"
-    defaults = {**dataclasses.asdict(charlm.config.Config()), **charlm.finetune.DEFAULTS}
+    defaults = {**dataclasses.asdict(Config()), **finetune.DEFAULTS}
     stated = {"lr": float(rate[1]), "warmup_steps": int(rate[2] or rate[3]), "patience": int(patience[1])}
     assert stated == {name: defaults[name] for name in stated}, f"{page} states {stated}"
 
