@@ -34,7 +34,15 @@ from pathlib import Path
 import torch
 
 from . import hub
-from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
+from .checkpoint_file import (
+    VERSION,
+    aside_note,
+    damaged_checkpoint,
+    read_bytes,
+    serialize,
+    verified,
+    write_atomic,
+)
 from .config import INT64, Config
 from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
@@ -228,7 +236,7 @@ class Checkpoint:
             why = str(e)
         except PAYLOAD_ERRORS as e:
             why = _reason(e)
-        raise CharLMError(f"{one_line_path(source)}: checkpoint is damaged ({why}); {remedy(source)}") from None
+        raise damaged_checkpoint(source, why) from None
 
     @classmethod
     def _build(cls, payload: dict, described: tuple[ModelConfig, Vocabulary] | None = None) -> Checkpoint:
@@ -632,8 +640,9 @@ def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
         model = saved.model()
     except CharLMError as e:
         raise CharLMError(f"{one_line_path(path)}: {e}") from None
-    except (KeyError, RuntimeError, TypeError) as e:
-        raise CharLMError(f"{one_line_path(path)}: checkpoint is damaged ({type(e).__name__})") from None
+    except (KeyError, RuntimeError, TypeError) as e:  # a model folder's weights are its folder's (`hub.damaged`)
+        why = type(e).__name__
+        raise (hub.damaged(path, why) if hub.names_weights(path) else damaged_checkpoint(path, why)) from None
     return model.to(device).eval()
 
 

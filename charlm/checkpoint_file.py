@@ -210,11 +210,9 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
             f"{one_line_path(path)}: truncated checkpoint ({len(data):,} of {whole:,} bytes); {advice(path)}"
         )
     if len(body) > size:
-        raise CharLMError(
-            f"{one_line_path(path)}: damaged checkpoint ({len(data):,} bytes, not {whole:,}); {advice(path)}"
-        )
+        raise damaged_checkpoint(path, f"{len(data):,} bytes, not {whole:,}", advice)
     if hashlib.sha256(body).hexdigest() != digest:
-        raise CharLMError(f"{one_line_path(path)}: damaged checkpoint (checksum mismatch); {advice(path)}")
+        raise damaged_checkpoint(path, "checksum mismatch", advice)
     if hazard := _memory_hazard(body):  # before torch.load, which would allocate it
         raise CharLMError(f"{one_line_path(path)}: refused: {hazard}; {advice(path)}")
     try:
@@ -222,8 +220,14 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
         raise CharLMError(f"{one_line_path(path)}: refused: {_refusal(str(e))}; {advice(path)}") from None
     if not isinstance(payload, dict):  # our header over a body that is not ours: damage, as above
-        raise CharLMError(f"{one_line_path(path)}: damaged checkpoint (its body holds no checkpoint); {advice(path)}")
+        raise damaged_checkpoint(path, "its body holds no checkpoint", advice)
     return version, payload
+
+
+def damaged_checkpoint(path: Path, why: str, advice: Callable[[Path], str] = remedy) -> CharLMError:
+    """The one wording of a checkpoint file that reads but is not what charlm wrote, whichever check
+    found it (here, or checkpoint.py's of the payload and the model), ending in what to do instead."""
+    return CharLMError(f"{one_line_path(path)}: damaged checkpoint ({why}); {advice(path)}")
 
 
 def _memory_hazard(body: bytes) -> str:

@@ -19,7 +19,6 @@ from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE, devi
 from .errors import CharLMError, one_line_path
 from .fields import (
     SHOWN,
-    cannot_read,
     check_choices,
     check_types,
     flags_said,
@@ -27,6 +26,7 @@ from .fields import (
     option,
     said,
     store_as_read,
+    unreadable_value,
 )
 from .forms import FORM_CHOICES, template_of
 from .halfwidth import DURATION_UNITS, as_number, half_width, retype_hint
@@ -378,7 +378,7 @@ def parse_duration(
     said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it; `offered`:
     what a refusal offers instead of a duration or no limit, for a field that takes more (steps too). An
     empty text is refused: `--max-time "$BUDGET"`, BUDGET unset, means a limit that went missing, not none."""
-    unreadable = cannot_read(name, text, flag)  # said as its caller names it, before `flag` falls back to said's
+    unreadable = unreadable_value(name, text, flag)  # said as its caller names it, before `flag` falls back to said's
     flag = flag or said(name)
     no_limit = said(name, "none") if flags_said() else said(name, None)  # Python's None
     if isinstance(text, str) and not text.strip():

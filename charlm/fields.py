@@ -182,7 +182,7 @@ def about_option(name: str, value: object, error: CharLMError) -> CharLMError:
     return CharLMError(f"{said(name)} {message}" if flags_said() else f"{said(name, value)}: {message}")
 
 
-def cannot_read(name: str, value: object, flag: str | None = None) -> str:
+def unreadable_value(name: str, value: object, flag: str | None = None) -> str:
     """The opening of a refusal of option `name`'s `value`, which cannot be read: `--max-time: cannot read
     '5 minutes'` on the command line, as click's `--lr: 'x' is not a valid float`; `max_time='5 minutes':
     cannot read it` in Python (`value_refused`). `flag`: the option as a caller that names it so said it."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, checkpoint_file, device, files, finetune, runs, threads
+from charlm import checkpoint, checkpoint_file, device, files, finetune, hub, runs, threads
 from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
@@ -401,9 +402,26 @@ def test_a_vocabulary_holding_a_number_names_it_not_a_type_error(trained):
     path = rewritten(trained, setting("model", "vocab", chars=["a", 3]))
     with pytest.raises(CharLMError) as error:
         checkpoint.read(path)
-    assert f"{path}: checkpoint is damaged (the vocabulary is damaged: chars holds 3, not a character)" in str(
-        error.value
-    )
+    assert f"{path}: damaged checkpoint (the vocabulary is damaged: chars holds 3, not a character)" in str(error.value)
+
+
+def test_a_model_that_cannot_be_built_is_said_as_other_damage_is_with_what_to_do(trained):
+    """`model_on` said "checkpoint is damaged (KeyError)" and stopped, where every other refusal of the
+    same file says "damaged checkpoint (...)" and then what to do; of a model folder's weights it said
+    "checkpoint" too, where the folder's other refusals say "damaged model folder" and to export again."""
+
+    def fails():
+        raise KeyError("lstm.weight_ih_l0")
+
+    unbuildable = SimpleNamespace(model=fails)
+    best = trained.with_name(runs.BEST)
+    for path, said in [
+        (best, f"{best}: damaged checkpoint (KeyError); {checkpoint_file.remedy(best)}"),
+        (Path("hub", hub.WEIGHTS), f"{Path('hub', hub.WEIGHTS)}: damaged model folder (KeyError); export it again"),
+    ]:
+        with pytest.raises(CharLMError) as error:
+            checkpoint.model_on(unbuildable, path, torch.device("cpu"))
+        assert str(error.value).startswith(said), str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -433,7 +451,7 @@ def test_a_payload_whose_run_or_its_parts_are_of_another_type_names_the_field(tr
     path = rewritten(trained, edit)
     with pytest.raises(CharLMError) as error:
         checkpoint.read(path)
-    assert f"{path}: checkpoint is damaged ({said});" in str(error.value)
+    assert f"{path}: damaged checkpoint ({said});" in str(error.value)
 
 
 def known_fields(record: type) -> str:
@@ -483,7 +501,7 @@ def test_a_payload_record_with_a_field_added_or_lost_names_the_field(trained, ed
     path = rewritten(trained, edit)
     with pytest.raises(CharLMError) as error:
         checkpoint.read(path)
-    assert f"{path}: checkpoint is damaged ({said});" in str(error.value)
+    assert f"{path}: damaged checkpoint ({said});" in str(error.value)
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
@@ -505,7 +523,7 @@ def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(tr
     ]
     copied = "copy it again from where it came"  # edited.pt is in no run: there is no other checkpoint to use
     for command in commands:
-        assert_one_line_error(cli(*command), f"{path}: checkpoint is damaged", fragment, copied)
+        assert_one_line_error(cli(*command), f"{path}: damaged checkpoint", fragment, copied)
     assert not any(Path(name).exists() for name in ("page.html", "model.onnx", "folder", "checkpoints"))
 
 

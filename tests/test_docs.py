@@ -26,6 +26,8 @@ import pytest
 import torch
 
 import charlm
+from charlm import finetune
+from charlm.config import Config
 
 from .conftest import REPO, TINY, cli, import_or_missing, make_model
 
@@ -443,6 +445,23 @@ def test_the_readme_asks_for_the_python_and_torch_setup_cfg_asks_for(page):
     text = (REPO / page).read_text(encoding="utf-8")
     stated = re.search(r"Python (\S+) (?:or newer|或更新版本)[,，] ?torch (\S+) (?:or newer|或更新版本)", text)
     assert stated and stated.groups() == (python, torch), f"{page} does not say Python {python}, torch {torch}"
+
+
+# The fine-tune's defaults as a README states them: "(`--lr` 1e-3, 100 warm-up steps)", "`--patience` (5)"
+FINE_TUNE_RATE = re.compile(r"[(（]`--lr` (\S+?)[,，] ?(?:(\d+) warm-up steps|预热 (\d+) 步)[)）]")
+PATIENCE_STATED = re.compile(r"`--patience`\s*[(（](\d+)[)）]")
+
+
+@pytest.mark.parametrize("page", ["README.md", "README.zh.md"])
+def test_the_readme_gives_the_fine_tunes_defaults_the_code_takes(page):
+    """The fine-tune's learning rate, warm-up and patience were written in the READMEs apart from
+    finetune.DEFAULTS and Config, which hold them: a default changed there would leave both stating the old."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    rate, patience = FINE_TUNE_RATE.search(text), PATIENCE_STATED.search(text)
+    assert rate and patience, f"{page} no longer states the fine-tune's --lr, warm-up and --patience as this test reads"
+    defaults = {**dataclasses.asdict(Config()), **finetune.DEFAULTS}
+    stated = {"lr": float(rate[1]), "warmup_steps": int(rate[2] or rate[3]), "patience": int(patience[1])}
+    assert stated == {name: defaults[name] for name in stated}, f"{page} states {stated}"
 
 
 @pytest.mark.parametrize("page", ["README.md", "README.zh.md"])

@@ -239,6 +239,25 @@ def test_only_the_vocabularies_read_a_piece_vocabularys_own_fields():
     assert not found, "read past the Vocabulary protocol:\n" + "\n".join(found)
 
 
+def public_functions(path: Path) -> set[str]:
+    return {
+        node.name
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+    }
+
+
+def test_an_options_refusal_and_a_files_error_are_named_apart():
+    """fields.cannot_read (the opening of a refusal of an option's value) and files.cannot_read (a file's
+    error) shared a name: config.py imports the one by its bare name, and its reader, who meets
+    `files.cannot_read` everywhere else, could not tell which it was."""
+    options, files = (public_functions(REPO / "charlm" / name) for name in ("fields.py", "files.py"))
+    assert "said" in options and "replace_files" in files, (
+        "the functions were not found: the test would pass for nothing"
+    )
+    assert not options & files, f"named alike in fields.py and files.py: {sorted(options & files)}"
+
+
 def test_no_file_holds_a_merge_conflict():
     """A conflict left in a merge reached main once (docs/serve.md, its error table): ruff reads only
     Python, and no docs test looked at that table. Every text file of the project is checked for git's
