@@ -168,7 +168,7 @@ class Config:
     )
     # hardware
     device: str = option(
-        WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps", half_width=True
+        WHOLE_TEXTS_DEVICE, f"{DEVICE_FORMS}; auto: the best present (cuda, mps, cpu)", half_width=True
     )
     precision: str = option(
         "auto",

@@ -39,8 +39,8 @@ def failed_save_note(save_error: str) -> str:
 
 def not_saved_warning(error: str, ending: bool = False) -> str:
     """Said as a checkpoint could not be written (`error`) and --save-errors warn lets the run go on, or
-    end at its last step (`ending`: its limits spent, or a signal stops it): its `done:` or stop line then
-    says what the folder holds."""
+    end at its last step (`ending`: its limits or --patience spent, or a signal stops it): its `done:` or
+    stop line then says what the folder holds."""
     goes_on = "the run stops without this step's checkpoint" if ending else "training goes on"
     return f"warning: {error}; {goes_on} ({said('save_errors', 'warn')})"
 

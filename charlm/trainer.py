@@ -61,7 +61,7 @@ class Trainer:
         self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
         self.stopped_early = False
-        self.ending = False  # this step is the run's last (its limits spent, or a signal stops it): so is its save
+        self.ending = False  # this step is the run's last (limits or --patience spent, a signal): so is its save
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
         self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
         self.checkpoint_interval = plan.config.checkpoint_interval()
@@ -117,7 +117,7 @@ class Trainer:
             if self.resumed_spent(max_seconds):
                 self.say_nothing_to_train()
             else:
-                self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
+                self.check_patience_resumed()
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 loss, seconds = self.timed_step(share)
@@ -299,13 +299,18 @@ class Trainer:
                 if self.eval_also_ids is not None:
                     also = bits_per_char(self.result, self.eval_also_ids)
         progress.val_step = progress.step
+        # --patience decides before the save, so a failed save (--save-errors warn) says whether the run goes on;
+        # it is said after, when best.pt holds what the note says it keeps
+        ran_out = self.decide_patience()
+        self.ending = self.ending or self.out_of_patience
         # A best.pt not written still holds the previous best: a later, better one replaces it. One written
         # when latest.pt was not (a full disk) holds this one: putting the previous best back would let a
         # later, worse evaluation replace it.
         best_saved = self.save(improved)
         if improved and not best_saved:
             progress.best_bpc, progress.best_step = kept_best
-        self.check_patience()
+        if ran_out:
+            self.say(run_notes.patience_note(self.config.patience, progress))
         if not self.ranks.leader:
             return
         self.reporter.write_row(val_bpc=progress.val_bpc, eval_also_bpc=also)
@@ -325,7 +330,7 @@ class Trainer:
             self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
 
     def resumed_idle(self, max_seconds: float | None) -> bool:
-        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `check_patience`):
+        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `decide_patience`):
         its progress bar would show steps never taken, drawn full above and below the line that says why."""
         return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
 
@@ -334,23 +339,25 @@ class Trainer:
         patience, progress = self.config.patience, self.progress
         return bool(patience and progress.step) and progress.worse_evaluations >= patience
 
-    def check_patience(self, resuming: bool = False) -> None:
+    def decide_patience(self, resuming: bool = False) -> bool:
         """Stop once validation has not improved for --patience evaluations in a row: the text is being
-        memorized and best.pt already holds the best weights. Said once; every rank takes rank 0's word.
-        `resuming`: before the first step, where a run that stopped so stops again, untrained, unless
-        --patience was raised past its count (or is 0); said even under --quiet, as nothing else says
-        why the limits given were not trained to."""
+        memorized and best.pt already holds the best weights. Every rank takes rank 0's word (`out_of_patience`);
+        returns whether rank 0 found it here, to say it once. `resuming`: before the first step, where a run
+        that stopped so stops again, untrained, unless --patience was raised past its count (or is 0)."""
         patience, progress = self.config.patience, self.progress
         if not patience or self.out_of_patience or (resuming and not progress.step):
-            return
+            return False
         out = self.ranks.leader and self.patience_spent()
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
-        if out and resuming:
+        return out
+
+    def check_patience_resumed(self) -> None:
+        """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
+        nothing else says why the limits given were not trained to."""
+        if self.decide_patience(resuming=True):
             moved_to = self.corpus.sources if self.text_moved else None
-            self.say_always(run_notes.patience_resumed_note(progress, self.run_dir, moved_to))
-        elif out:
-            self.say(run_notes.patience_note(patience, progress))
+            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, moved_to))
 
     def say(self, line: str) -> None:
         """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid."""

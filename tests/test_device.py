@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 from unittest import mock
 
+import click
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from charlm.device import (
     resolve_precision,
     to_host,
 )
+from charlm.device_names import DEVICE_FORMS
 from charlm.errors import CharLMError
 from charlm.runs import read_metrics
 
@@ -268,3 +270,21 @@ def test_a_resume_names_a_bad_option_before_it_looks_for_the_run():
     assert_one_line_error(cli("train", "--resume", "--lr", "-1"), "--lr must be a positive number, not -1")
     with pytest.raises(CharLMError, match=r"^lr must be a positive number, not -1"):
         charlm.train(resume=True, lr=-1)
+
+
+def device_helps(command: click.Command, path: str = "charlm") -> dict[str, str]:
+    """The help of every --device under `command`, by the command line that takes it."""
+    helps = {f"{path} --{param.name}": param.help for param in command.params if param.name == "device"}
+    for name, sub in command.commands.items() if isinstance(command, click.Group) else ():
+        helps |= device_helps(sub, f"{path} {name}")
+    return helps
+
+
+def test_every_device_help_names_the_forms_the_check_takes():
+    """--device's forms were written out in each help (`cpu, cuda, cuda:N, mps or auto`) beside DEVICE_FORMS,
+    which the check's error gives: one form added there would be missing from the help."""
+    from charlm.cli import main
+
+    helps = device_helps(main)
+    assert {f"charlm {name} --device" for name in ("train", "sample", "eval", "serve")} <= helps.keys(), helps
+    assert all(DEVICE_FORMS in text for text in helps.values()), helps

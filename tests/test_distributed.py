@@ -625,6 +625,34 @@ def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_pe
     assert latest("slow").progress.step == 5
 
 
+# Rank 0 scores validation 4.0, 3.0, then only worse, on a disk that fills once the run folder holds latest.pt.
+SCORES_THEN_DISK_FULL = """
+import errno, itertools, pathlib
+from charlm import files, trainer
+scores = itertools.chain([4.0, 3.0], itertools.repeat(3.5))
+trainer.bits_per_char = lambda *args: next(scores)
+def no_room(contents, before_rename=None):
+    raise OSError(errno.ENOSPC, "No space left on device")
+real = files.replace_files
+files.replace_files = lambda contents, before_rename=None: (
+    no_room if any(pathlib.Path(path).parent.joinpath("latest.pt").exists() for path in contents) else real
+)(contents, before_rename)
+"""
+
+
+def test_every_rank_stops_where_patience_runs_out_on_a_save_that_failed(fox_file):
+    """--patience is decided before the evaluation's save, so that a failed save (--save-errors warn) says the
+    run stops: every rank takes rank 0's word at the same point, and they stop together at step 15."""
+    options = [*cli_options(max_steps=100), "--patience", "1", "--save-errors", "warn"]
+    with ranks("train", str(fox_file), "--out", "full", *options, prelude=SCORES_THEN_DISK_FULL) as processes:
+        outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    warned = [line for line in outputs[0][1].splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 2 and warned[0].endswith("; training goes on (--save-errors warn)"), warned
+    assert warned[1].endswith("; the run stops without this step's checkpoint (--save-errors warn)"), warned
+    assert "done: step 15, " in outputs[0][0] and latest("full").progress.step == 5, outputs[0]
+
+
 def test_rank_0_alive_but_stuck_in_a_checkpoint_write_is_named_after_6_peer_timeouts(fox_file):
     """Rank 0 stuck in a write (a hung disk or mount) kept beating its heartbeat, so the others waited for
     it forever. A piece of work rank 0 does alone may take 6 x --peer-timeout (a slow disk's write of a huge

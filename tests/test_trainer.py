@@ -36,7 +36,17 @@ from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
 
 from . import forkserver
-from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_python, start_training, wait_for
+from .conftest import (
+    TRAIN_ARGS,
+    cli,
+    disk_full_once_saved,
+    file_size_limit,
+    latest,
+    run_cli,
+    start_python,
+    start_training,
+    wait_for,
+)
 from .conftest import assert_one_line_error as one_line_error
 
 
@@ -1255,6 +1265,24 @@ def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny,
     scripted = itertools.chain([4.0, 3.0], itertools.repeat(3.5))
     charlm.train(fox_file, out="patient", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 0})
     assert latest("patient").progress.step == 100
+
+
+def test_an_evaluation_that_runs_out_of_patience_and_fails_its_save_does_not_say_training_goes_on(
+    fox_file, tiny, monkeypatch, capsys
+):
+    """Under --save-errors warn, the evaluation that ran out of --patience on a full disk warned `training goes
+    on`, then stopped the run: --patience decided only after the save. Its failure is warned as the end it is."""
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    scripted = iter([4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
+    disk_full_once_saved(monkeypatch, Path("checkpoints/run"))
+    options = {"max_steps": 100, "eval_every": 10, "patience": 2, "save_errors": "warn", "quiet": False}
+    charlm.train(fox_file, out="run", **{**tiny, **options})
+    said = capsys.readouterr().err.splitlines()
+    warned = [line for line in said if line.startswith("warning:") and "could not write checkpoint" in line]
+    assert len(warned) == 3 and latest("run").progress.step == 10, said  # steps 20, 30, 40: patience stops at 40
+    assert all(line.endswith("; training goes on (save_errors='warn')") for line in warned[:-1]), warned
+    assert warned[-1].endswith("; the run stops without this step's checkpoint (save_errors='warn')"), warned
+    assert sum("validation has not improved for 2 evaluations" in line for line in said) == 1, said
 
 
 def test_a_resume_with_its_limits_spent_draws_no_progress_bar(fox_file, tiny, capsys):

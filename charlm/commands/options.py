@@ -11,7 +11,7 @@ from typing import TypeVar
 import click
 
 from ..config import added_limits
-from ..device_names import STEP_DEVICE, WHOLE_TEXTS_DEVICE
+from ..device_names import DEVICE_FORMS, STEP_DEVICE, WHOLE_TEXTS_DEVICE
 from ..fields import SHOWN, option_name
 from ..halfwidth import as_choice, as_number, dashes_hint, option_places, option_typed, options_read, retype_hint
 from .completion import BY_FIELD, devices
@@ -28,7 +28,7 @@ def device_option(work: str) -> Callable[[F], F]:
         "--device",
         default=DEVICE_DEFAULTS[work],
         show_default=True,
-        help="cpu, cuda, cuda:N, mps or auto",
+        help=DEVICE_FORMS,
         shell_complete=devices,
     )
 

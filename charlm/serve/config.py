@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import MAX_SAMPLES
-from ..device_names import STEP_DEVICE
+from ..device_names import DEVICE_FORMS, STEP_DEVICE
 from ..errors import CharLMError
 from ..fields import SHOWN, check_types, option, said
 
@@ -34,7 +34,7 @@ class ServeConfig:
     )
     device: str = option(
         STEP_DEVICE,
-        "where the models run: cpu, cuda, cuda:N, mps or auto (a step is one character: small models are fastest on the CPU)",
+        f"where the models run: {DEVICE_FORMS} (a step is one character: small models are fastest on the CPU)",
     )
     allow_origin: str | None = option(
         None,
