@@ -279,12 +279,12 @@ $dots</svg>""")
 
 def render(inspection: Inspection, title: str) -> str:
     """The whole page, as a string."""
-    seen, trace = inspection.surprise, inspection.trace
+    surprises, trace = inspection.surprise, inspection.trace
     states = {inspection.state_name: inspection.states}
     if trace.cells is not None:
         states["h"] = trace.hidden
     data = {
-        **seen.to_dict(),
+        **surprises.to_dict(),
         "hidden": inspection.states.shape[2],
         "ranked": inspection.state_name,
         "states": {name: pack(values) for name, values in states.items()},
@@ -293,16 +293,16 @@ def render(inspection: Inspection, title: str) -> str:
     }
     hardest = "".join(
         f'<li><button data-goto="{start}" data-end="{end}" aria-label="show hardest span {k} in the text">show</button> '
-        f'{bpc:.2f} bpc: <code lang="">{esc("".join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>'
-        for k, (start, end, bpc) in enumerate(hardest_spans(seen), 1)
+        f'{bpc:.2f} bpc: <code lang="">{esc("".join(surprises.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>'
+        for k, (start, end, bpc) in enumerate(hardest_spans(surprises), 1)
     )
-    low, high = surprise_range(np.asarray(seen.bits, dtype=float))
+    low, high = surprise_range(np.asarray(surprises.bits, dtype=float))
     return PAGE.substitute(
         title=esc(title),
         style=STYLE,
         model=esc(inspection.model),
         count=esc(characters_read(inspection)),
-        bpc=f"{seen.bpc:.3f}",
+        bpc=f"{surprises.bpc:.3f}",
         order=inspection.ngram_order,
         context=ngram_context(inspection.ngram_order),
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
@@ -316,8 +316,8 @@ def render(inspection: Inspection, title: str) -> str:
         surprise=text_view(
             "surprise",
             "Surprise: the text coloured by bits",
-            seen.tokens,
-            [red((b - low) / (high - low)) for b in np.nan_to_num(seen.bits)],
+            surprises.tokens,
+            [red((b - low) / (high - low)) for b in np.nan_to_num(surprises.bits)],
             set(inspection.unseen),
         ),
         cells=cells_section(inspection),
