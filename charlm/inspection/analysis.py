@@ -272,21 +272,24 @@ def char_class(char: str) -> str:
 
 @dataclass
 class ClassRow:
+    """One class's row of the table: its characters scored, and the bits per character the model (an LSTM,
+    GRU or RNN alike) and the n-gram spent on them."""
+
     name: str
     count: int
-    lstm_bpc: float
+    model_bpc: float
     ngram_bpc: float
 
 
-def bits_by_class(tokens: list[str], lstm_bits: np.ndarray, ngram_bits: np.ndarray) -> list[ClassRow]:
+def bits_by_class(tokens: list[str], model_bits: np.ndarray, ngram_bits: np.ndarray) -> list[ClassRow]:
     """Both models' bits per character for each class present in the text, in CLASSES order, over the
     characters the model scored (not those it never saw)."""
     classes = np.array([char_class(token) for token in tokens])
     rows = []
     for name in CLASSES:
-        chosen = (classes == name) & ~np.isnan(lstm_bits)
+        chosen = (classes == name) & ~np.isnan(model_bits)
         if chosen.any():
-            rows.append(ClassRow(name, int(chosen.sum()), lstm_bits[chosen].mean(), ngram_bits[chosen].mean()))
+            rows.append(ClassRow(name, int(chosen.sum()), model_bits[chosen].mean(), ngram_bits[chosen].mean()))
     return rows
 
 
@@ -479,8 +482,8 @@ def summary(inspection: Inspection) -> str:
     cell = inspection.trace.cell.upper()
     lines += ["", f"{'class':<16} {'chars':>7} {cell + ' bpc':>9} {'n-gram bpc':>11} {'saved':>7}"]
     for row in inspection.classes:
-        saved = row.ngram_bpc - row.lstm_bpc
-        lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
+        saved = row.ngram_bpc - row.model_bpc
+        lines.append(f"{row.name:<16} {row.count:>7,} {row.model_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
     lines.append(
         f"(saved: the n-gram's bits per character on the class minus the {cell}'s; "
         f"above 0: the {cell} needs fewer bits, below 0: the n-gram does)"

@@ -443,16 +443,16 @@ def scatter(fractions: np.ndarray, layer: int, gate: str) -> str:
 
 def classes_section(inspection: Inspection) -> str:
     order = inspection.ngram_order
-    widest = max((max(row.lstm_bpc, row.ngram_bpc) for row in inspection.classes), default=1.0) or 1.0
+    widest = max((max(row.model_bpc, row.ngram_bpc) for row in inspection.classes), default=1.0) or 1.0
     rows = []
     for row in inspection.classes:
         bars = "".join(
             f'<div class="bar" style="width:{10 * bpc / widest:.2f}em;background:{colour}"></div><br>'
-            for bpc, colour in ((row.lstm_bpc, "#1f77b4"), (row.ngram_bpc, "#aaa"))
+            for bpc, colour in ((row.model_bpc, "#1f77b4"), (row.ngram_bpc, "#aaa"))
         )
         rows.append(
-            f"<tr><td>{esc(row.name)}</td><td>{row.count:,}</td><td>{row.lstm_bpc:.3f}</td>"
-            f"<td>{row.ngram_bpc:.3f}</td><td>{row.ngram_bpc - row.lstm_bpc:+.3f}</td>"
+            f"<tr><td>{esc(row.name)}</td><td>{row.count:,}</td><td>{row.model_bpc:.3f}</td>"
+            f"<td>{row.ngram_bpc:.3f}</td><td>{row.ngram_bpc - row.model_bpc:+.3f}</td>"
             f'<td style="text-align:left">{bars}</td></tr>'
         )
     bold = {n: ("<b>", "</b>") if n == order else ("", "") for n in inspection.ngram_bpc}
