@@ -392,9 +392,9 @@ def gates_section(inspection: Inspection) -> str:
     layers = next(iter(inspection.saturation.values())).shape[0]
     rows = []
     for layer in range(layers):
-        fractions = (inspection.saturation[name][layer].mean(axis=0) for name in names)
-        cells = "".join(f"<td>{left:.1%}</td><td>{right:.1%}</td>" for left, right in fractions)
-        rows.append(f"<tr><td>layer {layer}</td>{cells}</tr>")
+        fractions = (inspection.saturation[name][layer].mean(axis=0) for name in names)  # over the layer's cells
+        columns = "".join(f"<td>{left:.1%}</td><td>{right:.1%}</td>" for left, right in fractions)
+        rows.append(f"<tr><td>layer {layer}</td>{columns}</tr>")
     return GATES.substitute(
         meaning=GATE_MEANINGS[inspection.trace.cell],
         shut=SHUT,
