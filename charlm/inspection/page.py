@@ -455,13 +455,13 @@ def classes_section(inspection: Inspection) -> str:
             f"<td>{row.ngram_bpc:.3f}</td><td>{row.ngram_bpc - row.model_bpc:+.3f}</td>"
             f'<td style="text-align:left">{bars}</td></tr>'
         )
-    bold = {n: ("<b>", "</b>") if n == order else ("", "") for n in inspection.ngram_bpc}
+    values = (f"<b>{bpc:.3f}</b>" if n == order else f"{bpc:.3f}" for n, bpc in inspection.ngram_bpc.items())
     return CLASSES.substitute(
         cell=esc(inspection.trace.cell.upper()),
         order=order,
         fitted_on=esc(inspection.ngram_fitted_on),
         orders="".join(f"<th>{n}</th>" for n in inspection.ngram_bpc),
-        values="".join(f"<td>{bold[n][0]}{bpc:.3f}{bold[n][1]}</td>" for n, bpc in inspection.ngram_bpc.items()),
+        values="".join(f"<td>{value}</td>" for value in values),  # the order the class table uses in bold
         rows="".join(rows),
     )
 
