@@ -18,7 +18,7 @@ from string import Template
 
 import numpy as np
 
-from ..scoring import TOP
+from ..scoring import TOP, Surprise
 from .analysis import (
     CHANCE_SAID,
     OPEN,
@@ -291,11 +291,6 @@ def render(inspection: Inspection, title: str) -> str:
         "gates": named_cells_gates(inspection),
         "unseen": inspection.unseen,
     }
-    hardest = "".join(
-        f'<li><button data-goto="{start}" data-end="{end}" aria-label="show hardest span {k} in the text">show</button> '
-        f'{bpc:.2f} bpc: <code lang="">{esc("".join(surprises.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>'
-        for k, (start, end, bpc) in enumerate(hardest_spans(surprises), 1)
-    )
     low, high = surprise_range(np.asarray(surprises.bits, dtype=float))
     return PAGE.substitute(
         title=esc(title),
@@ -307,7 +302,7 @@ def render(inspection: Inspection, title: str) -> str:
         context=ngram_context(inspection.ngram_order),
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
         notes="".join(f'<p class="note">Note: {esc(note)}.</p>' for note in inspection.notes),
-        hardest=hardest,
+        hardest=hardest_list(surprises),
         red=red(1.0),
         low_bits=f"{low:.1f}",
         max_bits=f"{high:.1f}",
@@ -327,6 +322,18 @@ def render(inspection: Inspection, title: str) -> str:
         data=json_for_script(data),
         script=SCRIPT,
     )
+
+
+def hardest_list(surprises: Surprise) -> str:
+    """The headline's hardest spans, each with a button that marks it in the surprise view."""
+    items = []
+    for k, (start, end, bpc) in enumerate(hardest_spans(surprises), 1):
+        span = "".join(surprises.tokens[start:end]).replace("\n", NEWLINE)
+        button = (
+            f'<button data-goto="{start}" data-end="{end}" aria-label="show hardest span {k} in the text">show</button>'
+        )
+        items.append(f'<li>{button} {bpc:.2f} bpc: <code lang="">{esc(span)}</code></li>')
+    return "".join(items)
 
 
 def ngram_context(order: int) -> str:
