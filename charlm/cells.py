@@ -25,6 +25,9 @@ import torch
 
 
 class LSTMGates(NamedTuple):
+    """An LSTM step's gates, each (batch, hidden), in the order torch stacks their weight rows: the
+    order and names a trace gives them (`tracing.GATE_NAMES`)."""
+
     input: torch.Tensor
     forget: torch.Tensor
     candidate: torch.Tensor
@@ -32,6 +35,8 @@ class LSTMGates(NamedTuple):
 
 
 class GRUGates(NamedTuple):
+    """A GRU step's gates and candidate, as `LSTMGates`."""
+
     reset: torch.Tensor
     update: torch.Tensor
     new: torch.Tensor

@@ -40,12 +40,14 @@ class FusedLSTMStep:
 
     @torch.no_grad()
     def __init__(self, model: CharLM, batch: int, dtype: torch.dtype = torch.float32):
-        core, h = model.core, model.config.hidden
+        core, hidden = model.core, model.config.hidden  # hidden: the size of each layer's h and c
         self.layers = core.num_layers
-        order = torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
+        # torch stacks the gates' rows as (i, f, g, o); taken as (i, f, o, g), the three sigmoids are side by side
+        i, f, g, o = torch.arange(4 * hidden).chunk(4)
+        gate_rows = torch.cat([i, f, o, g])
 
         def weight(name: str, layer: int) -> torch.Tensor:
-            return getattr(core, f"{name}_l{layer}")[order]
+            return getattr(core, f"{name}_l{layer}")[gate_rows]
 
         biases = [weight("bias_ih", n) + weight("bias_hh", n) for n in range(self.layers)]
         self.table = torch.addmm(biases[0], model.embed.weight, weight("weight_ih", 0).t()).to(dtype)
@@ -53,22 +55,22 @@ class FusedLSTMStep:
             torch.cat([weight("weight_ih", n), weight("weight_hh", n)], 1) for n in range(1, self.layers)
         ]
         self.products = [Product(m, b, dtype, batch) for m, b in zip(matrices, [None, *biases[1:]])]
-        self.inputs = [0] + [h] * (self.layers - 1)  # columns of xh[l] before its hidden state
+        self.inputs = [0] + [hidden] * (self.layers - 1)  # columns of xh[l] before its hidden state
         device = self.table.device
-        self.table_rows = torch.empty(batch, 4 * h, device=device, dtype=dtype)  # layer 0's inputs, looked up
-        self.xh = [torch.zeros(batch, size + h, device=device, dtype=dtype) for size in self.inputs]
-        self.cell = torch.zeros(self.layers, batch, h, device=device)
-        self.gates = torch.empty(batch, 4 * h, device=device)
-        self.sigmoids, self.candidate = self.gates[:, : 3 * h], self.gates[:, 3 * h :]
-        self.input_gate, self.forget_gate = self.gates[:, :h], self.gates[:, h : 2 * h]
-        self.output_gate = self.gates[:, 2 * h : 3 * h]
-        self.cell_tanh = torch.empty(batch, h, device=device)
+        self.table_rows = torch.empty(batch, 4 * hidden, device=device, dtype=dtype)  # layer 0's inputs, looked up
+        self.xh = [torch.zeros(batch, size + hidden, device=device, dtype=dtype) for size in self.inputs]
+        self.cell = torch.zeros(self.layers, batch, hidden, device=device)
+        self.gates = torch.empty(batch, 4 * hidden, device=device)
+        self.sigmoids, self.candidate = self.gates[:, : 3 * hidden], self.gates[:, 3 * hidden :]
+        self.input_gate, self.forget_gate = self.gates[:, :hidden], self.gates[:, hidden : 2 * hidden]
+        self.output_gate = self.gates[:, 2 * hidden : 3 * hidden]
+        self.cell_tanh = torch.empty(batch, hidden, device=device)
         if isinstance(model.head, FullHead):
             self.head = Product(model.head.weight, model.head.bias, dtype, batch)
         else:  # an adaptive head: its clusters' log-probabilities, in fp32, in blocks of ROW_BLOCK rows
             self.head = None
             self.adaptive = model.head
-            self.head_rows = torch.zeros(-(-batch // ROW_BLOCK) * ROW_BLOCK, h, device=device)
+            self.head_rows = torch.zeros(-(-batch // ROW_BLOCK) * ROW_BLOCK, hidden, device=device)
         self.logits = torch.empty(batch, model.config.vocab_size, device=device)
         self.views: dict[int, StepViews] = {}  # per number of rows stepped
 
@@ -96,14 +98,15 @@ class FusedLSTMStep:
         m = ids.size(0)
         views = self.views.get(m) or self.views.setdefault(m, self.views_of(m))
         for n, (xh, cell, hidden, following) in enumerate(views.layers):
-            rows = torch.index_select(self.table, 0, ids, out=views.table_rows) if n == 0 else None
-            self.products[n](xh, add=rows, out=views.gates)
-            views.sigmoids.sigmoid_()
-            views.candidate.tanh_()
-            cell.mul_(views.forget_gate).addcmul_(views.input_gate, views.candidate)
-            torch.mul(torch.tanh(cell, out=views.cell_tanh), views.output_gate, out=hidden)
+            looked_up = torch.index_select(self.table, 0, ids, out=views.table_rows) if n == 0 else None
+            self.products[n](xh, add=looked_up, out=views.gates)  # every gate's pre-activation, (i, f, o, g)
+            views.sigmoids.sigmoid_()  # i, f, o
+            views.candidate.tanh_()  # g
+            cell.mul_(views.forget_gate).addcmul_(views.input_gate, views.candidate)  # c' = f * c + i * g
+            torch.mul(torch.tanh(cell, out=views.cell_tanh), views.output_gate, out=hidden)  # h' = o * tanh(c')
             if following is not None:
-                following.copy_(hidden)
+                following.copy_(hidden)  # the next layer's input
+        # `hidden` is now the top layer's h', which the head reads
         if self.head is None:
             # Always blocks of ROW_BLOCK rows: torch's adaptive softmax picks its kernels by the number
             # of rows, and a row's last bits changed with it on some CPUs (from 9 rows up); computed in

@@ -17,22 +17,19 @@ cell state: their traces say so with `cells is None` and fewer gates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .arguments import check_reading, reading_text
-from .cells import gru_cell, lstm_cell
+from .cells import GRUGates, LSTMGates, gru_cell, lstm_cell
 from .inference_context import inference
 from .model import CharLM
 from .scoring import ids_with_context, mean_bits, preview, score, tokens_of
 
-GATE_NAMES = {
-    "lstm": ("input", "forget", "candidate", "output"),
-    "gru": ("reset", "update", "new"),
-    "rnn": (),
-}
+GATE_NAMES = {"lstm": LSTMGates._fields, "gru": GRUGates._fields, "rnn": ()}  # the reference cells' names, in order
 
 
 @dataclass(repr=False)
@@ -77,44 +74,52 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
         ids, start, read = ids_with_context(model, text, context, warn=warn)
     with inference(model):
         inputs, layers = model.embed(ids), []
-        for layer in range(model.config.layers):
-            layers.append(trace_layer(model, layer, inputs))
-            inputs = layers[-1][0]
+        for number in range(model.config.layers):
+            layers.append(trace_layer(model, number, inputs))
+            inputs = layers[-1].hidden  # what the next layer, and after the last the head, reads
         scores = score(model, inputs, ids, start, keep_probs=probs)
 
     def stack(parts: list[torch.Tensor]) -> np.ndarray:
+        """Each layer's (T, H), the context's steps left out, as one (L, T, H) array."""
         return torch.stack([p[start:] for p in parts]).float().cpu().numpy()
 
     text_ids = ids[start:].cpu()
-    gates = {name: stack([g[k] for _, _, g in layers]) for k, name in enumerate(GATE_NAMES[model.config.cell])}
+    names = GATE_NAMES[model.config.cell]
+    gates = {name: stack([layer.gates[k] for layer in layers]) for k, name in enumerate(names)}
     return Trace(
         cell=model.config.cell,
         tokens=tokens_of(model, read, text_ids),
         ids=text_ids.numpy(),
         bits=scores.bits,
         probs=scores.probs,
-        hidden=stack([h for h, _, _ in layers]),
-        cells=stack([c for _, c, _ in layers]) if model.config.cell == "lstm" else None,
+        hidden=stack([layer.hidden for layer in layers]),
+        cells=stack([layer.cells for layer in layers]) if model.config.cell == "lstm" else None,
         gates=gates,
     )
 
 
-def trace_layer(
-    model: CharLM, layer: int, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """One layer over inputs x (T, input) from a zero state: its hidden states (T, H), its cell
-    states (T, H) for an LSTM (else None) and its gates, each (T, H)."""
+class LayerTrace(NamedTuple):
+    """One layer's run over the text, each tensor (T, H)."""
+
+    hidden: torch.Tensor  # h after each token: the next layer's input
+    cells: torch.Tensor | None  # an LSTM's c after each token; None for a GRU or RNN
+    gates: tuple[torch.Tensor, ...]  # in GATE_NAMES order; () for an RNN
+
+
+def trace_layer(model: CharLM, layer: int, x: torch.Tensor) -> LayerTrace:
+    """One layer over inputs x (T, input) from a zero state: its hidden states, its cell states for an
+    LSTM and its gates."""
     weights = layer_weights(model, layer)
     hidden, _ = one_layer(model, layer)(x[None])
     hidden = hidden[0]
     previous = torch.cat([torch.zeros_like(hidden[:1]), hidden[:-1]])  # h_{t-1}, zero before the first step
     if model.config.cell == "lstm":
         _, _, gates = lstm_cell(x, previous, torch.zeros_like(previous), *weights)  # gates ignore c
-        return hidden, cell_states(gates.forget, gates.input * gates.candidate), tuple(gates)
+        return LayerTrace(hidden, cell_states(gates.forget, gates.input * gates.candidate), tuple(gates))
     if model.config.cell == "gru":
         _, gates = gru_cell(x, previous, *weights)
-        return hidden, None, tuple(gates)
-    return hidden, None, ()
+        return LayerTrace(hidden, None, tuple(gates))
+    return LayerTrace(hidden, None, ())
 
 
 def cell_states(forget: torch.Tensor, written: torch.Tensor) -> torch.Tensor:

@@ -60,12 +60,12 @@ CHANCE_SAID = (
 )
 
 
-def hardest_spans(seen: Surprise, count: int = HARDEST, width: int = SPAN) -> list[tuple[int, int, float]]:
+def hardest_spans(surprises: Surprise, count: int = HARDEST, width: int = SPAN) -> list[tuple[int, int, float]]:
     """The `count` spans of `width` tokens with the most bits, not overlapping: (start, end,
     bits per character), hardest first."""
-    bits = np.nan_to_num(seen.bits)
+    bits = np.nan_to_num(surprises.bits)
     if len(bits) <= width:
-        return [(0, len(bits), seen.bpc)] if len(bits) else []
+        return [(0, len(bits), surprises.bpc)] if len(bits) else []
     totals = np.convolve(bits, np.ones(width), mode="valid")  # totals[s]: bits of tokens s..s+width-1
     spans, taken = [], np.zeros(len(bits), dtype=bool)
     for start in np.argsort(-totals, kind="stable"):
@@ -73,7 +73,7 @@ def hardest_spans(seen: Surprise, count: int = HARDEST, width: int = SPAN) -> li
             break
         if not taken[start : start + width].any():
             taken[start : start + width] = True
-            chars = scored_chars(seen.bits[start : start + width], seen.tokens[start : start + width])
+            chars = scored_chars(surprises.bits[start : start + width], surprises.tokens[start : start + width])
             spans.append((int(start), int(start) + width, float(totals[start] / max(chars, 1))))
     return spans
 
@@ -272,21 +272,24 @@ def char_class(char: str) -> str:
 
 @dataclass
 class ClassRow:
+    """One class's row of the table: its characters scored, and the bits per character the model (an LSTM,
+    GRU or RNN alike) and the n-gram spent on them."""
+
     name: str
     count: int
-    lstm_bpc: float
+    model_bpc: float
     ngram_bpc: float
 
 
-def bits_by_class(tokens: list[str], lstm_bits: np.ndarray, ngram_bits: np.ndarray) -> list[ClassRow]:
+def bits_by_class(tokens: list[str], model_bits: np.ndarray, ngram_bits: np.ndarray) -> list[ClassRow]:
     """Both models' bits per character for each class present in the text, in CLASSES order, over the
     characters the model scored (not those it never saw)."""
     classes = np.array([char_class(token) for token in tokens])
     rows = []
     for name in CLASSES:
-        chosen = (classes == name) & ~np.isnan(lstm_bits)
+        chosen = (classes == name) & ~np.isnan(model_bits)
         if chosen.any():
-            rows.append(ClassRow(name, int(chosen.sum()), lstm_bits[chosen].mean(), ngram_bits[chosen].mean()))
+            rows.append(ClassRow(name, int(chosen.sum()), model_bits[chosen].mean(), ngram_bits[chosen].mean()))
     return rows
 
 
@@ -367,24 +370,24 @@ def analyse(
     symbol_note = unseen_note(model.vocab, [text], "inspect", run) if model.vocab.unknown_id is not None else ""
     # read as the unknown symbol: the note says so once, as eval's does, so neither warns
     traced = trace(model, text, context="", probs=False, warn=False)
-    seen = surprise(model, text, context="", warn=False)
+    surprises = surprise(model, text, context="", warn=False)
     # the characters its tokens spell, as the model read them (NFC, CRLF as LF), as eval counts its ids':
     # one a token for a character model, more for a sentencepiece one (which inspect refuses today)
-    check_scored(what, sum(map(len, seen.tokens)), seen.scored_chars)
+    check_scored(what, sum(map(len, surprises.tokens)), surprises.scored_chars)
     state_name, states = cell_view(traced)
     text = "".join(traced.tokens)  # normalized as the model read it
     found = features(text)
     ngram = KneserNey(training_text, len(model.vocab), max_order, quiet)
     ngram_bits = {order: ngram.bits(text, order, context="") for order in range(1, max_order + 1)}
     unseen = model.vocab.unseen_in(text) if model.vocab.unknown_id is None else []
-    scored = ~np.isnan(seen.bits)  # the n-grams are scored on the same characters as the model
+    scored = ~np.isnan(surprises.bits)  # the n-grams are scored on the same characters as the model
     ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else np.nan for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
     seen_share = share_seen(text, training_text)
     return Inspection(
         model=model.architecture(),
         trace=traced,
-        surprise=seen,
+        surprise=surprises,
         state_name=state_name,
         states=states,
         features=found,
@@ -392,7 +395,7 @@ def analyse(
         saturation=saturation(traced),
         ngram_bpc=ngram_bpc,
         ngram_order=best,
-        classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
+        classes=bits_by_class(traced.tokens, surprises.bits, ngram_bits[best]),
         ngram_fitted_on=fitted_on,
         notes=notes_on(model, traced, unseen, symbol_note, run, seen_note(seen_share, fitted_on, seen_advice)),
         unseen=unseen,
@@ -400,14 +403,14 @@ def analyse(
 
 
 def notes_on(
-    model: CharLM, traced: Trace, unseen: list[str], symbol_note: str, run: str | None = None, seen: str = ""
+    model: CharLM, traced: Trace, unseen: list[str], symbol_note: str, run: str | None = None, recall_note: str = ""
 ) -> list[str]:
     """What the figures leave out or the page cannot show, said above them: that the n-gram was fitted on
-    the text (`seen`, `seen_note`'s words), the text's characters the
+    the text (`recall_note`, `seen_note`'s words), the text's characters the
     model never saw (`unseen`), with what to do as eval says it (`unseen_advice`), or read as its unknown
     symbol (`symbol_note`, eval's words), and the cell state or gates a GRU or plain RNN does not have.
     Printed above the tables and shown on the page, the same notes."""
-    notes = [seen] if seen else []
+    notes = [recall_note] if recall_note else []
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
         distinct = model.vocab.unseen_counts("".join(excluded))
@@ -445,10 +448,10 @@ def characters_read(inspection: Inspection) -> str:
 
 def summary(inspection: Inspection) -> str:
     """The page's numbers as plain-text tables (what `charlm inspect` prints)."""
-    seen = inspection.surprise
+    surprises = inspection.surprise
     best = inspection.ngram_bpc[inspection.ngram_order]
     lines = [
-        f"{inspection.model} on {characters_read(inspection)}: {seen.bpc:.3f} bits per character; "
+        f"{inspection.model} on {characters_read(inspection)}: {surprises.bpc:.3f} bits per character; "
         + f"best n-gram (order {inspection.ngram_order}) {best:.3f}",
         *inspection.notes,
         "",
@@ -479,13 +482,13 @@ def summary(inspection: Inspection) -> str:
     cell = inspection.trace.cell.upper()
     lines += ["", f"{'class':<16} {'chars':>7} {cell + ' bpc':>9} {'n-gram bpc':>11} {'saved':>7}"]
     for row in inspection.classes:
-        saved = row.ngram_bpc - row.lstm_bpc
-        lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
+        saved = row.ngram_bpc - row.model_bpc
+        lines.append(f"{row.name:<16} {row.count:>7,} {row.model_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
     lines.append(
         f"(saved: the n-gram's bits per character on the class minus the {cell}'s; "
         f"above 0: the {cell} needs fewer bits, below 0: the n-gram does)"
     )
     # each span as its text, which a reader finds in the file, not as token offsets into it
     lines += ["", "hardest spans (most bits per character first):"]
-    lines += [f"{bpc:7.2f} bpc  {quoted(''.join(seen.tokens[a:b]))}" for a, b, bpc in hardest_spans(seen)]
+    lines += [f"{bpc:7.2f} bpc  {quoted(''.join(surprises.tokens[a:b]))}" for a, b, bpc in hardest_spans(surprises)]
     return "\n".join(lines)

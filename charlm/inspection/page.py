@@ -18,7 +18,7 @@ from string import Template
 
 import numpy as np
 
-from ..scoring import TOP
+from ..scoring import TOP, Surprise
 from .analysis import (
     CHANCE_SAID,
     OPEN,
@@ -279,35 +279,30 @@ $dots</svg>""")
 
 def render(inspection: Inspection, title: str) -> str:
     """The whole page, as a string."""
-    seen, trace = inspection.surprise, inspection.trace
+    surprises, trace = inspection.surprise, inspection.trace
     states = {inspection.state_name: inspection.states}
     if trace.cells is not None:
         states["h"] = trace.hidden
     data = {
-        **seen.to_dict(),
+        **surprises.to_dict(),
         "hidden": inspection.states.shape[2],
         "ranked": inspection.state_name,
         "states": {name: pack(values) for name, values in states.items()},
         "gates": named_cells_gates(inspection),
         "unseen": inspection.unseen,
     }
-    hardest = "".join(
-        f'<li><button data-goto="{start}" data-end="{end}" aria-label="show hardest span {k} in the text">show</button> '
-        f'{bpc:.2f} bpc: <code lang="">{esc("".join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>'
-        for k, (start, end, bpc) in enumerate(hardest_spans(seen), 1)
-    )
-    low, high = surprise_range(np.asarray(seen.bits, dtype=float))
+    low, high = surprise_range(np.asarray(surprises.bits, dtype=float))
     return PAGE.substitute(
         title=esc(title),
         style=STYLE,
         model=esc(inspection.model),
         count=esc(characters_read(inspection)),
-        bpc=f"{seen.bpc:.3f}",
+        bpc=f"{surprises.bpc:.3f}",
         order=inspection.ngram_order,
         context=ngram_context(inspection.ngram_order),
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
         notes="".join(f'<p class="note">Note: {esc(note)}.</p>' for note in inspection.notes),
-        hardest=hardest,
+        hardest=hardest_list(surprises),
         red=red(1.0),
         low_bits=f"{low:.1f}",
         max_bits=f"{high:.1f}",
@@ -316,8 +311,8 @@ def render(inspection: Inspection, title: str) -> str:
         surprise=text_view(
             "surprise",
             "Surprise: the text coloured by bits",
-            seen.tokens,
-            [red((b - low) / (high - low)) for b in np.nan_to_num(seen.bits)],
+            surprises.tokens,
+            [red((b - low) / (high - low)) for b in np.nan_to_num(surprises.bits)],
             set(inspection.unseen),
         ),
         cells=cells_section(inspection),
@@ -327,6 +322,18 @@ def render(inspection: Inspection, title: str) -> str:
         data=json_for_script(data),
         script=SCRIPT,
     )
+
+
+def hardest_list(surprises: Surprise) -> str:
+    """The headline's hardest spans, each with a button that marks it in the surprise view."""
+    items = []
+    for k, (start, end, bpc) in enumerate(hardest_spans(surprises), 1):
+        span = "".join(surprises.tokens[start:end]).replace("\n", NEWLINE)
+        button = (
+            f'<button data-goto="{start}" data-end="{end}" aria-label="show hardest span {k} in the text">show</button>'
+        )
+        items.append(f'<li>{button} {bpc:.2f} bpc: <code lang="">{esc(span)}</code></li>')
+    return "".join(items)
 
 
 def ngram_context(order: int) -> str:
@@ -392,9 +399,9 @@ def gates_section(inspection: Inspection) -> str:
     layers = next(iter(inspection.saturation.values())).shape[0]
     rows = []
     for layer in range(layers):
-        fractions = (inspection.saturation[name][layer].mean(axis=0) for name in names)
-        cells = "".join(f"<td>{left:.1%}</td><td>{right:.1%}</td>" for left, right in fractions)
-        rows.append(f"<tr><td>layer {layer}</td>{cells}</tr>")
+        fractions = (inspection.saturation[name][layer].mean(axis=0) for name in names)  # over the layer's cells
+        columns = "".join(f"<td>{left:.1%}</td><td>{right:.1%}</td>" for left, right in fractions)
+        rows.append(f"<tr><td>layer {layer}</td>{columns}</tr>")
     return GATES.substitute(
         meaning=GATE_MEANINGS[inspection.trace.cell],
         shut=SHUT,
@@ -443,25 +450,25 @@ def scatter(fractions: np.ndarray, layer: int, gate: str) -> str:
 
 def classes_section(inspection: Inspection) -> str:
     order = inspection.ngram_order
-    widest = max((max(row.lstm_bpc, row.ngram_bpc) for row in inspection.classes), default=1.0) or 1.0
+    widest = max((max(row.model_bpc, row.ngram_bpc) for row in inspection.classes), default=1.0) or 1.0
     rows = []
     for row in inspection.classes:
         bars = "".join(
             f'<div class="bar" style="width:{10 * bpc / widest:.2f}em;background:{colour}"></div><br>'
-            for bpc, colour in ((row.lstm_bpc, "#1f77b4"), (row.ngram_bpc, "#aaa"))
+            for bpc, colour in ((row.model_bpc, "#1f77b4"), (row.ngram_bpc, "#aaa"))
         )
         rows.append(
-            f"<tr><td>{esc(row.name)}</td><td>{row.count:,}</td><td>{row.lstm_bpc:.3f}</td>"
-            f"<td>{row.ngram_bpc:.3f}</td><td>{row.ngram_bpc - row.lstm_bpc:+.3f}</td>"
+            f"<tr><td>{esc(row.name)}</td><td>{row.count:,}</td><td>{row.model_bpc:.3f}</td>"
+            f"<td>{row.ngram_bpc:.3f}</td><td>{row.ngram_bpc - row.model_bpc:+.3f}</td>"
             f'<td style="text-align:left">{bars}</td></tr>'
         )
-    bold = {n: ("<b>", "</b>") if n == order else ("", "") for n in inspection.ngram_bpc}
+    values = (f"<b>{bpc:.3f}</b>" if n == order else f"{bpc:.3f}" for n, bpc in inspection.ngram_bpc.items())
     return CLASSES.substitute(
         cell=esc(inspection.trace.cell.upper()),
         order=order,
         fitted_on=esc(inspection.ngram_fitted_on),
         orders="".join(f"<th>{n}</th>" for n in inspection.ngram_bpc),
-        values="".join(f"<td>{bold[n][0]}{bpc:.3f}{bold[n][1]}</td>" for n, bpc in inspection.ngram_bpc.items()),
+        values="".join(f"<td>{value}</td>" for value in values),  # the order the class table uses in bold
         rows="".join(rows),
     )
 
