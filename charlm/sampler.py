@@ -23,7 +23,7 @@ from .constraints import Constrained, constrain
 from .decoding import bias_vector, digits_hint, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .generation import Batch, Healing, Row, row_seeds
+from .generation import Batch, Healing, Row, row_seeds, stop_texts
 from .inference_context import inference
 from .model import CharLM
 from .unseen import first_named
@@ -107,13 +107,6 @@ def warn_of_unwritten_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     )
 
 
-def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:
-    """The stop text as the model writes it, in its vocabulary's normalization, as the seed is read: an
-    nfkc model writes "!" for "！", so `--stop '！'` as typed would never be met. Normalized once, for
-    every row of every turn."""
-    return (model.vocab.normalized(options.stop),) if options.stop else ()
-
-
 def sample_row(
     options: SampleConfig,
     form: Constrained | None,
@@ -158,7 +151,8 @@ def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Ba
         text = read or model.vocab.start_text()
         ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
         start = form.begun(text, option=said("seed")) if form is not None else 0
-        batch = batch_from_ids(model, options, ids, stop_texts(options, model), form, bias, start)
+        stops = stop_texts(model.vocab, [options.stop] if options.stop else [])
+        batch = batch_from_ids(model, options, ids, stops, form, bias, start)
     return read, batch
 
 
@@ -226,7 +220,7 @@ class Conversation:
         self.batch: Batch | None = None
         # once for every turn: each writes a poem anew, or goes on with the one the text began
         self.form, self.bias = form_and_bias(self.options, model)
-        self.stops = stop_texts(self.options, model)
+        self.stops = stop_texts(model.vocab, [options.stop] if options.stop else [])
         # the end of the text the model read and wrote that the form needs (`constraints.Constrained.kept`),
         # as the model read it ("," for a typed "，" under nfkc); nothing without a form
         self.tail = ""
