@@ -37,6 +37,13 @@ def row_seeds(random_seed: int | None, count: int) -> list[int]:
     return [base + i for i in range(count)]
 
 
+def primed_text(vocab: Vocabulary, read: str) -> str:
+    """What a seed or prompt (`read`: as the model reads it) is primed with: an empty one with the start of a
+    line (`start_text`), so that the first sample draws what begins a text, not from no state at all. The one
+    rule for `charlm sample`, `charlm.generate`, co-writing's first turn and the server's `prompt`."""
+    return read or vocab.start_text()
+
+
 def stop_texts(vocab: Vocabulary, stops: Iterable[str]) -> tuple[str, ...]:
     """The stop texts as the model writes them, in its vocabulary's normalization, as a seed or prompt is
     read: an nfkc model writes "!" for "！", so a stop '！' as typed would never be met. Normalized once, for

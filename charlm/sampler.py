@@ -23,7 +23,7 @@ from .constraints import Constrained, constrain
 from .decoding import bias_vector, digits_hint, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .generation import Batch, Healing, Row, row_seeds, stop_texts
+from .generation import Batch, Healing, Row, primed_text, row_seeds, stop_texts
 from .inference_context import inference
 from .model import CharLM
 from .unseen import first_named
@@ -148,7 +148,7 @@ def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Ba
     with inference(model):
         form, bias = form_and_bias(options, model)
         read = seed_read(model.vocab, seed, form)  # once: what is shown is what is read, encoded and begun
-        text = read or model.vocab.start_text()
+        text = primed_text(model.vocab, read)
         ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
         start = form.begun(text, option=said("seed")) if form is not None else 0
         stops = stop_texts(model.vocab, [options.stop] if options.stop else [])
@@ -234,7 +234,8 @@ class Conversation:
         first turn starts at the beginning of a line.
         With a form, a line break ending `text` is the one typed to send it: where the line stops mid-verse
         (`constraints.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
-        text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
+        text = self.model.vocab.normalized(text)
+        text = primed_text(self.model.vocab, text) if self.batch is None else text
         before = self.text_kept()
         if self.form is not None:  # the poem's marks as the form writes them ('，' for a typed ',')
             text = self.form.marked(before + text)[len(before) :]

@@ -30,7 +30,7 @@ from ..constraints import Constrained
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
-from ..generation import row_seeds, stop_texts
+from ..generation import primed_text, row_seeds, stop_texts
 from ..inference_context import inference
 from ..model import CharLM
 from ..runs import corpus_of
@@ -341,12 +341,8 @@ class Completion:
             self.read = list(map(self.form.marked, self.read))
         check_prompt_lengths(self.read, self.server.config, params.prompt_param, vocab.normalize)
         self.prompt_chars = sum(map(len, self.read))
-        encoded = []
-        for prompt, read in zip(params.prompts, self.read):
-            # a character the model never saw is read as one it knows nothing about (docs/serve.md)
-            ids = read_ids(vocab, read) if prompt else vocab.encode(vocab.start_text())
-            encoded.append((ids, read))
-        return encoded
+        # a character the model never saw is read as one it knows nothing about (docs/serve.md)
+        return [(read_ids(vocab, primed_text(vocab, read)), read) for read in self.read]
 
     def poem_begun(self, prompt: str) -> int:
         """Where the poem `prompt` (as the model reads it) began leaves off in the template (0: none, or a new
