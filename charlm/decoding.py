@@ -22,11 +22,11 @@ from __future__ import annotations
 import dataclasses
 import unicodedata
 import weakref
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from .config import MAX_LOGIT_BIAS, SampleConfig
-from .constraints import Cursor
 from .errors import BiasError, CharLMError
 from .vocab import Vocabulary
 
@@ -289,6 +289,17 @@ class StepPlan:
     divisor: torch.Tensor  # (rows, 1) on the device: each row's temperature (1 for a greedy row)
 
 
+@runtime_checkable
+class Steer(Protocol):
+    """What keeps a row to some ids for a while, all `RowSampler` reads of it: a template's place
+    (`constraints.Cursor`) or a seed's last piece written again (`generation.Healing`)."""
+
+    @property
+    def done(self) -> bool: ...  # the row is free again
+    def allowed(self) -> torch.Tensor: ...  # (vocab,) bool on the host: the ids it may take now
+    def advance(self, token: int) -> None: ...  # the row took `token`
+
+
 class RowSampler:
     """The decoding policy of rows that come and go: `set` a row's options, seed and prompt, `choose`
     every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones.
@@ -324,7 +335,7 @@ class RowSampler:
         self.schedule_table: torch.Tensor | None = None  # (capacity, longest schedule) of float32 temperatures
         self.schedule_length = torch.zeros(capacity, dtype=torch.long, device=self.device)  # 0: none
         self.schedule_step = torch.zeros(capacity, dtype=torch.long, device=self.device)
-        self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
+        self.cursors: list[Steer | None] = [None] * capacity  # a row's place in its template, or its seed's healing
         self.constrained = False  # whether the last `choose` kept rows to their templates: see `advance`
         self.anything = torch.ones(vocab_size, dtype=torch.bool, device=self.device)  # a free row's mask
         # The host's rows above that the step reads, by name, as they are on the device.
@@ -374,7 +385,7 @@ class RowSampler:
         options: SampleConfig,
         seed: int,
         prompt: torch.Tensor,
-        cursor: Cursor | None = None,
+        cursor: Steer | None = None,
         bias: torch.Tensor | None = None,
     ) -> None:
         """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
@@ -438,7 +449,7 @@ class RowSampler:
         temperatures = torch.stack([as_float32(temperature) for temperature in schedule])
         self.schedule_table[row, : len(schedule)] = temperatures.to(self.device)
 
-    def follow(self, row: int, cursor: Cursor | None) -> None:
+    def follow(self, row: int, cursor: Steer | None) -> None:
         """Row `row` writes a text of its own from now on: into the template of `cursor` (None: free text),
         from the start of a character (a new row's decoder drops the bytes of one left unfinished), its
         counts for the presence and frequency penalties at 0 (a conversation's earlier replies are its

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -35,6 +35,21 @@ def row_seeds(random_seed: int | None, count: int) -> list[int]:
     never share a stream). The one rule for `charlm sample`, `charlm.generate` and the server's `seed`."""
     base = secrets.randbits(62) if random_seed is None else random_seed
     return [base + i for i in range(count)]
+
+
+def primed_text(vocab: Vocabulary, read: str) -> str:
+    """What a seed or prompt (`read`: as the model reads it) is primed with: an empty one with the start of a
+    line (`start_text`), so that the first sample draws what begins a text, not from no state at all. The one
+    rule for `charlm sample`, `charlm.generate`, co-writing's first turn and the server's `prompt`."""
+    return read or vocab.start_text()
+
+
+def stop_texts(vocab: Vocabulary, stops: Iterable[str]) -> tuple[str, ...]:
+    """The stop texts as the model writes them, in its vocabulary's normalization, as a seed or prompt is
+    read: an nfkc model writes "!" for "！", so a stop '！' as typed would never be met. Normalized once, for
+    every row of every turn or request. The one rule for `charlm sample --stop`, `charlm.generate` and the
+    server's `stop`."""
+    return tuple(map(vocab.normalized, stops))
 
 
 def healed_seed(

@@ -23,7 +23,7 @@ from .constraints import Constrained, constrain
 from .decoding import bias_vector, digits_hint, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .generation import Batch, Healing, Row, row_seeds
+from .generation import Batch, Healing, Row, primed_text, row_seeds, stop_texts
 from .inference_context import inference
 from .model import CharLM
 from .unseen import first_named
@@ -107,13 +107,6 @@ def warn_of_unwritten_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     )
 
 
-def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:
-    """The stop text as the model writes it, in its vocabulary's normalization, as the seed is read: an
-    nfkc model writes "!" for "！", so `--stop '！'` as typed would never be met. Normalized once, for
-    every row of every turn."""
-    return (model.vocab.normalized(options.stop),) if options.stop else ()
-
-
 def sample_row(
     options: SampleConfig,
     form: Constrained | None,
@@ -155,10 +148,11 @@ def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Ba
     with inference(model):
         form, bias = form_and_bias(options, model)
         read = seed_read(model.vocab, seed, form)  # once: what is shown is what is read, encoded and begun
-        text = read or model.vocab.start_text()
+        text = primed_text(model.vocab, read)
         ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
         start = form.begun(text, option=said("seed")) if form is not None else 0
-        batch = batch_from_ids(model, options, ids, stop_texts(options, model), form, bias, start)
+        stops = stop_texts(model.vocab, [options.stop] if options.stop else [])
+        batch = batch_from_ids(model, options, ids, stops, form, bias, start)
     return read, batch
 
 
@@ -226,7 +220,7 @@ class Conversation:
         self.batch: Batch | None = None
         # once for every turn: each writes a poem anew, or goes on with the one the text began
         self.form, self.bias = form_and_bias(self.options, model)
-        self.stops = stop_texts(self.options, model)
+        self.stops = stop_texts(model.vocab, [options.stop] if options.stop else [])
         # the end of the text the model read and wrote that the form needs (`constraints.Constrained.kept`),
         # as the model read it ("," for a typed "，" under nfkc); nothing without a form
         self.tail = ""
@@ -240,7 +234,8 @@ class Conversation:
         first turn starts at the beginning of a line.
         With a form, a line break ending `text` is the one typed to send it: where the line stops mid-verse
         (`constraints.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
-        text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
+        text = self.model.vocab.normalized(text)
+        text = primed_text(self.model.vocab, text) if self.batch is None else text
         before = self.text_kept()
         if self.form is not None:  # the poem's marks as the form writes them ('，' for a typed ',')
             text = self.form.marked(before + text)[len(before) :]

@@ -977,7 +977,7 @@ def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing
 
 
 def test_the_pages_stop_text_is_read_in_the_models_normalization_as_charlms(tmp_path):
-    """A stop text is the model's text as its vocabulary normalizes it (sampler.stop_texts): an nfkc model
+    """A stop text is the model's text as its vocabulary normalizes it (generation.stop_texts): an nfkc model
     writes 'o' for a full-width 'ｏ', and charlm stops there; the page looked for the 'ｏ' as typed, which the
     model never writes, and wrote on to the length."""
     torch.manual_seed(3)
@@ -994,7 +994,7 @@ def test_the_pages_stop_text_is_read_in_the_models_normalization_as_charlms(tmp_
 
 
 def test_the_pages_stop_text_reads_windows_line_breaks_as_charlms(tmp_path):
-    r"""charlm reads a stop text as it reads a seed (sampler.stop_texts: vocab.normalized, `\r\n` as `\n`), so
+    r"""charlm reads a stop text as it reads a seed (generation.stop_texts: vocab.normalized, `\r\n` as `\n`), so
     `stop='b\r\n'` (a Windows file's line) stops after a written 'b' and its line break; the page normalized
     the stop but kept its `\r`, which the model never writes, and wrote on to the length."""
     torch.manual_seed(4)

@@ -2,6 +2,7 @@ import collections
 import itertools
 import math
 import re
+import typing
 import warnings
 
 import pytest
@@ -10,9 +11,10 @@ import torch
 from charlm import CharLM, stream
 from charlm import generate as generate_one
 from charlm.config import SampleConfig
-from charlm.decoding import BELOW_ONE, as_uniforms, inverse_cdf, nucleus
+from charlm.constraints import constrain
+from charlm.decoding import BELOW_ONE, RowSampler, as_uniforms, inverse_cdf, nucleus
 from charlm.errors import CharLMError
-from charlm.generation import Batch
+from charlm.generation import Batch, Healing
 from charlm.sampler import Conversation, generate
 from charlm.vocab import Vocab
 
@@ -685,3 +687,16 @@ def test_rows_joining_and_leaving_choose_what_each_chooses_alone():
         assert len(chosen) == len(placed)
         for row, name in enumerate(placed):
             assert chosen[row] == alone[name].choose(logits[row : row + 1]).item(), (step, name)
+
+
+def test_a_row_sampler_is_hinted_to_be_steered_by_a_healing_as_by_a_template():
+    """`Batch.join` hands `RowSampler.set` a row's template cursor or its seed's `Healing`, and `follow` a
+    cursor: hinted `Cursor | None` alone, a reader (or a type checker) took the healing for a mistake. What
+    the hints name is what both are, checked at run time: what `RowSampler` reads of them."""
+    vocab = Vocab("ab \n")
+    steers = [constrain(SampleConfig(template="__ _"), vocab).cursor(0), Healing(vocab, "ab")]
+    for method in (RowSampler.set, RowSampler.follow):
+        hinted = [kind for kind in typing.get_args(typing.get_type_hints(method)["cursor"]) if kind is not type(None)]
+        assert len(hinted) == 1, f"{method.__qualname__}: {hinted}"
+        for steer in steers:
+            assert isinstance(steer, hinted[0]), f"{method.__qualname__} is hinted {hinted[0]}, handed {steer}"

@@ -361,6 +361,13 @@ def test_the_server_and_generate_drive_one_engine_to_the_same_text(client, tiny_
     assert served == [text[len("the ") :] for text in made]
 
 
+def test_an_empty_prompt_starts_where_generates_empty_seed_does(client, tiny_model):
+    """An empty prompt and an empty seed are both primed with the start of a line (`generation.primed_text`):
+    the same greedy text at either door (greedy: an untrained model's draws hardly depend on where they began)."""
+    served = complete(client, prompt="", max_tokens=30, temperature=0)
+    assert served == generate(tiny_model, "", length=30, greedy=True)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_server_reads_prompts_and_steps_rows_in_real_fp32_as_generate_does(cell, monkeypatch):
     """On a GPU, cuDNN runs an fp32 recurrent core in TF32 (10-bit mantissas) while torch's flag, on by

@@ -96,7 +96,7 @@ def sample(
         )
     seed = read_seed(seed_file) if seed_file else seed or ""
     with stopping.leaving_at_once():
-        from .. import checkpoint, constraints, sampler, threads
+        from .. import checkpoint, constraints, generation, sampler, threads
         from ..device import resolve_device
     resolve_device(device)  # a bad --device is named before the latest run is looked for, as `checkpoint.load` does
     untold = runs.resolve(None) if target is None else None  # once: a run saved meanwhile changes nothing
@@ -105,7 +105,9 @@ def sample(
     if not interactive:  # a seed the model cannot read (as a form reads it) is refused before anything is printed
         read = sampler.seed_read(model.vocab, seed, constraints.constrain(configs[0], model.vocab))
         try:
-            model.vocab.encode(read or model.vocab.start_text(), what="--seed", warn=False, already_normalized=True)
+            model.vocab.encode(
+                generation.primed_text(model.vocab, read), what="--seed", warn=False, already_normalized=True
+            )
         except CharLMError as refused:
             typed = seed if not seed_file else ""  # a file's backslash was written there, not by a shell
             raise CharLMError(f"{refused}{typed_line_break_note(typed, model.vocab.knows)}") from None

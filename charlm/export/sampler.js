@@ -762,7 +762,7 @@ function generate(request) {
     greedy: !!request.greedy, stop: request.stop || "",
   };
   const normalize = model.meta.vocab.normalize;
-  options.stop = normalized(lineBreaks(options.stop), normalize);  // as the model writes it (sampler.stop_texts)
+  options.stop = normalized(lineBreaks(options.stop), normalize);  // as the model writes it (generation.stop_texts)
   const typed = lineBreaks(request.seed ?? "");
   const banned = bannedMask(request.ban);
   const form = compileTemplate(request, banned);  // null: free text; a new template on each request (Continue too)

@@ -30,7 +30,7 @@ from ..constraints import Constrained
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
-from ..generation import row_seeds
+from ..generation import primed_text, row_seeds, stop_texts
 from ..inference_context import inference
 from ..model import CharLM
 from ..runs import corpus_of
@@ -330,9 +330,7 @@ class Completion:
         texts as the model writes them, then the prompts primed."""
         encoded = self.read_prompts()
         self.begun = [self.poem_begun(read) for read in self.read]
-        # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
-        stops = tuple(map(self.served.model.vocab.normalized, self.params.stops))
-        return stops, self.prime(encoded)
+        return stop_texts(self.served.model.vocab, self.params.stops), self.prime(encoded)
 
     def read_prompts(self) -> list[tuple[torch.Tensor, str]]:
         """Each prompt as the model reads it (`read`, within --max-prompt) and its ids; an empty one
@@ -343,12 +341,8 @@ class Completion:
             self.read = list(map(self.form.marked, self.read))
         check_prompt_lengths(self.read, self.server.config, params.prompt_param, vocab.normalize)
         self.prompt_chars = sum(map(len, self.read))
-        encoded = []
-        for prompt, read in zip(params.prompts, self.read):
-            # a character the model never saw is read as one it knows nothing about (docs/serve.md)
-            ids = read_ids(vocab, read) if prompt else vocab.encode(vocab.start_text())
-            encoded.append((ids, read))
-        return encoded
+        # a character the model never saw is read as one it knows nothing about (docs/serve.md)
+        return [(read_ids(vocab, primed_text(vocab, read)), read) for read in self.read]
 
     def poem_begun(self, prompt: str) -> int:
         """Where the poem `prompt` (as the model reads it) began leaves off in the template (0: none, or a new
