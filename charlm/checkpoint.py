@@ -1,4 +1,5 @@
-"""Checkpoints: what they hold, checked on load (the file's bytes: checkpoint_file.py).
+"""Checkpoints: what they hold, checked on load (the file's bytes: checkpoint_file.py; what a refusal
+advises instead: checkpoint_advice.py).
 
 This module is the one owner of the payload's schema (format 3), in three parts:
 
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from . import hub
+from .checkpoint_advice import remedy
 from .checkpoint_file import (
     VERSION,
     aside_note,
@@ -67,7 +69,7 @@ FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the fl
 def unpack(data: bytes, path: Path) -> dict:
     """The payload of a checkpoint file's bytes, verified (`checkpoint_file.verified`) and in the
     current format; `path` names the file in errors."""
-    version, payload = verified(data, path)
+    version, payload = verified(data, path, remedy)
     if version == VERSION:
         return payload
     try:
@@ -236,7 +238,7 @@ class Checkpoint:
             why = str(e)
         except PAYLOAD_ERRORS as e:
             why = _reason(e)
-        raise damaged_checkpoint(source, why) from None
+        raise damaged_checkpoint(source, why, remedy) from None
 
     @classmethod
     def _build(cls, payload: dict, described: tuple[ModelConfig, Vocabulary] | None = None) -> Checkpoint:
@@ -642,7 +644,7 @@ def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
         raise CharLMError(f"{one_line_path(path)}: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:  # a model folder's weights are its folder's (`hub.damaged`)
         why = type(e).__name__
-        raise (hub.damaged(path, why) if hub.names_weights(path) else damaged_checkpoint(path, why)) from None
+        raise (hub.damaged(path, why) if hub.names_weights(path) else damaged_checkpoint(path, why, remedy)) from None
     return model.to(device).eval()
 
 

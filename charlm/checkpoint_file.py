@@ -8,8 +8,8 @@ catches truncated and bit-flipped files before torch parses a byte of them.
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the old
 file: a crash at any moment leaves either the old or the new checkpoint, never half of one.
 
-A file refused ends its error in what to do instead (`remedy`): the run's other checkpoint where it
-reads back, else what is left of the run, so that a user is never sent from one damaged file to another.
+A file refused ends its error in what to do instead, which its caller gives (`advice`): what a run
+folder offers in its place is checkpoint_advice.py's.
 
 What the payload holds, the `Checkpoint` it becomes and how an older format is upgraded are
 checkpoint.py's: this module writes format VERSION and reads back any of READS, as it finds them.
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from . import files, hub
+from . import files
 from .checkpoint_header import MAGIC, NOT_A_CHECKPOINT, TRUNCATED, HeaderProblem, parsed_header
 from .errors import CharLMError, one_line_path
-from .fields import SHOWN, flags_said, said, typed, written
-from .runs import BEST, EXPORTS, LATEST, kept_aside, pending, resume_command
+from .fields import SHOWN
+from .runs import pending, resume_command
 
 VERSION = 3
 READS = (2, 3)  # format 2 (before the model/run/training split) is upgraded on read
@@ -116,47 +116,9 @@ def read_bytes(path: Path) -> bytes:
         raise files.cannot_read(path, e) from None
 
 
-def remedy(path: Path) -> str:
-    """What to do about a damaged checkpoint file: use the run's other one, named with the command that
-    reads it (a sample from latest.pt, a resume from best.pt), or, for one kept aside (which a run folder
-    names while it is the newer), delete it so that the one it stands for is used. Where the other is
-    damaged or gone too, pointing at it would send the user from one to the other: what is left is said
-    instead. A file of another name is a copy (`copy_remedy`)."""
-    path = Path(path)
-    if (original := kept_aside(path)) is not None:
-        return f"it was kept aside for {original.name}: delete it to use {one_line_path(original)}"
-    other_name = {BEST: LATEST, LATEST: BEST}.get(path.name)
-    if other_name is None:  # a name no run writes: a copy, renamed or moved, perhaps in no run at all
-        return copy_remedy(path)
-    if readable(other := path.with_name(other_name)):
-        shown = one_line_path(other)
-        if other_name == BEST:  # latest.pt is what a resume reads: resuming from best.pt is the way back
-            return f"use the run's other checkpoint, {shown}, in its place (to resume: {resume_command(other)})"
-        return f"use the run's other checkpoint, {shown}, in its place (as in {sampling(other)})"
-    lost = f"{other.name} is damaged too" if other.exists() else f"the run has no {other.name}"
-    return f"{lost}: {whats_left(path.parent)}"
-
-
-def copy_remedy(path: Path) -> str:
-    """What to do about a damaged checkpoint of a name no run writes (a run writes best.pt and
-    latest.pt): use the run's checkpoint beside it where one reads back, else fetch the file again."""
-    for beside in (path.with_name(BEST), path.with_name(LATEST)):
-        if readable(beside):
-            return f"use {one_line_path(beside)}, beside it, in its place (as in {sampling(beside)})"
-    return (
-        "no run's checkpoint is beside it (a run writes best.pt and latest.pt): copy it again from where "
-        "it came, or use the run it came from"
-    )
-
-
-def sampling(path: Path) -> str:
-    """The command, or Python call, that samples from the checkpoint at `path`, as its caller writes it."""
-    return f"charlm sample {typed(path)}" if flags_said() else f"charlm.load({written(path)})"
-
-
 def readable(path: Path) -> bool:
-    """Whether the checkpoint file at `path` reads back whole (without naming, in turn, the damage of
-    the file it was the other of)."""
+    """Whether the checkpoint file at `path` reads back whole. Its refusal is never said, so no advice is
+    made for it: advice asks this of the run's other checkpoint, and advising on that would ask it back."""
     try:
         verified(read_bytes(path), path, advice=lambda _: "")
     except CharLMError:
@@ -164,25 +126,10 @@ def readable(path: Path) -> bool:
     return True
 
 
-def whats_left(run: Path) -> str:
-    """What is left of a run whose checkpoints are both lost: a model exported from it (RUN/exports/),
-    to sample from or start a new run from; else training anew."""
-    exported = sorted(run.glob(f"{EXPORTS}/*/{hub.WEIGHTS}"))
-    if exported:
-        folder = exported[-1].parent
-        return (
-            f"its export {one_line_path(folder)} is what is left: sample from it, or start a new run from it with "
-            f"{said('init_from', folder)}"
-        )
-    return (
-        "nothing of this run can be read back; train anew, or from a model exported from it elsewhere with "
-        f"{said('init_from', 'FOLDER')}"
-    )
-
-
-def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) -> tuple[int, dict]:
+def verified(data: bytes, path: Path, advice: Callable[[Path], str]) -> tuple[int, dict]:
     """The format version and payload of a checkpoint file's bytes, verified (header, length, checksum,
-    no code); `path` names the file in errors, which end in `advice(path)`: what to do instead."""
+    no code); `path` names the file in errors, which end in `advice(path)`: what to do instead
+    (checkpoint_advice.remedy, the run folder's other checkpoint or what is left of the run)."""
     try:
         version, size, digest, end = parsed_header(data)
     except HeaderProblem as problem:
@@ -224,7 +171,7 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     return version, payload
 
 
-def damaged_checkpoint(path: Path, why: str, advice: Callable[[Path], str] = remedy) -> CharLMError:
+def damaged_checkpoint(path: Path, why: str, advice: Callable[[Path], str]) -> CharLMError:
     """The one wording of a checkpoint file that reads but is not what charlm wrote, whichever check
     found it (here, or checkpoint.py's of the payload and the model), ending in what to do instead."""
     return CharLMError(f"{one_line_path(path)}: damaged checkpoint ({why}); {advice(path)}")

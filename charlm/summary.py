@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import Checkpoint, read
-from .checkpoint_file import remedy
+from .checkpoint_advice import remedy
 from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
 from .device import hardware_change_said

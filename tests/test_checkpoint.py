@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, checkpoint_file, device, files, finetune, hub, runs, threads
+from charlm import checkpoint, checkpoint_advice, checkpoint_file, device, files, finetune, hub, runs, threads
 from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
@@ -416,7 +416,7 @@ def test_a_model_that_cannot_be_built_is_said_as_other_damage_is_with_what_to_do
     unbuildable = SimpleNamespace(model=fails)
     best = trained.with_name(runs.BEST)
     for path, said in [
-        (best, f"{best}: damaged checkpoint (KeyError); {checkpoint_file.remedy(best)}"),
+        (best, f"{best}: damaged checkpoint (KeyError); {checkpoint_advice.remedy(best)}"),
         (Path("hub", hub.WEIGHTS), f"{Path('hub', hub.WEIGHTS)}: damaged model folder (KeyError); export it again"),
     ]:
         with pytest.raises(CharLMError) as error:
@@ -776,7 +776,7 @@ def test_a_header_whose_length_is_no_count_of_bytes_is_damaged(trained, tmp_path
     edited = {**json.loads(header), "bytes": size}
     checkpoint_path.write_bytes(checkpoint_file.MAGIC + json.dumps(edited).encode() + b"\n" + body)
     with pytest.raises(CharLMError, match=f"^{re.escape(str(checkpoint_path))}: damaged checkpoint header; "):
-        checkpoint_file.verified(checkpoint_path.read_bytes(), checkpoint_path)
+        checkpoint_file.verified(checkpoint_path.read_bytes(), checkpoint_path, checkpoint_advice.remedy)
 
 
 def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_reads_it(trained, tmp_path):

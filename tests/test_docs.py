@@ -339,6 +339,7 @@ MOVED_JOBS = {  # module: where jobs went
     "files": {"path_names", "processes"},
     "tokens": {"cache_folders", "sources"},
     "model": {"weight_checks", "weight_shapes", "model_skeleton", "inference_context"},
+    "checkpoint_file": {"checkpoint_advice"},
 }
 
 
@@ -349,7 +350,8 @@ def test_how_it_works_names_each_module_and_the_modules_its_jobs_moved_to(page, 
     list named processes.py alone, and neither files.py nor path_names.py, so a reader looking for the
     rule found no module. tokens.py's cache folders went to cache_folders.py, and what a user named and
     whether files are a run's text to sources.py. model.py, past the model, held the weights' value checks, the
-    sizes of a state of another model, the meta-device copy and the threads' shared inference context.
+    sizes of a state of another model, the meta-device copy and the threads' shared inference context;
+    checkpoint_file.py, past the file's bytes, what a refusal advises of the run folder's other checkpoints.
     Each docstring says where its jobs went; the page names them all."""
     docstring = ast.get_docstring(ast.parse((REPO / "charlm" / f"{module}.py").read_text(encoding="utf-8")))
     pointed_to = {

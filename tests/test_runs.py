@@ -28,6 +28,7 @@ from charlm import (
     api,
     cache_folders,
     checkpoint,
+    checkpoint_advice,
     checkpoint_file,
     checkpoint_header,
     corpus,
@@ -1938,7 +1939,7 @@ def a_list_saved() -> bytes:
 
 
 def read_checkpoint(path: Path) -> None:
-    checkpoint_file.verified(checkpoint_file.read_bytes(path), path)
+    checkpoint_file.verified(checkpoint_file.read_bytes(path), path, checkpoint_advice.remedy)
 
 
 def a_damaged_payload(path: Path) -> None:
@@ -2014,12 +2015,12 @@ def made(folder: Path, files_there: dict[str, bytes | str]) -> Path:
 def remedies(folder: Path, damaged: str, readable: str) -> tuple[str, list[Path]]:
     a_checkpoint_file(a_saved_dict())(folder)
     (folder / runs.BEST).rename(folder / readable)
-    return checkpoint_file.remedy(folder / damaged), [folder / readable]
+    return checkpoint_advice.remedy(folder / damaged), [folder / readable]
 
 
 def whats_left(folder: Path) -> tuple[str, list[Path]]:
     made(folder, {f"{runs.EXPORTS}/model/{hub.WEIGHTS}": b""})
-    return checkpoint_file.whats_left(folder), [folder / runs.EXPORTS / "model"]
+    return checkpoint_advice.whats_left(folder), [folder / runs.EXPORTS / "model"]
 
 
 def unpacked(path: Path) -> dict:
@@ -2089,7 +2090,7 @@ PATHS_IN_MESSAGES = {  # name: the message of a folder's path, and the paths in 
     "other_checkpoint_to_resume": lambda folder: remedies(folder, runs.LATEST, runs.BEST),
     "other_checkpoint_to_sample": lambda folder: remedies(folder, runs.BEST, runs.LATEST),
     "beside_a_copy": lambda folder: remedies(folder, "copy.pt", runs.BEST),
-    "kept_aside": lambda folder: (checkpoint_file.remedy(runs.pending(folder / runs.LATEST)), [folder / runs.LATEST]),
+    "kept_aside": lambda folder: (checkpoint_advice.remedy(runs.pending(folder / runs.LATEST)), [folder / runs.LATEST]),
     "whats_left": whats_left,
     "no_text_files": lambda folder: (said_of(lambda: corpus.source_files([str(made(folder, {}))])), [folder]),
     "no_such_file": lambda folder: (said_of(lambda: corpus.source_files([str(folder)])), [folder]),

@@ -1,0 +1,71 @@
+"""What a refused checkpoint file's error ends with: what to do instead, as its run folder allows.
+
+The run's other checkpoint where it reads back, named with the command that reads it; else what is
+left of the run (an export, or training anew); so that a user is never sent from one damaged file to
+another. The file's bytes and why they are refused are checkpoint_file.py's, which ends its errors in
+the advice its caller gives (`remedy`, here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import hub
+from .checkpoint_file import readable
+from .errors import one_line_path
+from .fields import flags_said, said, typed, written
+from .runs import BEST, EXPORTS, LATEST, kept_aside, resume_command
+
+
+def remedy(path: Path) -> str:
+    """What to do about a damaged checkpoint file: use the run's other one, named with the command that
+    reads it (a sample from latest.pt, a resume from best.pt), or, for one kept aside (which a run folder
+    names while it is the newer), delete it so that the one it stands for is used. Where the other is
+    damaged or gone too, pointing at it would send the user from one to the other: what is left is said
+    instead. A file of another name is a copy (`copy_remedy`)."""
+    path = Path(path)
+    if (original := kept_aside(path)) is not None:
+        return f"it was kept aside for {original.name}: delete it to use {one_line_path(original)}"
+    other_name = {BEST: LATEST, LATEST: BEST}.get(path.name)
+    if other_name is None:  # a name no run writes: a copy, renamed or moved, perhaps in no run at all
+        return copy_remedy(path)
+    if readable(other := path.with_name(other_name)):
+        shown = one_line_path(other)
+        if other_name == BEST:  # latest.pt is what a resume reads: resuming from best.pt is the way back
+            return f"use the run's other checkpoint, {shown}, in its place (to resume: {resume_command(other)})"
+        return f"use the run's other checkpoint, {shown}, in its place (as in {sampling(other)})"
+    lost = f"{other.name} is damaged too" if other.exists() else f"the run has no {other.name}"
+    return f"{lost}: {whats_left(path.parent)}"
+
+
+def copy_remedy(path: Path) -> str:
+    """What to do about a damaged checkpoint of a name no run writes (a run writes best.pt and
+    latest.pt): use the run's checkpoint beside it where one reads back, else fetch the file again."""
+    for beside in (path.with_name(BEST), path.with_name(LATEST)):
+        if readable(beside):
+            return f"use {one_line_path(beside)}, beside it, in its place (as in {sampling(beside)})"
+    return (
+        "no run's checkpoint is beside it (a run writes best.pt and latest.pt): copy it again from where "
+        "it came, or use the run it came from"
+    )
+
+
+def sampling(path: Path) -> str:
+    """The command, or Python call, that samples from the checkpoint at `path`, as its caller writes it."""
+    return f"charlm sample {typed(path)}" if flags_said() else f"charlm.load({written(path)})"
+
+
+def whats_left(run: Path) -> str:
+    """What is left of a run whose checkpoints are both lost: a model exported from it (RUN/exports/),
+    to sample from or start a new run from; else training anew."""
+    exported = sorted(run.glob(f"{EXPORTS}/*/{hub.WEIGHTS}"))
+    if exported:
+        folder = exported[-1].parent
+        return (
+            f"its export {one_line_path(folder)} is what is left: sample from it, or start a new run from it with "
+            f"{said('init_from', folder)}"
+        )
+    return (
+        "nothing of this run can be read back; train anew, or from a model exported from it elsewhere with "
+        f"{said('init_from', 'FOLDER')}"
+    )
