@@ -263,7 +263,6 @@ class Completion:
         self.seeds = [row_seeds(params.seed, params.n) for _ in params.prompts]
         self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
-        self.finished = False
         self.bias: torch.Tensor | None = None  # `logit_bias` for the model's vocabulary, by `check`
         self.form: Constrained | None = None  # the template for the model's vocabulary, by `check`
         self.begun: list[int] = []  # per prompt, where in the template its poem leaves off, by `prepare`
@@ -457,7 +456,6 @@ class Completion:
             if not self.open:
                 self.release()  # every row finished: the engine holds none of them
             yield update
-        self.finished = True
 
     def timings(self) -> dict:
         jobs = [j for j in self.jobs if j.admitted is not None]
