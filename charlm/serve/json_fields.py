@@ -86,6 +86,15 @@ def string(body: dict, name: str) -> str | None:
     return value
 
 
+def json_object(body: dict, name: str) -> dict | None:
+    """`body[name]`: an object or None; every object field (`stream_options`, `logit_bias`, `text`,
+    `metadata`) is refused in this one wording, which names what came instead."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise APIError(400, f"{name} must be an object, not {json_type(value)}", name, "invalid_type")
+    return value
+
+
 def known_fields(value: dict, known: set[str] | tuple[str, ...], within: str) -> None:
     """`value`, an object within the body (`within`: `stream_options`, `messages[0]`), has only `known`
     fields: another is a 400 naming it, as OpenAI's is, where ignored a typo (`contnet`) would be dropped

@@ -42,7 +42,7 @@ from .json_fields import (
     boolean,
     integer,
     json_equal,
-    json_type,
+    json_object,
     known_fields,
     number,
     one_of,
@@ -340,9 +340,7 @@ def repetition_penalty(body: dict) -> float:
 
 def stream_options_of(body: dict, stream: bool) -> dict | None:
     """`stream_options` ({include_usage}), which only a stream may have."""
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
+    stream_options = json_object(body, "stream_options")
     if stream_options is not None and not stream:  # OpenAI refuses it too: a client expecting usage gets none
         raise APIError(
             400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
@@ -371,11 +369,9 @@ def stop_texts(body: dict) -> list[str]:
 
 def logit_bias_of(body: dict) -> dict[int, float] | None:
     """`logit_bias`: an object of token ids (as strings, JSON's keys) to biases from -100 to 100."""
-    value = body.get("logit_bias")
+    value = json_object(body, "logit_bias")
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise APIError(400, f"logit_bias must be an object, not {json_type(value)}", "logit_bias", "invalid_type")
     if len(value) > MAX_BIASED:
         raise APIError(
             400, f"logit_bias may hold at most {MAX_BIASED:,} token ids, not {len(value):,}; give each of the "
