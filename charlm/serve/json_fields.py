@@ -101,8 +101,13 @@ def known_fields(value: dict, known: set[str] | tuple[str, ...], within: str) ->
     without a word."""
     for name in value:
         if name not in known:
-            param = f"{within}.{shown(name)}"
-            raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+            raise unrecognized(f"{within}.{shown(name)}")
+
+
+def unrecognized(param: str) -> APIError:
+    """A field charlm does not know, in OpenAI's words: one wording wherever it sits (the body, an object
+    in it), so a client that matches OpenAI's message matches charlm's."""
+    return APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
 
 
 def required(value: dict, name: str, within: str, what: str, nullable: bool = False) -> None:

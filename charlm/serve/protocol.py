@@ -49,6 +49,7 @@ from .json_fields import (
     required,
     string,
     strings,
+    unrecognized,
 )
 
 MAX_STOPS = 16
@@ -212,7 +213,7 @@ def check_fields(
             why = (refusals or {}).get(name)
             message = f"{name}: {why}" if why else f"{name} is not supported by charlm; leave it out"
             raise APIError(400, message, name, "unsupported_parameter")
-        raise APIError(400, f"unrecognized request argument supplied: {shown(name)}", shown(name), "unknown_parameter")
+        raise unrecognized(shown(name))
     return body
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..config import COUNT_PENALTIES, SampleConfig
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import integer, json_object, json_type, known_fields, one_of, required, string
+from .json_fields import integer, json_object, json_type, known_fields, one_of, required, string, unrecognized
 from .protocol import (
     COMMON,
     MAX_LOGPROBS,
@@ -93,8 +93,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     instructions, prompt = response_prompt(body)
     options = body.get("stream_options")
     if isinstance(options, dict) and "include_usage" in options:  # a response's last event always has usage
-        param = "stream_options.include_usage"
-        raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+        raise unrecognized("stream_options.include_usage")
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
@@ -213,7 +212,7 @@ def text_format(body: dict) -> None:
             raise APIError(
                 400, f"{param} is not supported by charlm ({what}); leave it out", param, "unsupported_parameter"
             )
-        raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+        raise unrecognized(param)
 
 
 def metadata_of(body: dict) -> dict[str, str]:
