@@ -236,9 +236,7 @@ def common(
     """The fields completions, chat and responses share, checked in this order: the first wrong one is the
     error. `prompt_param` is the field the prompts came from (`prompt`, `messages`, `input`)."""
     model = string(body, "model")
-    check_prompt_lengths(prompts, config, prompt_param)
-    for prompt in prompts:
-        check_text(prompt, prompt_param)
+    check_prompts(prompts, config, prompt_param)
     template = form_template(body, config)
     if template is not None:  # the whole poem by default, not a client's default length (16 for completions)
         default_length = min(len(template.slots), config.max_tokens)
@@ -283,6 +281,14 @@ PROMPT_LENGTH = {
     "messages": "the messages, joined by blank lines and ending in one, make",
     "input": "the instructions and input, joined by blank lines and ending in one, make",
 }
+
+
+def check_prompts(prompts: list[str], config: ServeConfig, param: str) -> None:
+    """The prompts as sent, from field `param`: each within --max-prompt and one a vocabulary can encode,
+    whichever endpoint reads them (input_tokens counts what a response would refuse as a response does)."""
+    check_prompt_lengths(prompts, config, param)
+    for prompt in prompts:
+        check_text(prompt, param)
 
 
 def check_prompt_lengths(prompts: list[str], config: ServeConfig, param: str, normalize: str = "none") -> None:

@@ -22,7 +22,7 @@ from .protocol import (
     USER_FIELDS,
     Params,
     check_fields,
-    check_prompt_lengths,
+    check_prompts,
     check_text,
     common,
     joined,
@@ -114,8 +114,7 @@ def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str
     null_only = RESPONSE_NULL_ONLY | INPUT_TOKENS_NULL_ONLY
     body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
     _, prompt = response_prompt(body)
-    check_prompt_lengths([prompt], config, "input")
-    check_text(prompt, "input")
+    check_prompts([prompt], config, "input")
     text_format(body)
     return string(body, "model"), prompt
 
