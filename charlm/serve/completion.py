@@ -340,7 +340,7 @@ class Completion:
         return form
 
     def prime(self, encoded: list) -> list:
-        """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
+        """In the primer's thread (`prepare`): each prompt read alone; with echo and logprobs, its own log-probabilities.
         A prompt ending mid-piece is read without its last piece, which its samples write again, as
         `charlm.generate` reads a seed (`generation.Batch.prime_seed`). All of a request's torch work is done
         here and in the engine, never on the event loop's thread (`threads.pin_this_thread`). Read in
