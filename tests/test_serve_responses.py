@@ -579,3 +579,33 @@ def test_a_long_response_is_written_whole_off_the_event_loop(client, monkeypatch
     monkeypatch.setattr(answers, "SMALL_ANSWER", 1)
     long = client.responses.create(model="tiny", input="the ", max_output_tokens=30, temperature=0)
     assert long.output_text == short.output_text and long.usage.output_tokens == 30
+
+
+@pytest.mark.parametrize(
+    ("read", "body", "field"),
+    [
+        ("completion", {"prompt": "a", "stream": True, "stream_options": [1]}, "stream_options"),
+        ("chat", {"messages": MESSAGES, "stream": True, "stream_options": "usage"}, "stream_options"),
+        ("completion", {"prompt": "a", "logit_bias": [1, 2]}, "logit_bias"),
+        ("response", {"input": "a", "text": ["text"]}, "text"),
+        ("response", {"input": "a", "metadata": [["k", "v"]]}, "metadata"),
+        ("input_tokens", {"input": "a", "text": "plain"}, "text"),
+    ],
+)
+def test_a_field_that_must_be_an_object_says_what_it_was_given(read, body, field):
+    """Every object field is refused in one wording that names what came instead: `stream_options` alone
+    said "must be an object" and not what it was sent, so a client could not tell its list from a typo."""
+    from charlm.serve import protocol, responses_api
+    from charlm.serve.api_error import APIError
+
+    readers = {
+        "completion": protocol.completion_params,
+        "chat": protocol.chat_params,
+        "response": responses_api.response_params,
+        "input_tokens": responses_api.input_tokens_params,
+    }
+    with pytest.raises(APIError) as caught:
+        readers[read](body, ServeConfig())
+    given = "a list" if isinstance(body[field], list) else "a string"
+    assert caught.value.message == f"{field} must be an object, not {given}"
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, field, "invalid_type")

@@ -4,7 +4,8 @@
     engine.py         the scheduling of one model's rows (generation.Batch), in its own thread: requests
                       join and leave it, what they made is published
     token_labels.py   what the API calls a token: a piece's text, its name in `top_logprobs` (`bytes:\\xe4`
-                      for a byte piece) and the bytes that name stands for
+                      for a byte piece) and the bytes that name stands for; a model's tokens as /v1/models
+                      and /tokenize list them
     api_error.py      APIError: an error answer (OpenAI's body, an HTTP status), the request's values it
                       echoes cut short and on one line
     protocol.py       the OpenAI API's request fields: a request checked into `Params`, the checks every

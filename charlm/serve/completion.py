@@ -41,8 +41,7 @@ from .api_error import APIError, shown
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
 from .metrics import Metrics
-from .protocol import Params, check_length, check_prompt_lengths, form_error
-from .token_labels import piece_text
+from .protocol import Params, check_prompt_lengths, form_error
 
 MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
@@ -187,39 +186,6 @@ def fingerprint(model: CharLM) -> str:
     return "fp_" + digest.hexdigest()[:12]
 
 
-def known_characters(model: CharLM) -> str | None:
-    """The characters a character model knows, for the page to say which of a prompt's it does not;
-    None for a sentencepiece model, whose byte fallback spells any character."""
-    return "".join(model.vocab.chars) if model.vocab.one_char_per_id else None
-
-
-def unseen_hints(model: CharLM) -> dict | None:
-    """How the page names a character a character model does not know, in a prompt or the ban box, as
-    charlm does (`Vocab.unseen_hints`: ':' (did you mean '：'?)); None for a sentencepiece model."""
-    return model.vocab.unseen_hints() if model.vocab.one_char_per_id else None
-
-
-def known_pieces(model: CharLM) -> list[str | list[int]] | None:
-    """A sentencepiece model's pieces in id order (`piece_text`), so that a client finds the ids
-    `logit_bias` takes, as `known_characters` gives a character model's; None for a character model."""
-    vocab = model.vocab
-    return None if vocab.one_char_per_id else [piece_text(vocab, i) for i in range(len(vocab))]
-
-
-def tokenized(model: CharLM, text: str, with_pieces: bool, param: str, config: ServeConfig) -> list:
-    """`/tokenize`: the ids `text` is read as, as a prompt is read (normalized, within --max-prompt then
-    too); null for a character a character model has never seen (it has no id to bias); `with_pieces`:
-    each as {id, piece}."""
-    vocab = model.vocab
-    read = vocab.normalized(text)  # a character model's ids are its characters, one by one
-    check_length(len(read), config, f"{param} has", param, vocab.normalize)
-    tokens = [None if token == UNSEEN else token for token in read_ids(vocab, read).tolist()]
-    if not with_pieces:
-        return tokens
-    pieces = [read[i] if token is None else piece_text(vocab, token) for i, token in enumerate(tokens)]
-    return [{"id": token, "piece": piece} for token, piece in zip(tokens, pieces)]
-
-
 def read_ids(vocab: Vocabulary, read: str) -> torch.Tensor:
     """The ids of `read`, a text normalized as the model reads it: the caller normalizes once, for it
     checks the length of that too (a second normalization would take as long again on a long prompt). A
@@ -263,7 +229,6 @@ class Completion:
         self.seeds = [row_seeds(params.seed, params.n) for _ in params.prompts]
         self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
-        self.finished = False
         self.bias: torch.Tensor | None = None  # `logit_bias` for the model's vocabulary, by `check`
         self.form: Constrained | None = None  # the template for the model's vocabulary, by `check`
         self.begun: list[int] = []  # per prompt, where in the template its poem leaves off, by `prepare`
@@ -375,7 +340,7 @@ class Completion:
         return form
 
     def prime(self, encoded: list) -> list:
-        """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
+        """In the primer's thread (`prepare`): each prompt read alone; with echo and logprobs, its own log-probabilities.
         A prompt ending mid-piece is read without its last piece, which its samples write again, as
         `charlm.generate` reads a seed (`generation.Batch.prime_seed`). All of a request's torch work is done
         here and in the engine, never on the event loop's thread (`threads.pin_this_thread`). Read in
@@ -457,7 +422,6 @@ class Completion:
             if not self.open:
                 self.release()  # every row finished: the engine holds none of them
             yield update
-        self.finished = True
 
     def timings(self) -> dict:
         jobs = [j for j in self.jobs if j.admitted is not None]

@@ -86,14 +86,28 @@ def string(body: dict, name: str) -> str | None:
     return value
 
 
+def json_object(body: dict, name: str) -> dict | None:
+    """`body[name]`: an object or None; every object field (`stream_options`, `logit_bias`, `text`,
+    `metadata`) is refused in this one wording, which names what came instead."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise APIError(400, f"{name} must be an object, not {json_type(value)}", name, "invalid_type")
+    return value
+
+
 def known_fields(value: dict, known: set[str] | tuple[str, ...], within: str) -> None:
     """`value`, an object within the body (`within`: `stream_options`, `messages[0]`), has only `known`
     fields: another is a 400 naming it, as OpenAI's is, where ignored a typo (`contnet`) would be dropped
     without a word."""
     for name in value:
         if name not in known:
-            param = f"{within}.{shown(name)}"
-            raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+            raise unrecognized(f"{within}.{shown(name)}")
+
+
+def unrecognized(param: str) -> APIError:
+    """A field charlm does not know, in OpenAI's words: one wording wherever it sits (the body, an object
+    in it), so a client that matches OpenAI's message matches charlm's."""
+    return APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
 
 
 def required(value: dict, name: str, within: str, what: str, nullable: bool = False) -> None:

@@ -42,13 +42,14 @@ from .json_fields import (
     boolean,
     integer,
     json_equal,
-    json_type,
+    json_object,
     known_fields,
     number,
     one_of,
     required,
     string,
     strings,
+    unrecognized,
 )
 
 MAX_STOPS = 16
@@ -212,7 +213,7 @@ def check_fields(
             why = (refusals or {}).get(name)
             message = f"{name}: {why}" if why else f"{name} is not supported by charlm; leave it out"
             raise APIError(400, message, name, "unsupported_parameter")
-        raise APIError(400, f"unrecognized request argument supplied: {shown(name)}", shown(name), "unknown_parameter")
+        raise unrecognized(shown(name))
     return body
 
 
@@ -235,9 +236,7 @@ def common(
     """The fields completions, chat and responses share, checked in this order: the first wrong one is the
     error. `prompt_param` is the field the prompts came from (`prompt`, `messages`, `input`)."""
     model = string(body, "model")
-    check_prompt_lengths(prompts, config, prompt_param)
-    for prompt in prompts:
-        check_text(prompt, prompt_param)
+    check_prompts(prompts, config, prompt_param)
     template = form_template(body, config)
     if template is not None:  # the whole poem by default, not a client's default length (16 for completions)
         default_length = min(len(template.slots), config.max_tokens)
@@ -282,6 +281,14 @@ PROMPT_LENGTH = {
     "messages": "the messages, joined by blank lines and ending in one, make",
     "input": "the instructions and input, joined by blank lines and ending in one, make",
 }
+
+
+def check_prompts(prompts: list[str], config: ServeConfig, param: str) -> None:
+    """The prompts as sent, from field `param`: each within --max-prompt and one a vocabulary can encode,
+    whichever endpoint reads them (input_tokens counts what a response would refuse as a response does)."""
+    check_prompt_lengths(prompts, config, param)
+    for prompt in prompts:
+        check_text(prompt, param)
 
 
 def check_prompt_lengths(prompts: list[str], config: ServeConfig, param: str, normalize: str = "none") -> None:
@@ -340,9 +347,7 @@ def repetition_penalty(body: dict) -> float:
 
 def stream_options_of(body: dict, stream: bool) -> dict | None:
     """`stream_options` ({include_usage}), which only a stream may have."""
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
+    stream_options = json_object(body, "stream_options")
     if stream_options is not None and not stream:  # OpenAI refuses it too: a client expecting usage gets none
         raise APIError(
             400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
@@ -371,11 +376,9 @@ def stop_texts(body: dict) -> list[str]:
 
 def logit_bias_of(body: dict) -> dict[int, float] | None:
     """`logit_bias`: an object of token ids (as strings, JSON's keys) to biases from -100 to 100."""
-    value = body.get("logit_bias")
+    value = json_object(body, "logit_bias")
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise APIError(400, f"logit_bias must be an object, not {json_type(value)}", "logit_bias", "invalid_type")
     if len(value) > MAX_BIASED:
         raise APIError(
             400, f"logit_bias may hold at most {MAX_BIASED:,} token ids, not {len(value):,}; give each of the "

@@ -12,7 +12,7 @@ from typing import Any
 from ..config import COUNT_PENALTIES, SampleConfig
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import integer, json_type, known_fields, one_of, required, string
+from .json_fields import integer, json_object, json_type, known_fields, one_of, required, string, unrecognized
 from .protocol import (
     COMMON,
     MAX_LOGPROBS,
@@ -22,7 +22,7 @@ from .protocol import (
     USER_FIELDS,
     Params,
     check_fields,
-    check_prompt_lengths,
+    check_prompts,
     check_text,
     common,
     joined,
@@ -93,13 +93,12 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     instructions, prompt = response_prompt(body)
     options = body.get("stream_options")
     if isinstance(options, dict) and "include_usage" in options:  # a response's last event always has usage
-        param = "stream_options.include_usage"
-        raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+        raise unrecognized("stream_options.include_usage")
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
     echoed_user = {name: user_string(body, name, echoed=True) for name in ("user", *USER_FIELDS)}
-    text_format(body.get("text"))
+    text_format(body)
     params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
     echoed |= {"top_logprobs": integer(body, "top_logprobs", None, 0, MAX_LOGPROBS) or 0, **echoed_user}
@@ -115,9 +114,8 @@ def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str
     null_only = RESPONSE_NULL_ONLY | INPUT_TOKENS_NULL_ONLY
     body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
     _, prompt = response_prompt(body)
-    check_prompt_lengths([prompt], config, "input")
-    check_text(prompt, "input")
-    text_format(body.get("text"))
+    check_prompts([prompt], config, "input")
+    text_format(body)
     return string(body, "model"), prompt
 
 
@@ -201,14 +199,10 @@ def input_texts(given: Any) -> list[str]:
     return texts
 
 
-def text_format(text: Any) -> None:
+def text_format(body: dict) -> None:
     """The Responses API's `text`: plain text only (`{"format": {"type": "text"}}`), which is what a
     charlm model writes; a JSON schema or JSON object format is refused naming `text.format`."""
-    if text is None:
-        return
-    if not isinstance(text, dict):
-        raise APIError(400, f"text must be an object, not {json_type(text)}", "text", "invalid_type")
-    for name, value in text.items():
+    for name, value in (json_object(body, "text") or {}).items():
         if value is None or (name == "format" and value == {"type": "text"}):
             continue
         param = f"text.{shown(name)}"
@@ -217,16 +211,14 @@ def text_format(text: Any) -> None:
             raise APIError(
                 400, f"{param} is not supported by charlm ({what}); leave it out", param, "unsupported_parameter"
             )
-        raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+        raise unrecognized(param)
 
 
 def metadata_of(body: dict) -> dict[str, str]:
     """`metadata`, echoed in the response: at most 16 pairs of strings, as OpenAI bounds it."""
-    value = body.get("metadata")
+    value = json_object(body, "metadata")
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise APIError(400, f"metadata must be an object, not {json_type(value)}", "metadata", "invalid_type")
     if len(value) > MAX_METADATA:
         raise APIError(
             400, f"metadata may hold at most {MAX_METADATA} pairs, not {len(value)}", "metadata", "invalid_value"
