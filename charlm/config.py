@@ -505,7 +505,9 @@ class SampleConfig:
         f"sample per value, in Python a schedule cycled per character  [default: {TEMPERATURE} when sampling (not with --greedy)]",
     )
     num_samples: int = option(1, "samples generated side by side in one batch")
-    random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
+    random_seed: int | None = option(
+        None, "makes sampling reproducible; the first sample uses this seed, the next seed + 1, ..."
+    )
     stop: str | None = option(
         None,
         "end a sample with this text once it writes it (kept, as a sentence keeps its '.'), e.g. '\\n\\n' for a blank line",

@@ -757,6 +757,21 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
     assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
 
 
+def test_each_json_sample_names_the_random_seed_that_makes_it_alone(trained):
+    """The samples are numbered from 1 (`--- sample 2 ---`, `"sample": 2`) while the docs said sample i uses
+    seed S + i: a user who kept sample 2 of --random-seed 7 and asked --random-seed 9 got another text. Each
+    object now says the seed that writes it alone; unseeded, null (its generator's seed is drawn, not given)."""
+    options = ["--seed", "the", "--length", "30", "--temperature", "1.5", "--json"]
+    result = cli("sample", trained, *options, "--num-samples", "3", "--random-seed", "7")
+    objects = [json.loads(line) for line in result.output.splitlines()]
+    assert [(o["sample"], o["random_seed"]) for o in objects] == [(1, 7), (2, 8), (3, 9)], objects
+    for kept in objects:
+        alone = cli("sample", trained, *options, "--random-seed", str(kept["random_seed"]))
+        assert json.loads(alone.output)["text"] == kept["text"]
+    unseeded = cli("sample", trained, *options, "--num-samples", "2")
+    assert [json.loads(line)["random_seed"] for line in unseeded.output.splitlines()] == [None, None]
+
+
 def test_a_sample_kept_stop_line_break_ends_its_printed_line(trained, tmp_path):
     """`--stop '\\n\\n'` printed the kept stop and then a line break of its own: two blank lines after each
     sample. A sample that ends with a line break (its stop's) is printed as it is; one that does not gets one."""

@@ -200,9 +200,11 @@ def emitter(copy: OutputCopy | None) -> Callable[..., None]:
 def write_samples(
     model: CharLM, seed: str, configs: list[SampleConfig], as_json: bool, emit: Callable[..., None]
 ) -> None:
-    """Each config's samples, labeled by temperature when there are several: a JSON object per sample,
-    one sample streamed as it is made, or several, each whole under its own label."""
+    """Each config's samples, labeled by temperature when there are several: a JSON object per sample
+    (with the --random-seed that writes it alone, as its number from 1 does not say), one sample streamed
+    as it is made, or several, each whole under its own label."""
     from .. import sampler
+    from ..generation import row_seeds
 
     for config in configs:
         label = f"temperature {config.temperature}" if len(configs) > 1 else None
@@ -216,9 +218,11 @@ def write_samples(
             emit(line_ended(last))
             continue
         texts, interruption = made_before_interrupted(model, seed, config)
+        seeds = [None] * len(texts) if config.random_seed is None else row_seeds(config.random_seed, len(texts))
         for i, text in enumerate(texts if any(texts) else []):
             if as_json:
-                emit(json_line({"sample": i + 1, "temperature": config.temperature, "text": text}))
+                fields = {"sample": i + 1, "random_seed": seeds[i], "temperature": config.temperature}
+                emit(json_line({**fields, "text": text}))
             else:
                 emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}{line_ended(text)}")
         if interruption is not None:
