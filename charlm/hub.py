@@ -224,6 +224,10 @@ def read(folder: Path) -> tuple[dict, object, dict, str, dict[str, str] | None]:
             raise damaged(folder / CONFIG, problem)
         digests = {VOCAB: sha256(vocab_bytes), WEIGHTS: sha256(weights_bytes)}  # checked, and the weights' returned
         stray = mismatched(config, digests)
+        if stray is not None and (left := left_by_killed_export(folder, config)):
+            vocab_bytes, weights_bytes = left.get(VOCAB, vocab_bytes), left.get(WEIGHTS, weights_bytes)
+            digests = {VOCAB: sha256(vocab_bytes), WEIGHTS: sha256(weights_bytes)}
+            stray = mismatched(config, digests)
         if stray is None:
             break
         if wait is None:
@@ -268,6 +272,23 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
             "folder, a .pt checkpoint or a folder that charlm export --format safetensors wrote"
         )
     return config, vocab_bytes, weights_bytes
+
+
+def left_by_killed_export(folder: Path, config: dict) -> dict[str, bytes]:
+    """The files (name -> bytes) of the export that config.json is of, left as its temporaries by a kill
+    between its renames (config.json goes first): read in place of the older ones beside them, the folder
+    reads as that export, whole, where it read as damaged and the earlier export was lost too."""
+    recorded = config.get("sha256")
+    left = {}
+    for name in (VOCAB, WEIGHTS) if isinstance(recorded, dict) else ():
+        for leftover in folder.glob(f"{files.TEMPORARY_PREFIX.format(name)}*"):
+            if files.owner_alive(leftover) is not False:  # an export still writing renames its own in
+                continue
+            with contextlib.suppress(OSError):  # removed meanwhile by the next export: read again
+                data = files.read_regular(leftover)
+                if sha256(data) == recorded.get(name):
+                    left[name] = data
+    return left
 
 
 def record_problem(config: dict) -> str | None:

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -645,6 +646,36 @@ def test_a_model_folder_read_while_it_is_exported_again_reads_as_one_export(tmp_
     finally:
         exporter.join(timeout=60)
     assert exporter.exitcode == 0 and reads >= 10, reads
+
+
+KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from charlm import checkpoint, files
+rename = files.replace
+def rename_then_die(source, target):
+    rename(source, target)
+    os.kill(os.getpid(), signal.SIGKILL)  # config.json renamed in, vocab.json and the weights not yet
+files.replace = rename_then_die
+checkpoint.write_model_folder(checkpoint.read_model_folder(Path(sys.argv[1]))[0], Path(sys.argv[2]))
+"""
+
+
+def test_a_reexport_killed_between_its_renames_leaves_a_folder_that_reads_as_that_export(tmp_path):
+    """`kill -9` during `charlm export --format safetensors` into an earlier export, between its renames,
+    left the new config.json beside the old weights: the folder read as neither export, damaged, and the
+    earlier one was lost. The killed export's other files are whole beside them, as its temporaries."""
+    models = two_runs(tmp_path)
+    new = exported(models[1], tmp_path / "alone")
+    exported(models[0], tmp_path / "hub")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(tmp_path / "alone"), str(tmp_path / "hub")],
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    saved, digest, _ = checkpoint.read_with_digest(tmp_path / "hub" / hub.WEIGHTS)
+    assert saved.vocab.chars == models[1].vocab.chars and digest == hashlib.sha256(new[0]).hexdigest()
+    assert all(torch.equal(saved.weights[name], models[1].weights[name]) for name in saved.weights)
 
 
 def test_a_model_folder_of_two_exports_is_a_one_line_error_and_an_older_one_loads(tmp_path, monkeypatch):
