@@ -336,6 +336,18 @@ def make_model(
     return CharLM(ModelConfig(cell, layers, hidden, dropout, len(vocab)), vocab)
 
 
+def state_telling(model: CharLM) -> CharLM:
+    """`model` with its recurrent core's weights scaled up 8 times and its head's twice, in place: an
+    untrained core forgets a prompt within a character or two and its next-character distribution hardly
+    moves with the state, so two doors' seeded texts agreed even where one primed "e" for "the " (the same
+    uniform draws pick the same character from near-equal distributions). Scaled, the state carries the
+    prompt: such a text differs within a few characters, while the distribution stays broad."""
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            weight.mul_(8.0 if name.startswith("core.") else 2.0 if name.startswith("head.") else 1.0)
+    return model
+
+
 def block_import(monkeypatch, prefix: str) -> None:
     """Make `import prefix...` fail, as if the package were not installed."""
     real_import = builtins.__import__
