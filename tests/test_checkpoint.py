@@ -806,6 +806,35 @@ def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_read
     assert checkpoint_file.readable(last)  # the resume wrote the run's latest.pt anew
 
 
+@pytest.mark.parametrize(
+    "args, advised",
+    [
+        ("eval {run}", "charlm eval {}"),
+        ("serve {run} --port 0", "charlm serve {}"),
+        ("export {run} --format html", "charlm export {}"),
+        ("inspect {run} {text}", "charlm inspect {} FILE"),
+        ("train {text} --init-from {run}", "--init-from {}"),
+        ("info {run}/best.pt", "charlm sample {}"),
+    ],
+    ids=["eval", "serve", "export", "inspect", "fine-tune", "info"],
+)
+def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained, tmp_path, args, advised):
+    """`charlm serve RUN` (eval, export, inspect, a fine-tune's --init-from) of a run whose best.pt was cut short
+    advised "(as in charlm sample RUN/latest.pt)": a user serving a run wants it served. The advice names the
+    command run, taking the file as that command takes one; `charlm info`, which shows a file rather than uses
+    it, the sample whose refusal its damaged row is."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best, last = run / runs.BEST, run / runs.LATEST
+    best.write_bytes(best.read_bytes()[:40])
+    text = tmp_path / "fox.txt"
+    text.write_text("the quick brown fox\n" * 5, encoding="utf-8")
+    assert_one_line_error(
+        cli(*args.format(run=run, text=text).split()),
+        f"{best}: truncated checkpoint (40 bytes, no whole header)",
+        f"; use the run's other checkpoint, {last}, in its place (as in {advised.format(last)})",
+    )
+
+
 def test_a_damaged_copy_outside_any_run_says_to_copy_it_again_or_use_the_run_beside_it(trained, tmp_path):
     """`charlm sample my.pt`, a copy cut short outside any run, said "use the run's other checkpoint": it
     is in no run and has none. Now it says to copy it again; a copy inside a run names the run's own."""
