@@ -95,10 +95,12 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})  # -h: every command's too
 @click.version_option(package_name="charlm")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Character-level language models: train on a novel, sample new text from a seed."""
     console.tolerate_unshowable(sys.stdout)
     warnings.showwarning = show_warning
+    ctx.with_resource(on_command_line(ctx.invoked_subcommand or ""))  # until it ends: advice names it
 
 
 @main.command("help")

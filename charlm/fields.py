@@ -96,24 +96,33 @@ def option(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
-# Whether the caller is the `charlm` command, whose user typed flags; else a Python caller, who wrote keywords.
-# Process-wide (`on_command_line`s open), not a context variable: a thread the command starts (the server
-# loads its models in one) has none of its context, and would tell `charlm serve --device tpu` of device=.
-_command_lines = [0]
+# Whether the caller is the `charlm` command, whose user typed flags; else a Python caller, who wrote keywords:
+# each `on_command_line` open, by the command it runs ("" until that is known). Process-wide, not a context
+# variable: a thread the command starts (the server loads its models in one) has none of its context, and
+# would tell `charlm serve --device tpu` of device=.
+_command_lines: list[str] = []
 _command_lines_lock = threading.Lock()
 _UNSAID = object()
 
 
 @contextlib.contextmanager
-def on_command_line() -> Iterator[None]:
-    """Within it, messages name options as flags (`--threads 8`): the `charlm` command runs in it."""
+def on_command_line(command: str = "") -> Iterator[None]:
+    """Within it, messages name options as flags (`--threads 8`): the `charlm` command runs in it, and
+    names the `command` its user ran (`serve`) once it is known (`command_run`)."""
     with _command_lines_lock:
-        _command_lines[0] += 1
+        _command_lines.append(command)
     try:
         yield
     finally:
         with _command_lines_lock:
-            _command_lines[0] -= 1
+            _command_lines.remove(command)
+
+
+def command_run() -> str:
+    """The `charlm` command its user ran (`serve`), for advice to name the command they use; "" for a
+    Python caller."""
+    with _command_lines_lock:
+        return next((command for command in reversed(_command_lines) if command), "")
 
 
 # A thread reading a stored record of options (`as_stored`): its own, so that the command's other threads
@@ -136,7 +145,7 @@ def as_stored() -> Iterator[None]:
 
 def flags_said() -> bool:
     """Whether messages name options as flags (within `on_command_line`, but for `as_stored`), not as keywords."""
-    return bool(_command_lines[0]) and not getattr(_reading_stored, "on", False)
+    return bool(_command_lines) and not getattr(_reading_stored, "on", False)
 
 
 def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:

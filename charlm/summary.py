@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import Checkpoint, read
-from .checkpoint_advice import remedy
 from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
 from .device import hardware_change_said
@@ -90,10 +89,17 @@ def stand_in(path: Path) -> Path | None:
 
 def damage_rows(path: Path) -> list[tuple[str, str]]:
     """A row saying the run's other checkpoint (as a command loads it: `stand_in`) is damaged, where a
-    glance (as `charlm runs` takes) says it is: info reads one checkpoint, a resume or sample may load the other."""
+    glance (as `charlm runs` takes) says it is: info reads one checkpoint, a resume or sample may load the other.
+    The row is the refusal of the file read whole, in the words every command loading it says; the glance
+    spares a sound one that read."""
     other = stand_in(path) if kept_aside(path) is None else None
-    what = glance(other) if other is not None and other.exists() else ""
-    return [("damaged", f"{other} is {what}; {remedy(other)}")] if what else []
+    if other is None or not other.exists() or not glance(other):
+        return []
+    try:
+        read(other)
+    except CharLMError as refusal:
+        return [("damaged", str(refusal))]
+    return []  # written anew since the glance
 
 
 def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:

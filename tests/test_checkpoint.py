@@ -806,6 +806,35 @@ def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_read
     assert checkpoint_file.readable(last)  # the resume wrote the run's latest.pt anew
 
 
+@pytest.mark.parametrize(
+    "args, advised",
+    [
+        ("eval {run}", "charlm eval {}"),
+        ("serve {run} --port 0", "charlm serve {}"),
+        ("export {run} --format html", "charlm export {}"),
+        ("inspect {run} {text}", "charlm inspect {} FILE"),
+        ("train {text} --init-from {run}", "--init-from {}"),
+        ("info {run}/best.pt", "charlm sample {}"),
+    ],
+    ids=["eval", "serve", "export", "inspect", "fine-tune", "info"],
+)
+def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained, tmp_path, args, advised):
+    """`charlm serve RUN` (eval, export, inspect, a fine-tune's --init-from) of a run whose best.pt was cut short
+    advised "(as in charlm sample RUN/latest.pt)": a user serving a run wants it served. The advice names the
+    command run, taking the file as that command takes one; `charlm info`, which shows a file rather than uses
+    it, the sample whose refusal its damaged row is."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best, last = run / runs.BEST, run / runs.LATEST
+    best.write_bytes(best.read_bytes()[:40])
+    text = tmp_path / "fox.txt"
+    text.write_text("the quick brown fox\n" * 5, encoding="utf-8")
+    assert_one_line_error(
+        cli(*args.format(run=run, text=text).split()),
+        f"{best}: truncated checkpoint (40 bytes, no whole header)",
+        f"; use the run's other checkpoint, {last}, in its place (as in {advised.format(last)})",
+    )
+
+
 def test_a_damaged_copy_outside_any_run_says_to_copy_it_again_or_use_the_run_beside_it(trained, tmp_path):
     """`charlm sample my.pt`, a copy cut short outside any run, said "use the run's other checkpoint": it
     is in no run and has none. Now it says to copy it again; a copy inside a run names the run's own."""
@@ -881,12 +910,30 @@ def test_runs_and_info_say_which_checkpoints_of_a_run_are_damaged(trained, tmp_p
     assert notes == {"both": "both truncated", "grown": "best.pt damaged", "last": "latest.pt truncated", "sound": "ok"}
     last = tmp_path / "checkpoints" / "last"
     shown = cli("info", str(last)).output
-    assert (
-        f"damaged         {last / runs.LATEST} is truncated; use the run's other checkpoint, {last / runs.BEST}, "
-        f"in its place (to resume: charlm train --resume {last / runs.BEST})"
-    ) in shown.splitlines(), shown
+    damaged = [line for line in shown.splitlines() if line.startswith("damaged")]
+    assert len(damaged) == 1 and damaged[0].startswith(f"damaged         {last / runs.LATEST}: truncated checkpoint ")
+    assert damaged[0].endswith(
+        f"; use the run's other checkpoint, {last / runs.BEST}, in its place (to resume: charlm train --resume "
+        f"{last / runs.BEST})"
+    ), shown
     sound = cli("info", str(tmp_path / "checkpoints" / "sound")).output
     assert not [line for line in sound.splitlines() if line.startswith("damaged")], sound
+
+
+@pytest.mark.parametrize("kept", [40, 1000], ids=["cut in its header", "cut in its payload"])
+def test_infos_damaged_row_says_the_damage_in_the_words_a_command_loading_it_says(trained, tmp_path, kept):
+    """`charlm info RUN` said "latest.pt is truncated" of a cut latest.pt, where every command loading it
+    says "latest.pt: truncated checkpoint (40 bytes, no whole header)": two wordings of one damage, the
+    row's without how much is left. The row is now the refusal a command loading the file gives."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    last = run / runs.LATEST
+    last.write_bytes(last.read_bytes()[:kept])
+    refused = cli("sample", str(last), "--length", "5")
+    assert_one_line_error(refused, f"{last}: truncated checkpoint (")
+    shown = cli("info", str(run))
+    assert shown.exit_code == 0, shown.output
+    damaged = [line.removeprefix("damaged").strip() for line in shown.output.splitlines() if line.startswith("damaged")]
+    assert damaged == [refused.output.strip().removeprefix("Error: ")], shown.output
 
 
 def test_runs_glances_at_the_checkpoint_a_command_loads_a_newer_one_kept_aside(trained, tmp_path):
@@ -900,7 +947,8 @@ def test_runs_glances_at_the_checkpoint_a_command_loads_a_newer_one_kept_aside(t
     header, row = cli("runs").output.splitlines()
     assert header.split()[-1] == "checkpoints" and row.split("  ")[-1] == "latest.pending.pt truncated", row
     damaged = [row for row in cli("info", str(run)).output.splitlines() if row.startswith("damaged")]
-    assert damaged[0].startswith(f"damaged         {aside} is truncated; it was kept aside for latest.pt"), damaged
+    assert damaged[0].startswith(f"damaged         {aside}: truncated checkpoint (1,000 of "), damaged
+    assert damaged[0].endswith("; it was kept aside for latest.pt: delete it to use " + str(run / runs.LATEST)), damaged
     os.utime(aside, (0, 0))  # older than latest.pt: no command loads it
     assert "checkpoints" not in cli("runs").output.splitlines()[0]
 
