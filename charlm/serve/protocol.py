@@ -35,7 +35,7 @@ from ..config import (
     SampleConfig,
 )
 from ..corpus import check_characters
-from ..errors import CharLMError
+from ..errors import CharLMError, FieldError
 from .api_error import APIError, shown
 from .config import ServeConfig
 from .json_fields import (
@@ -438,7 +438,7 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     try:
         parsed = forms.template_of(form, template, acrostic, prefix="")
     except CharLMError as e:
-        raise form_error(e, form is not None) from None
+        raise form_error(e, "form" if form is not None else "template") from None
     if parsed is not None and len(parsed.slots) > config.max_tokens:
         raise APIError(
             400, f"{parsed.name} has {len(parsed.slots):,} characters; this server writes at most "
@@ -448,12 +448,11 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     return parsed
 
 
-def form_error(error: CharLMError, form_given: bool) -> APIError:
-    """A form, template or acrostic that cannot be used, as a 400 naming the field its message names."""
-    message = str(error)
-    param = "acrostic" if message.startswith("acrostic") else "form" if form_given else "template"
-    param = "logit_bias" if message.startswith("logit_bias") else "prompt" if message.startswith("prompt") else param
-    return APIError(400, message, param, "invalid_value")
+def form_error(error: CharLMError, given: str) -> APIError:
+    """A form, template or acrostic that cannot be used, as a 400 naming the field it is about: a `FieldError`'s,
+    else `given`, the field the caller passed (the prompt a poem is begun in)."""
+    param = error.field if isinstance(error, FieldError) else given
+    return APIError(400, str(error), param, "invalid_value")
 
 
 def completion_params(body: Any, config: ServeConfig) -> Params:
