@@ -15,6 +15,8 @@ import openai
 import pytest
 from openai import OpenAI
 
+from charlm.serve import protocol, token_labels
+from charlm.serve.api_error import APIError
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
@@ -609,3 +611,19 @@ def test_a_field_that_must_be_an_object_says_what_it_was_given(read, body, field
     given = "a list" if isinstance(body[field], list) else "a string"
     assert caught.value.message == f"{field} must be an object, not {given}"
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, field, "invalid_type")
+
+
+def test_a_text_over_max_prompt_is_refused_in_one_wording_by_completions_and_tokenize(tiny_model):  # noqa: F811
+    """/tokenize said "content has 5 characters" where a completion of the same text says "the prompt has 5
+    characters": one limit (--max-prompt), said one way, its `param` the field that held the text."""
+    config, text = ServeConfig(max_prompt=4), "abcde"
+    with pytest.raises(APIError) as completion:
+        protocol.completion_params({"prompt": text}, config)
+    assert completion.value.message.startswith("the prompt has 5 characters; this server takes at most 4")
+    for name in ("content", "prompt"):
+        with pytest.raises(APIError) as sent:
+            protocol.tokenize_params({name: text}, config)
+        with pytest.raises(APIError) as read:  # as the model reads it
+            token_labels.tokenized(tiny_model, text, False, name, config)
+        for refused in (sent.value, read.value):
+            assert (refused.message, refused.param) == (completion.value.message, name)

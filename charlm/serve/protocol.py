@@ -276,6 +276,8 @@ def common(
     )
 
 
+# How a prompt over --max-prompt is said, by the field it came from; /tokenize's text, read as a prompt
+# and bound by the same limit, is said as a prompt is (`param` names its field)
 PROMPT_LENGTH = {
     "prompt": "the prompt has",
     "messages": "the messages, joined by blank lines and ending in one, make",
@@ -520,7 +522,7 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
         what = "give content or prompt, not both" if given else "content is required: the text to tokenize"
         raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
     name, text = given[0], string(body, given[0]) or ""
-    check_length(len(text), config, f"{name} has", name)
+    check_length(len(text), config, PROMPT_LENGTH["prompt"], name)
     check_text(text, name)
     return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 
