@@ -8,6 +8,7 @@ import concurrent.futures
 import inspect
 import itertools
 import json
+import re
 import warnings
 
 import httpx
@@ -15,7 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from charlm.serve import protocol, token_labels
+from charlm.serve import protocol, schema, token_labels
 from charlm.serve.api_error import APIError
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
@@ -627,3 +628,16 @@ def test_a_text_over_max_prompt_is_refused_in_one_wording_by_completions_and_tok
             token_labels.tokenized(tiny_model, text, False, name, config)
         for refused in (sent.value, read.value):
             assert (refused.message, refused.param) == (completion.value.message, name)
+
+
+def test_logit_bias_takes_token_ids_of_as_many_digits_wherever_it_is_read():
+    """The 10 digits a token id may have were written three times (the fast reader's pattern, the entry by
+    entry reader, /openapi.json's propertyNames): one of them changed alone would take an id the others refuse."""
+    most = protocol.MAX_ID_DIGITS
+    pattern = re.compile(schema.common_schema(ServeConfig(), ["tiny"], 0)["logit_bias"]["propertyNames"]["pattern"])
+    longest, too_long = "1" * most, "1" * (most + 1)
+    assert protocol.plain_bias({longest: 1}) == protocol.logit_bias_entries({longest: 1}) == {int(longest): 1}
+    assert pattern.search(longest) and not pattern.search(too_long)
+    assert protocol.plain_bias({too_long: 1}) is None  # left to the entry by entry reader, which refuses it
+    with pytest.raises(APIError, match="logit_bias keys are token ids"):
+        protocol.logit_bias_entries({too_long: 1})

@@ -66,9 +66,12 @@ MAX_BIASED = 65_536
 # a body. This many (a full logit_bias and some 5,000 chat messages beside it) took 10-40 ms (65,536 of
 # logit_bias's "id": -100: 40 ms, the slowest seen; a 2-core machine busy with other work).
 MAX_JSON_ITEMS = MAX_BIASED + 16_384
+# A token id's digits, at most: ids below 2**32, and int() of a key of 5,000 digits raises
+MAX_ID_DIGITS = len(str(2**32))
 # logit_bias's keys as nearly every client writes them, joined by commas: ids in plain decimal, so no
 # two name one id (`plain_bias`)
-PLAIN_IDS = re.compile(r"(?:0|[1-9][0-9]{0,9})(?:,(?:0|[1-9][0-9]{0,9}))*")
+PLAIN_ID = f"(?:0|[1-9][0-9]{{0,{MAX_ID_DIGITS - 1}}})"
+PLAIN_IDS = re.compile(f"{PLAIN_ID}(?:,{PLAIN_ID})*")
 
 
 @dataclass
@@ -412,7 +415,7 @@ def logit_bias_entries(value: dict) -> dict[int, float] | None:
     """`logit_bias` read entry by entry: the first wrong one is the error."""
     biases, keys = {}, {}
     for key in value:
-        if not (key.isascii() and key.isdigit() and len(key) <= 10):  # ids below 2**32; int() of 5,000 digits raises
+        if not (key.isascii() and key.isdigit() and len(key) <= MAX_ID_DIGITS):
             raise APIError(
                 400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(shown(key), ensure_ascii=False)}; "
                 "POST /tokenize gives a text's ids", "logit_bias", "invalid_value",
