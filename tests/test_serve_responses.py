@@ -4,6 +4,7 @@ the same messages, the same checks, guards and limits (docs/serve.md)."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import inspect
 import itertools
@@ -16,7 +17,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from charlm.serve import protocol, schema, token_labels
+from charlm.serve import protocol, responses_api, schema, token_labels
 from charlm.serve.api_error import APIError
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
@@ -641,3 +642,26 @@ def test_logit_bias_takes_token_ids_of_as_many_digits_wherever_it_is_read():
     assert protocol.plain_bias({too_long: 1}) is None  # left to the entry by entry reader, which refuses it
     with pytest.raises(APIError, match="logit_bias keys are token ids"):
         protocol.logit_bias_entries({too_long: 1})
+
+
+class CountedReads(dict):
+    """A request body that counts how often each field is read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reads: collections.Counter = collections.Counter()
+
+    def get(self, key, default=None):
+        self.reads[key] += 1
+        return super().get(key, default)
+
+
+def test_a_responses_fields_are_each_read_once():
+    """`user` was read (and its length checked) by `common` and again by `response_params`: two readers of one
+    field, which a change to one could set apart. The response echoes it as read."""
+    body = CountedReads({"input": "a", "user": "u1", "safety_identifier": "s1", "prompt_cache_key": "k1"})
+    _, echoed = responses_api.response_params(body, ServeConfig())
+    assert (echoed["user"], echoed["safety_identifier"], echoed["prompt_cache_key"]) == ("u1", "s1", "k1")
+    assert {name: body.reads[name] for name in ("user", *protocol.USER_FIELDS)} == dict.fromkeys(
+        ("user", *protocol.USER_FIELDS), 1
+    )

@@ -97,6 +97,7 @@ class Params:
     template: forms.Template | None = None  # `form` / `template` / `acrostic`, parsed (None: free text)
     logit_bias: dict[int, float] | None = None  # token id -> bias; which ids the model has is checked with it
     prompt_param: str = "prompt"  # the field the prompts came from (chat's: messages), named if one is too long
+    user: str | None = None  # the end user's id: changes nothing, but a response echoes it
 
     @property
     def choices(self) -> int:
@@ -220,16 +221,14 @@ def check_fields(
     return body
 
 
-def user_string(body: dict, name: str, echoed: bool = False) -> str | None:
+def user_string(body: dict, name: str) -> str | None:
     """`user`, `safety_identifier` or `prompt_cache_key`: a string no longer than USER_FIELD_MAX_LENGTH says,
-    whichever endpoint takes it; `echoed`: one its response echoes, checked as `responses_api.echoed_string`."""
+    whichever endpoint takes it (a response echoes it: `responses_api.echoable`)."""
     value = string(body, name)
     most = USER_FIELD_MAX_LENGTH[name]
     if value is not None and len(value) > most:
         message = f"{name} may hold at most {most} characters, not {len(value):,}; send a shorter one (a hash of it)"
         raise APIError(400, message, name, "invalid_value")
-    if echoed and value is not None:
-        check_text(value, name)
     return value
 
 
@@ -253,7 +252,7 @@ def common(
     stream_options = stream_options_of(body, stream)
     # Any 64-bit seed, as OpenAI and generate take (sample i's seed + i is one torch takes); -1: pick one
     seed = integer(body, "seed", None, *SEED_RANGE)
-    user_string(body, "user")
+    user = user_string(body, "user")
     stops = stop_texts(body)
     logit_bias = logit_bias_of(body)
     return Params(
@@ -276,6 +275,7 @@ def common(
         template=template,
         logit_bias=logit_bias,
         prompt_param=prompt_param,
+        user=user,
     )
 
 
