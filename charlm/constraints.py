@@ -28,7 +28,7 @@ from typing import Protocol
 
 import torch
 
-from .errors import BiasError, CharLMError
+from .errors import BiasError, CharLMError, FieldError
 from .fields import said
 from .forms import Template, fills, is_han, is_letter, option_named, template_of
 from .unseen import never_seen, other_forms
@@ -64,7 +64,8 @@ class Constrained:
         if missing := unwritten(fixed, written, self.byte_ids, in_bytes):
             what = option[missing[0]]  # every character of the option that fixed the first, as a seed's are named
             name = vocab.name_unseen if vocab.one_char_per_id else repr  # ',' (did you mean '，'?)
-            raise never_seen(what, [c for c in missing if option[c] == what], name)
+            field = "acrostic" if what == acrostic_name else template.field
+            raise never_seen(what, [c for c in missing if option[c] == what], name, field)
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
         if bans:
@@ -91,7 +92,8 @@ class Constrained:
             free = "Han characters" if self.script == "han" else "letters"
             if bans:
                 raise BiasError(f" bans every way to write {template.name} (`_` needs {free}); ban fewer")
-            raise CharLMError(f"{template.name}: the model cannot write this template (it knows no {free} for `_`)")
+            cannot = f"{template.name}: the model cannot write this template (it knows no {free} for `_`)"
+            raise FieldError(cannot, template.field)
 
     def leave_out(
         self, out: list[bool], vocab: Vocabulary, fixed: list[str], in_bytes: set[str], option: dict[str, str]
@@ -171,13 +173,15 @@ class Constrained:
                     self.text_slots[at],
                 )
                 if typed is not None:
-                    raise CharLMError(
+                    raise FieldError(
                         f"{acrostic}: {typed} begins verse {verse} of the poem with {found!r}, not {wanted!r}; "
-                        "an acrostic is the whole poem's, the verses you write too: begin each with its character"
+                        "an acrostic is the whole poem's, the verses you write too: begin each with its character",
+                        "acrostic",
                     )
-                raise CharLMError(
+                raise FieldError(
                     f"{acrostic}: {what}'s poem begins verse {verse} with {found!r}, not {wanted!r}; an acrostic is "
-                    f"the whole poem's: begin {what}'s verses with it, or end it before them for a new poem"
+                    f"the whole poem's: begin {what}'s verses with it, or end it before them for a new poem",
+                    "acrostic",
                 )
         return self.compiled_at[len(poem)]
 

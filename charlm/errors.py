@@ -74,14 +74,24 @@ class SaidElsewhere(CharLMError):
     user with 8 GPUs reads it once."""
 
 
-class BiasError(CharLMError):
+class FieldError(CharLMError):
+    """A CharLMError about one option a caller gave, `field` its bare name (`acrostic`): its message names it
+    as the caller wrote it (`--acrostic`, `acrostic=`), so the server takes an answer's `param` from here,
+    where a reworded message cannot change it."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class BiasError(FieldError):
     """A logit bias the model cannot take, its message written once after the name of who gave it:
     `logit_bias` (Python, the server), or `--ban` in `as_ban()`, for `charlm sample` (whose user cannot
     give token ids, so `ban_says` replaces advice a shell user could not follow)."""
 
     def __init__(self, says: str, ban_says: str | None = None):
         self.says, self.ban_says = says, ban_says or says
-        super().__init__(f"logit_bias{says}")
+        super().__init__(f"logit_bias{says}", "logit_bias")
 
     def as_ban(self) -> CharLMError:
         return CharLMError(f"--ban{self.ban_says}")

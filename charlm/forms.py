@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .corpus import check_characters
-from .errors import CharLMError, counted
+from .errors import FieldError, counted
 from .fields import SHOWN, said
 
 FREE = "_"
@@ -85,6 +85,11 @@ class Template:
     acrostic_at: tuple[int, ...] = ()  # the slots the acrostic fixed (each verse's first `_`)
     form: str = ""  # the form's full name (FORMS) when a form gave it: a whole poem in lines, not a template's text
 
+    @property
+    def field(self) -> str:
+        """The option that gave it, bare, as a `FieldError` names it."""
+        return "form" if self.form else "template"
+
     def fits(self, text: str, script: str | None = None) -> bool:
         """Whether `text` is exactly this template filled in (free positions in the script)."""
         accepts = {"han": is_han, "letter": is_letter}[script or self.script or "han"]
@@ -100,37 +105,38 @@ def template_of(
     form: str | None = None, template: str | None = None, acrostic: str | None = None, prefix: str | None = None
 ) -> Template | None:
     """The template that `--form`, `--template` and `--acrostic` ask for (None: free text).
-    Raises a one-line CharLMError naming the option for anything it cannot use: as its caller wrote
+    Raises a one-line FieldError naming the option for anything it cannot use: as its caller wrote
     it (`said`), or `prefix` + its name (the server's fields have none)."""
     form_, template_, acrostic_ = (option_named(name, prefix) for name in ("form", "template", "acrostic"))
     if form is not None and template is not None:
-        raise CharLMError(f"give {form_} or {template_}, not both")
+        raise FieldError(f"give {form_} or {template_}, not both", "form")
     if form is not None:
         if form not in FORM_NAMES:
             shown = repr(form) if prefix is not None else SHOWN.repr(form)  # the server's come cut (api_error.shown)
             given = option_named("form", prefix, shown)
-            raise CharLMError(f"{given} is not a form charlm knows; choose one of {FORM_CHOICES}")
+            raise FieldError(f"{given} is not a form charlm knows; choose one of {FORM_CHOICES}", "form")
         slots = template_slots(FORMS[FORM_NAMES[form]])
         name = said("form", form) if prefix is None else f"{prefix}form {form}"
     elif template is not None:
         check_characters(template, template_)
         slots, name = template_slots(template), template_
     elif acrostic is not None:
-        raise CharLMError(
-            f"{acrostic_} fixes the first character of each verse of a form: give {form_} or {template_} too"
+        raise FieldError(
+            f"{acrostic_} fixes the first character of each verse of a form: give {form_} or {template_} too",
+            "acrostic",
         )
     else:
         return None
     if acrostic is not None:
         check_characters(acrostic, acrostic_)
     if None not in slots:
-        raise CharLMError(f"{name} has no `_` for the model to fill; write `_` for each character it writes")
+        raise FieldError(f"{name} has no `_` for the model to fill; write `_` for each character it writes", "template")
     starts: list[int] = []
     if acrostic is not None:
         starts = verses(slots)
         if len(acrostic) != len(starts):
             characters, verses_ = counted(len(acrostic), "character"), counted(len(starts), "verse")
-            raise CharLMError(f"{acrostic_} has {characters} but {name} has {verses_}; give one per verse")
+            raise FieldError(f"{acrostic_} has {characters} but {name} has {verses_}; give one per verse", "acrostic")
         for start, char in zip(starts, acrostic):
             slots[start] = char
     given = [c for c in slots if c is not None]
@@ -144,9 +150,10 @@ def template_of(
         accepts, kind = (is_han, "a Han character") if script == "han" else (is_letter, "a letter")
         for verse, char in enumerate(acrostic or "", 1):
             if not accepts(char):
-                raise CharLMError(
+                raise FieldError(
                     f"{acrostic_} {acrostic}: verse {verse} would begin with {char!r}, which is not {kind}, as the "
-                    f"verses of {name} are; give one {kind.split(' ', 1)[1]} per verse"
+                    f"verses of {name} are; give one {kind.split(' ', 1)[1]} per verse",
+                    "acrostic",
                 )
     return Template(tuple(slots), script, name, acrostic or "", tuple(starts), FORM_NAMES.get(form or "", ""))
 

@@ -14,7 +14,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Collection
 
-from .errors import CharLMError, counted
+from .errors import CharLMError, FieldError, counted
 from .forms import is_han
 
 SHOWN_UNSEEN = 10  # unseen characters an error or a warning names (`first_named`), then " ..."
@@ -66,14 +66,16 @@ NO_TRADITIONAL_FORM = frozenset(
 )
 
 
-def never_seen(what: str, chars: list[str], name: Callable[[str], str]) -> CharLMError:
+def never_seen(what: str, chars: list[str], name: Callable[[str], str], field: str | None = None) -> CharLMError:
     """The error for `chars` a model cannot take, each as `name` names it (`Vocab.name_unseen`): one
     wording for a seed's and a template's or acrostic's, so a user of traditional characters typing
-    both is told of every character at once, in the same words."""
-    return CharLMError(
+    both is told of every character at once, in the same words. `field`: the option `what` is, bare
+    (a `FieldError`'s), where the caller has one."""
+    message = (
         f"{what}: {counted(len(chars), 'character')} the model has never seen: {first_named(chars, name)}; "
         "use only characters from the training text"
     )
+    return CharLMError(message) if field is None else FieldError(message, field)
 
 
 def first_named(chars: list[str], name: Callable[[str], str]) -> str:

@@ -10,6 +10,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from charlm.errors import CharLMError
 from charlm.forms import FORM_NAMES, FORMS, is_han, template_of
 from charlm.sampler import generate
 from charlm.serve import protocol
@@ -18,11 +19,12 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
 from .conftest import wait_healthy
-from .test_forms import HAN, chinese_model, piece_model
+from .test_forms import CHINESE, HAN, chinese_model, piece_model
 from .test_serve import made_text, page_ready, running, set_field, wait_until
 
 PROMPT = "丁\n"
 CHAT = [{"role": "user", "content": "丁"}]
+VERSE = "".join(chr(0x4E00 + i) for i in range(5))  # five characters the model knows
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,28 @@ def test_a_form_that_cannot_be_written_is_a_400_naming_its_field(client, served,
         assert error["code"] in ("invalid_value", "invalid_type") and error["type"] == "invalid_request_error"
     wait_until(lambda: served[1].busy == 0)  # a refused request holds no row
     assert len(poems(client, max_tokens=5)[0][0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("fields", "prompt", "param"),
+    [
+        ({"form": "五言绝句", "acrostic": "春夏"}, PROMPT, "acrostic"),  # forms.template_of
+        ({"template": "__，___", "acrostic": "龘夏"}, PROMPT, "acrostic"),  # Constrained, a character unseen
+        ({"template": "__：___"}, PROMPT, "template"),
+        ({"form": "五绝", "logit_bias": {str(CHINESE.index["，"]): -100}}, PROMPT, "logit_bias"),
+        ({"form": "五绝", "acrostic": "春夏秋冬"}, PROMPT + "七\n" + VERSE + "，丙丁", "acrostic"),  # Constrained.begun
+        ({"form": "五绝"}, PROMPT + VERSE + "丙，", "prompt"),  # its last line breaks the form
+    ],
+)
+def test_the_field_a_form_error_names_does_not_hang_on_its_wording(client, monkeypatch, fields, prompt, param):
+    """`form_error` named the field by the start of the message ("acrostic", "logit_bias", "prompt"): a message
+    reworded in forms.py or constraints.py would have named another field, as every one here did."""
+    shown = CharLMError.__str__
+    monkeypatch.setattr(CharLMError, "__str__", lambda error: "in other words, " + shown(error))
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="zh", prompt=prompt, max_tokens=5, extra_body=fields)
+    error = caught.value.body
+    assert (error["param"], error["message"][:16]) == (param, "in other words, "), error
 
 
 def test_the_default_max_tokens_is_the_whole_poem_and_an_explicit_one_cuts_it(client):

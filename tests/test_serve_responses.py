@@ -4,10 +4,12 @@ the same messages, the same checks, guards and limits (docs/serve.md)."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import inspect
 import itertools
 import json
+import re
 import warnings
 
 import httpx
@@ -15,6 +17,8 @@ import openai
 import pytest
 from openai import OpenAI
 
+from charlm.serve import protocol, responses_api, schema, token_labels
+from charlm.serve.api_error import APIError
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
@@ -609,3 +613,55 @@ def test_a_field_that_must_be_an_object_says_what_it_was_given(read, body, field
     given = "a list" if isinstance(body[field], list) else "a string"
     assert caught.value.message == f"{field} must be an object, not {given}"
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, field, "invalid_type")
+
+
+def test_a_text_over_max_prompt_is_refused_in_one_wording_by_completions_and_tokenize(tiny_model):  # noqa: F811
+    """/tokenize said "content has 5 characters" where a completion of the same text says "the prompt has 5
+    characters": one limit (--max-prompt), said one way, its `param` the field that held the text."""
+    config, text = ServeConfig(max_prompt=4), "abcde"
+    with pytest.raises(APIError) as completion:
+        protocol.completion_params({"prompt": text}, config)
+    assert completion.value.message.startswith("the prompt has 5 characters; this server takes at most 4")
+    for name in ("content", "prompt"):
+        with pytest.raises(APIError) as sent:
+            protocol.tokenize_params({name: text}, config)
+        with pytest.raises(APIError) as read:  # as the model reads it
+            token_labels.tokenized(tiny_model, text, False, name, config)
+        for refused in (sent.value, read.value):
+            assert (refused.message, refused.param) == (completion.value.message, name)
+
+
+def test_logit_bias_takes_token_ids_of_as_many_digits_wherever_it_is_read():
+    """The 10 digits a token id may have were written three times (the fast reader's pattern, the entry by
+    entry reader, /openapi.json's propertyNames): one of them changed alone would take an id the others refuse."""
+    most = protocol.MAX_ID_DIGITS
+    pattern = re.compile(schema.common_schema(ServeConfig(), ["tiny"], 0)["logit_bias"]["propertyNames"]["pattern"])
+    longest, too_long = "1" * most, "1" * (most + 1)
+    assert protocol.plain_bias({longest: 1}) == protocol.logit_bias_entries({longest: 1}) == {int(longest): 1}
+    assert pattern.search(longest) and not pattern.search(too_long)
+    assert protocol.plain_bias({too_long: 1}) is None  # left to the entry by entry reader, which refuses it
+    with pytest.raises(APIError, match="logit_bias keys are token ids"):
+        protocol.logit_bias_entries({too_long: 1})
+
+
+class CountedReads(dict):
+    """A request body that counts how often each field is read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reads: collections.Counter = collections.Counter()
+
+    def get(self, key, default=None):
+        self.reads[key] += 1
+        return super().get(key, default)
+
+
+def test_a_responses_fields_are_each_read_once():
+    """`user` was read (and its length checked) by `common` and again by `response_params`: two readers of one
+    field, which a change to one could set apart. The response echoes it as read."""
+    body = CountedReads({"input": "a", "user": "u1", "safety_identifier": "s1", "prompt_cache_key": "k1"})
+    _, echoed = responses_api.response_params(body, ServeConfig())
+    assert (echoed["user"], echoed["safety_identifier"], echoed["prompt_cache_key"]) == ("u1", "s1", "k1")
+    assert {name: body.reads[name] for name in ("user", *protocol.USER_FIELDS)} == dict.fromkeys(
+        ("user", *protocol.USER_FIELDS), 1
+    )

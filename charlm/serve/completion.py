@@ -318,7 +318,7 @@ class Completion:
         try:
             return self.form.begun(prompt, "the prompt", option="prompt")
         except CharLMError as e:
-            raise form_error(e, False) from None
+            raise form_error(e, self.params.prompt_param) from None
 
     def compile(self, bias: torch.Tensor | None) -> Constrained | None:
         """The request's template compiled for the model's vocabulary without the tokens `bias` bans; a
@@ -333,7 +333,7 @@ class Completion:
             try:
                 form = Constrained(template, self.served.model.vocab, "acrostic", banned)
             except CharLMError as e:
-                raise form_error(e, template.name.startswith("form")) from None
+                raise form_error(e, template.field) from None
             if len(compiled) >= MAX_COMPILED:
                 compiled.clear()
             compiled[key] = form

@@ -35,7 +35,7 @@ from ..config import (
     SampleConfig,
 )
 from ..corpus import check_characters
-from ..errors import CharLMError
+from ..errors import CharLMError, FieldError
 from .api_error import APIError, shown
 from .config import ServeConfig
 from .json_fields import (
@@ -66,9 +66,12 @@ MAX_BIASED = 65_536
 # a body. This many (a full logit_bias and some 5,000 chat messages beside it) took 10-40 ms (65,536 of
 # logit_bias's "id": -100: 40 ms, the slowest seen; a 2-core machine busy with other work).
 MAX_JSON_ITEMS = MAX_BIASED + 16_384
+# A token id's digits, at most: ids below 2**32, and int() of a key of 5,000 digits raises
+MAX_ID_DIGITS = len(str(2**32))
 # logit_bias's keys as nearly every client writes them, joined by commas: ids in plain decimal, so no
 # two name one id (`plain_bias`)
-PLAIN_IDS = re.compile(r"(?:0|[1-9][0-9]{0,9})(?:,(?:0|[1-9][0-9]{0,9}))*")
+PLAIN_ID = f"(?:0|[1-9][0-9]{{0,{MAX_ID_DIGITS - 1}}})"
+PLAIN_IDS = re.compile(f"{PLAIN_ID}(?:,{PLAIN_ID})*")
 
 
 @dataclass
@@ -94,6 +97,7 @@ class Params:
     template: forms.Template | None = None  # `form` / `template` / `acrostic`, parsed (None: free text)
     logit_bias: dict[int, float] | None = None  # token id -> bias; which ids the model has is checked with it
     prompt_param: str = "prompt"  # the field the prompts came from (chat's: messages), named if one is too long
+    user: str | None = None  # the end user's id: changes nothing, but a response echoes it
 
     @property
     def choices(self) -> int:
@@ -217,16 +221,14 @@ def check_fields(
     return body
 
 
-def user_string(body: dict, name: str, echoed: bool = False) -> str | None:
+def user_string(body: dict, name: str) -> str | None:
     """`user`, `safety_identifier` or `prompt_cache_key`: a string no longer than USER_FIELD_MAX_LENGTH says,
-    whichever endpoint takes it; `echoed`: one its response echoes, checked as `responses_api.echoed_string`."""
+    whichever endpoint takes it (a response echoes it: `responses_api.echoable`)."""
     value = string(body, name)
     most = USER_FIELD_MAX_LENGTH[name]
     if value is not None and len(value) > most:
         message = f"{name} may hold at most {most} characters, not {len(value):,}; send a shorter one (a hash of it)"
         raise APIError(400, message, name, "invalid_value")
-    if echoed and value is not None:
-        check_text(value, name)
     return value
 
 
@@ -250,7 +252,7 @@ def common(
     stream_options = stream_options_of(body, stream)
     # Any 64-bit seed, as OpenAI and generate take (sample i's seed + i is one torch takes); -1: pick one
     seed = integer(body, "seed", None, *SEED_RANGE)
-    user_string(body, "user")
+    user = user_string(body, "user")
     stops = stop_texts(body)
     logit_bias = logit_bias_of(body)
     return Params(
@@ -273,9 +275,12 @@ def common(
         template=template,
         logit_bias=logit_bias,
         prompt_param=prompt_param,
+        user=user,
     )
 
 
+# How a prompt over --max-prompt is said, by the field it came from; /tokenize's text, read as a prompt
+# and bound by the same limit, is said as a prompt is (`param` names its field)
 PROMPT_LENGTH = {
     "prompt": "the prompt has",
     "messages": "the messages, joined by blank lines and ending in one, make",
@@ -410,7 +415,7 @@ def logit_bias_entries(value: dict) -> dict[int, float] | None:
     """`logit_bias` read entry by entry: the first wrong one is the error."""
     biases, keys = {}, {}
     for key in value:
-        if not (key.isascii() and key.isdigit() and len(key) <= 10):  # ids below 2**32; int() of 5,000 digits raises
+        if not (key.isascii() and key.isdigit() and len(key) <= MAX_ID_DIGITS):
             raise APIError(
                 400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(shown(key), ensure_ascii=False)}; "
                 "POST /tokenize gives a text's ids", "logit_bias", "invalid_value",
@@ -438,7 +443,7 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     try:
         parsed = forms.template_of(form, template, acrostic, prefix="")
     except CharLMError as e:
-        raise form_error(e, form is not None) from None
+        raise form_error(e, "form" if form is not None else "template") from None
     if parsed is not None and len(parsed.slots) > config.max_tokens:
         raise APIError(
             400, f"{parsed.name} has {len(parsed.slots):,} characters; this server writes at most "
@@ -448,12 +453,11 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     return parsed
 
 
-def form_error(error: CharLMError, form_given: bool) -> APIError:
-    """A form, template or acrostic that cannot be used, as a 400 naming the field its message names."""
-    message = str(error)
-    param = "acrostic" if message.startswith("acrostic") else "form" if form_given else "template"
-    param = "logit_bias" if message.startswith("logit_bias") else "prompt" if message.startswith("prompt") else param
-    return APIError(400, message, param, "invalid_value")
+def form_error(error: CharLMError, given: str) -> APIError:
+    """A form, template or acrostic that cannot be used, as a 400 naming the field it is about: a `FieldError`'s,
+    else `given`, the field the caller passed (the prompt a poem is begun in)."""
+    param = error.field if isinstance(error, FieldError) else given
+    return APIError(400, str(error), param, "invalid_value")
 
 
 def completion_params(body: Any, config: ServeConfig) -> Params:
@@ -521,7 +525,7 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
         what = "give content or prompt, not both" if given else "content is required: the text to tokenize"
         raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
     name, text = given[0], string(body, given[0]) or ""
-    check_length(len(text), config, f"{name} has", name)
+    check_length(len(text), config, PROMPT_LENGTH["prompt"], name)
     check_text(text, name)
     return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 

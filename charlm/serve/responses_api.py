@@ -97,7 +97,8 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
-    echoed_user = {name: user_string(body, name, echoed=True) for name in ("user", *USER_FIELDS)}
+    echoed_user = {"user": echoable(params.user, "user")}  # read by `common`, which every endpoint's request has
+    echoed_user |= {name: echoable(user_string(body, name), name) for name in USER_FIELDS}
     text_format(body)
     params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
@@ -124,14 +125,13 @@ def response_prompt(body: dict) -> tuple[str | None, str]:
     message before the input's, a blank line between texts and after the last (`joined`)."""
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
-    instructions = echoed_string(body, "instructions")
+    instructions = echoable(string(body, "instructions"), "instructions")
     return instructions, joined([instructions or "", *input_texts(body["input"])])
 
 
-def echoed_string(body: dict, name: str) -> str | None:
-    """A string field a response echoes (`user`, `instructions`): a lone surrogate in it, which JSON allows
-    ("\\ud800") and no answer can carry, is a 400 naming it, never a 500 as the answer is written."""
-    value = string(body, name)
+def echoable(value: str | None, name: str) -> str | None:
+    """A string field a response echoes (`user`, `instructions`) as read: a lone surrogate in it, which JSON
+    allows ("\\ud800") and no answer can carry, is a 400 naming it, never a 500 as the answer is written."""
     if value is not None:
         check_text(value, name)
     return value

@@ -13,6 +13,7 @@ from .config import ServeConfig
 from .protocol import (
     CHAT_ROLES,
     MAX_BIASED,
+    MAX_ID_DIGITS,
     MAX_LOGPROBS,
     MAX_METADATA_VALUE,
     MAX_STOP_CHARS,
@@ -118,7 +119,7 @@ def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> di
         "user": {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH["user"]},
         "logit_bias": {
             "type": "object",
-            "propertyNames": {"pattern": "^[0-9]{1,10}$"},
+            "propertyNames": {"pattern": f"^[0-9]{{1,{MAX_ID_DIGITS}}}$"},
             "additionalProperties": {"type": "number", "minimum": -MAX_LOGIT_BIAS, "maximum": MAX_LOGIT_BIAS},
             "maxProperties": MAX_BIASED,
             "description": "token id (as POST /tokenize says it, or a token's position in the model's "

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from ..model import CharLM
 from ..vocab import UNSEEN, Vocabulary
 from .config import ServeConfig
-from .protocol import check_length
+from .protocol import PROMPT_LENGTH, check_length
 
 BYTES = "bytes:"  # OpenAI's name of a token that is part of a character: bytes:\\xe4
 
@@ -74,7 +74,7 @@ def tokenized(model: CharLM, text: str, with_pieces: bool, param: str, config: S
     each as {id, piece}."""
     vocab = model.vocab
     read = vocab.normalized(text)  # a character model's ids are its characters, one by one
-    check_length(len(read), config, f"{param} has", param, vocab.normalize)
+    check_length(len(read), config, PROMPT_LENGTH["prompt"], param, vocab.normalize)
     tokens = [None if token == UNSEEN else token for token in vocab.encode_array(read).tolist()]
     if not with_pieces:
         return tokens
