@@ -360,9 +360,7 @@ def test_inspect_says_when_the_text_is_in_the_text_the_ngram_was_fitted_on():
     share of the text's spans found in the n-gram's text is said, with what to inspect instead; a text
     the n-gram never saw says nothing of it."""
     torch.manual_seed(0)
-    draw = random.Random(0)
-    words = ["".join(draw.choice("abcdefghij") for _ in range(draw.randint(2, 7))) for _ in range(400)]
-    fitted, elsewhere = (" ".join(draw.choice(words) for _ in range(n)) + "\n" for n in (600, 200))
+    fitted, elsewhere = word_texts(600, 200)
     model = make_model(Vocab.from_counts(Counter(fitted + elsewhere)), layers=1, hidden=8).eval()
     named = {"fitted_on": "the run's training split", "seen_advice": "inspect the run's held-out text instead"}
     inside, half = fitted[1000:1400], fitted[2000:2200] + elsewhere[:200]
@@ -378,6 +376,74 @@ def test_inspect_says_when_the_text_is_in_the_text_the_ngram_was_fitted_on():
             note = next(note for note in inspection.notes if note.startswith(said[0]))
             assert note.endswith("; inspect the run's held-out text instead") and note in table.splitlines()
             assert f"Note: {html.escape(note)}." in page
+
+
+def word_texts(*counts: int) -> list[str]:
+    """Texts of `counts` words each, drawn from one list of 400 made-up words: each one new to the others
+    (few of its 20-character spans are in them), all alike (an n-gram fitted on one predicts another)."""
+    draw = random.Random(0)
+    words = ["".join(draw.choice("abcdefghij") for _ in range(draw.randint(2, 7))) for _ in range(400)]
+    return [" ".join(draw.choice(words) for _ in range(count)) + "\n" for count in counts]
+
+
+BEHIND = re.compile(
+    r"(?i)the model needs (\d\.\d{3}) more bits per character than the best n-gram: it has not yet learned"
+)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_inspect_says_what_it_means_when_the_model_loses_to_the_n_gram_on_a_new_text(cell):
+    """A run trained 200 steps showed the 7-gram at 1.904 bpc against the LSTM's 2.930 with no word of what
+    that meant: a student could not tell an undertrained model from a weak kind of model. Where the model
+    loses on a text the n-gram was not fitted on, the line under the headline says so, for any cell, and
+    what to do; where it wins, the n-gram's figure is recall or the model never saw most of the text's
+    characters, nothing is said of it."""
+    torch.manual_seed(0)
+    fitted, elsewhere = word_texts(600, 150)
+    model = make_model(Vocab.from_counts(Counter(fitted + elsewhere)), cell=cell, layers=1, hidden=8).eval()
+    advice = "train it longer or on more text (step 10)"
+    loses = analyse(model, elsewhere, fitted, max_order=3, behind_advice=advice)  # untrained: near uniform
+    cases = [(loses, "loses")]
+    if cell == "lstm":  # the cases where nothing is said, once: they do not turn on the cell
+        foreign = elsewhere.translate(str.maketrans("abcdef", "ABCDEF"))  # half of it in characters never seen
+        cases += [
+            (analyse(model, elsewhere, "a" * 2000, max_order=3, behind_advice=advice), "wins"),  # an n-gram of "a"
+            (analyse(model, fitted[:800], fitted, max_order=3, behind_advice=advice), "recall"),  # its own text
+            (analyse(model, foreign, fitted, max_order=3, behind_advice=advice), "foreign"),
+        ]
+    for inspection, case in cases:
+        assert (inspection.surprise.bpc > inspection.ngram_bpc[inspection.ngram_order]) == (case != "wins")
+        table, page = summary(inspection), render(inspection, "tiny")
+        said = case == "loses"
+        assert (BEHIND.search(table) is not None) == said and (BEHIND.search(page) is not None) == said, table
+        assert any("recall, not prediction" in note for note in inspection.notes) == (case == "recall")
+    line = summary(loses).splitlines()[1]  # under the headline that compares them
+    assert BEHIND.match(line) and line.endswith(f"; {advice}") and cell.upper() not in line and "LSTM" not in line
+    gap = float(BEHIND.match(line)[1])
+    assert gap == pytest.approx(loses.surprise.bpc - loses.ngram_bpc[loses.ngram_order], abs=1e-3) and gap > 0
+    headline, after = render(loses, "tiny").split("<p>", 2)[1:]
+    assert "bits per character.</p>" in headline and html.unescape(after).startswith(line[0].upper() + line[1:] + ".")
+
+
+def test_inspect_of_a_run_that_loses_to_the_n_gram_names_its_step_and_how_to_train_it_on(tmp_path):
+    """What to do, from the run's record: the checkpoint's step and validation bpc, and the command that
+    trains the run on."""
+    torch.manual_seed(0)
+    fitted, elsewhere = word_texts(600, 150)
+    (tmp_path / "fitted.txt").write_text(fitted, encoding="utf-8")
+    (tmp_path / "new.txt").write_text(elsewhere, encoding="utf-8")
+    model = make_model(Vocab.from_counts(Counter(fitted + elsewhere)), layers=1, hidden=8).eval()
+    run = run_of(model, tmp_path / "words")
+    result = cli("inspect", str(run), "new.txt", "--train-text", "fitted.txt", "--output", "new.html")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()  # the n-gram's progress bar (stderr) before the headline, in click's runner
+    line = lines[next(k for k, line in enumerate(lines) if "bits per character; best n-gram" in line) + 1]
+    assert BEHIND.match(line), result.output
+    go_on = f"charlm train --resume {typed(str(run))} --max-time DURATION"
+    assert line.endswith(
+        f"; train it longer or on more text (this checkpoint: step 10, 2.500 bpc on validation; to go on: {go_on})"
+    )
+    assert html.escape(line[1:]) in (tmp_path / "new.html").read_text(encoding="utf-8")
 
 
 def test_the_headline_and_the_features_count_one_text_the_same_way():

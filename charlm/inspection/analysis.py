@@ -28,7 +28,7 @@ from ..ngram import MAX_ORDER, KneserNey
 from ..scoring import Surprise, check_scored, scored_chars, surprise
 from ..tables import table
 from ..tracing import Trace, trace
-from ..unseen_notes import unseen_advice, unseen_note
+from ..unseen_notes import foreign_note, unseen_advice, unseen_note
 
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists
@@ -314,6 +314,7 @@ class Inspection:
     ngram_fitted_on: str = "the given text"  # the n-gram's training text, as the page names it
     notes: list[str] = field(default_factory=list)  # what this kind of model does not have
     unseen: list[str] = field(default_factory=list)  # characters of the text the model has never seen
+    behind: str = ""  # where the model loses to the best n-gram on a new text: what that means (`behind_note`)
 
 
 def share_seen(text: str, fitted: str, width: int = SPAN, most: int = SEEN_SPANS) -> float:
@@ -337,6 +338,21 @@ def seen_note(share: float, fitted_on: str, advice: str) -> str:
     )
 
 
+def behind_note(model_bpc: float, ngram_bpc: float, order: int, advice: str) -> str:
+    """What the headline's comparison means where the model needs more bits than the best n-gram, of
+    `order`, on a text neither was fitted on: a recurrent model that has learned its text beats every
+    n-gram (docs/inspect.md, "Measured"), so one that loses has not learned yet even what the n-gram counts;
+    `advice`: what to do. One wording for any cell; '' where the model does as well or better."""
+    if not model_bpc > ngram_bpc:
+        return ""
+    counted = {1: "how often each character occurs", 2: "the character before each one"}
+    counts = counted.get(order, f"the {order - 1} characters before each one")
+    return (
+        f"the model needs {model_bpc - ngram_bpc:.3f} more bits per character than the best n-gram: it has not "
+        f"yet learned what the n-gram counts, {counts}; {advice}"
+    )
+
+
 def check_inspectable(model: CharLM, name: str = "the model") -> None:
     """Inspection is per character (a character's surprise, the cells' state after it): a sentencepiece
     model steps over pieces. `name`: the run, which the user can then trade for a character model's."""
@@ -357,11 +373,13 @@ def analyse(
     fitted_on: str = "the given text",
     run: str | None = None,
     seen_advice: str = "inspect a text the n-gram was not fitted on",
+    behind_advice: str = "train it longer or on more text",
 ) -> Inspection:
     """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
     fitted on `training_text` (`fitted_on` names it on the page: a cut one says so); `run`: the run the
     model is, which the notes' advice names; `seen_advice`: what to inspect instead, said where the text is
-    mostly in `training_text` (`share_seen`). Read cold, as
+    mostly in `training_text` (`share_seen`); `behind_advice`: what to do, said where the model loses to the
+    n-gram on another text (`behind_note`). Read cold, as
     `charlm eval`, validation and the server's `echo` read a text: its first character is read, every one
     after it scored, so the bits figures are theirs."""
     check_inspectable(model)
@@ -383,7 +401,11 @@ def analyse(
     scored = ~np.isnan(surprises.bits)  # the n-grams are scored on the same characters as the model
     ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else np.nan for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
-    seen_share = share_seen(text, training_text)
+    recall = seen_note(share_seen(text, training_text), fitted_on, seen_advice)
+    # Said only where the loss is the model's: not on the n-gram's own text (recall), nor on a text mostly
+    # in characters the model never saw (the unseen note says the figure tells little of it)
+    foreign = foreign_note(sum(model.vocab.unseen_counts(text, start=1).values()), len(text) - 1)
+    behind = "" if recall or foreign else behind_note(surprises.bpc, ngram_bpc[best], best, behind_advice)
     return Inspection(
         model=model.architecture(),
         trace=traced,
@@ -397,8 +419,9 @@ def analyse(
         ngram_order=best,
         classes=bits_by_class(traced.tokens, surprises.bits, ngram_bits[best]),
         ngram_fitted_on=fitted_on,
-        notes=notes_on(model, traced, unseen, symbol_note, run, seen_note(seen_share, fitted_on, seen_advice)),
+        notes=notes_on(model, traced, unseen, symbol_note, run, recall),
         unseen=unseen,
+        behind=behind,
     )
 
 
@@ -453,6 +476,7 @@ def summary(inspection: Inspection) -> str:
     lines = [
         f"{inspection.model} on {characters_read(inspection)}: {surprises.bpc:.3f} bits per character; "
         + f"best n-gram (order {inspection.ngram_order}) {best:.3f}",
+        *([inspection.behind] if inspection.behind else []),
         *inspection.notes,
         "",
         f"n-gram fitted on {inspection.ngram_fitted_on}",

@@ -194,7 +194,7 @@ PAGE = Template("""<!DOCTYPE html>
 <h1>What the model learned: $title</h1>
 <p>$model on $count: <b>$bpc bits per character</b>; the best n-gram model (order $order: $context)
 $ngram_bpc bits per character.</p>
-$notes
+$behind$notes
 <p>Hardest spans (most bits per character):</p><ol>$hardest</ol>
 <h2>1. Surprise</h2>
 <p>Each character coloured by the bits the model spent on it, on this text's own range: white $low_bits,
@@ -301,6 +301,7 @@ def render(inspection: Inspection, title: str) -> str:
         order=inspection.ngram_order,
         context=ngram_context(inspection.ngram_order),
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
+        behind=f"<p>{esc(inspection.behind[:1].upper() + inspection.behind[1:])}.</p>\n" if inspection.behind else "",
         notes="".join(f'<p class="note">Note: {esc(note)}.</p>' for note in inspection.notes),
         hardest=hardest_list(surprises),
         red=red(1.0),

@@ -3,11 +3,13 @@ held-out text) and the text the n-gram baseline is fitted on (a file, or the run
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .. import checkpoint, runs
 from ..corpus import read_texts
 from ..device import resolve_device
 from ..device_names import STEP_DEVICE
-from ..fields import typed
+from ..fields import said, typed
 from ..ngram import MAX_TRAIN_CHARS
 from ..runtext import run_corpus
 from . import MAX_CHARS
@@ -61,6 +63,7 @@ def inspect_run(
         fitted_on=fitted_on,
         run=run,
         seen_advice=seen_advice(run, held_out, train_text),
+        behind_advice=behind_advice(saved, path, run),
     )
     return inspection, f"{name}, {path.parent.name}/{path.name}"
 
@@ -76,3 +79,18 @@ def seen_advice(run: str, held_out: bool, train_text: str | None) -> str:
     return (
         f"the model trained on it too: inspect the run's held-out text instead (charlm inspect {typed(run)} --held-out)"
     )
+
+
+def behind_advice(saved: checkpoint.Checkpoint, path: Path, run: str) -> str:
+    """What to do with a model that loses to the n-gram on a new text, from its checkpoint's record: where
+    its training got to, and the command that trains the run on (a checkpoint in a run's folder)."""
+    progress = saved.progress
+    scored = progress.val_bpc is not None and progress.val_step in (None, progress.step)  # these weights' bpc
+    reached = f"this checkpoint: step {progress.step:,}"
+    if scored:
+        reached += f", {progress.val_bpc:.3f} bpc on validation"
+    if runs.is_run_folder(path.parent):
+        folder = str(path.parent) if Path(run).is_file() else run  # a .pt file given: its run
+        limit = said("max_steps", metavar="N") if saved.config.max_steps else said("max_time", metavar="DURATION")
+        reached += f"; to go on: {runs.resume_command(folder, limit)}"
+    return f"train it longer or on more text ({reached})"
