@@ -29,9 +29,10 @@ from ..errors import CharLMError
 from ..model import CharLM
 from . import answers, protocol, responses_api, schema
 from .api_error import APIError, shown
-from .completion import Completion, Served, Server
+from .completion import Completion
 from .config import ServeConfig
 from .middleware import EveryAnswer, HeadAsGet, OtherHosts, OtherOrigins, loopback
+from .server import Served, Server
 from .token_labels import known_characters, known_pieces, tokenized, unseen_hints
 
 T = TypeVar("T")
