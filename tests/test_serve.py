@@ -1045,7 +1045,7 @@ def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_t
     official client read None where a fingerprint should tell it when a seed may give another text."""
     import copy
 
-    from charlm.serve.completion import fingerprint
+    from charlm.serve.server import fingerprint
 
     messages = [{"role": "user", "content": "a"}]
     raw = client.chat.completions.with_raw_response.create(model="tiny", messages=messages, max_tokens=5, logprobs=True)
@@ -1852,10 +1852,10 @@ def test_serve_prints_its_address_once_a_request_on_it_is_answered(tiny_model, m
     engines: a client sent on that line (a script, bench/serve_load) got 503 "the model is still loading"."""
     import charlm.serve as serving
     from charlm.serve import app as serve_app
-    from charlm.serve import completion
+    from charlm.serve import server as serve_server
 
-    real_fingerprint, servers, answered = completion.fingerprint, [], []
-    monkeypatch.setattr(completion, "fingerprint", lambda model: (time.sleep(0.3), real_fingerprint(model))[1])
+    real_fingerprint, servers, answered = serve_server.fingerprint, [], []
+    monkeypatch.setattr(serve_server, "fingerprint", lambda model: (time.sleep(0.3), real_fingerprint(model))[1])
     monkeypatch.setattr(serving, "model_loaders", lambda targets, device: ({"tiny": lambda: tiny_model}, {}))
     starting = serve_app.StoppingServer.__init__
     monkeypatch.setattr(

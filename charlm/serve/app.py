@@ -2,8 +2,8 @@
 
 A request's body is read here and checked (`protocol.py`), run as a `Completion` (completion.py: its
 prompts primed in a worker thread, one `Job` per prompt in its model's `Engine`, updates routed back to
-its queue) and answered whole or streamed (answers.py). The middleware around the routes is
-middleware.py's.
+its queue) on a model the `Server` loaded (server.py), and answered whole or streamed (answers.py). The
+middleware around the routes is middleware.py's.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from ..errors import CharLMError
 from ..model import CharLM
 from . import answers, protocol, responses_api, schema
 from .api_error import APIError, shown
-from .completion import Completion, Served, Server
+from .completion import Completion
 from .config import ServeConfig
 from .middleware import EveryAnswer, HeadAsGet, OtherHosts, OtherOrigins, loopback
+from .server import Served, Server
 from .token_labels import known_characters, known_pieces, tokenized, unseen_hints
 
 T = TypeVar("T")

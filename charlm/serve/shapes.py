@@ -100,7 +100,7 @@ def response(
     """A response of `kind` (its `object`: "text_completion", "chat.completion" or
     "chat.completion.chunk"); with `use` None a streamed chunk (which has no usage). `created` is the
     request's: every chunk of a stream has the same, as OpenAI's do; `fingerprint` is the model's
-    `system_fingerprint` (completion.py)."""
+    `system_fingerprint` (server.py)."""
     body = {"id": id_, "object": kind, "created": created, "model": model, "system_fingerprint": fingerprint}
     body["choices"] = choices
     if use is not None:
