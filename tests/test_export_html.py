@@ -1591,7 +1591,7 @@ def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path)
     """The characters the serve page's status line says the model does not know (page.js) are the ones
     /tokenize gives no id, for each normalization: it read every seed as NFC, so an nfkc model was said
     not to know the "，" it reads as ",", and a model that does not normalize to know a U+212B it never saw."""
-    from charlm.serve.completion import tokenized
+    from charlm.serve.token_labels import tokenized
 
     chars = list("the fox,1Åé\u200d\U0001f468")
     seed = "the ｆｏｘ，①, Å \u212b e\u0301 \u00e9 \U0001f468\u200d\U0001f469 ~~"
