@@ -65,6 +65,7 @@ from .conftest import (
     shared_corpus,
     start_charlm,
     start_python,
+    state_telling,
 )
 from .permissions import run_as_a_user
 from .test_export import run_of
@@ -929,15 +930,18 @@ def test_greedy_with_a_temperature_top_k_or_top_p_is_refused_not_ignored(trained
     assert cli("sample", "--greedy", "--length", "5", "--repetition-penalty", "1.2", "--ban", "e").exit_code == 0
 
 
-def test_sample_takes_openai_presence_and_frequency_penalties(trained):
+def test_sample_takes_openai_presence_and_frequency_penalties(trained, tmp_path):
     """`charlm sample` had no presence or frequency penalty (OpenAI's, which the server now takes too):
     given, they write what charlm.generate writes with them, a negative one read as a number, and one
-    outside OpenAI's -2 to 2 is one line naming the option."""
-    model = checkpoint.load(trained)
+    outside OpenAI's -2 to 2 is one line naming the option. An untrained model whose state tells its seed
+    (`state_telling`): the tiny run's text was the same where the CLI primed "he " for the seed "the "."""
+    torch.manual_seed(0)
+    model = state_telling(make_model(checkpoint.load(trained).vocab, hidden=32)).eval()
+    run = str(run_of(model, tmp_path / "told"))
     options = {"seed": "the ", "length": 40, "random_seed": 3, "presence_penalty": 1.5, "frequency_penalty": -0.5}
     expected = sampler.generate(model, **options)[0]
     assert expected != sampler.generate(model, "the ", length=40, random_seed=3)[0]  # the penalties act
-    result = cli("sample", trained, *cli_args(options), "--json")
+    result = cli("sample", run, *cli_args(options), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["text"] == expected
     for flag, value in (("--presence-penalty", "2.5"), ("--frequency-penalty", "-3")):

@@ -1,6 +1,7 @@
 """Sampling into poem forms and templates (`charlm.forms`): every sample fits, whatever the seed,
 temperature and decoding options, and what cannot be written is a one-line error."""
 
+import copy
 import functools
 
 import pytest
@@ -17,7 +18,7 @@ from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import Conversation, generate, primed_for
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
+from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model, state_telling
 
 HAN = "".join(chr(0x4E00 + i) for i in range(60)) + "春夏秋冬"
 CHINESE = Vocab(sorted(set(HAN + "，。？！\n 、abc")))
@@ -34,6 +35,13 @@ def chinese_model():
         for char in "abc \n、":
             model.head.bias[CHINESE.index[char]] = 6.0
     return model
+
+
+@functools.cache
+def telling_chinese_model():
+    """A copy of `chinese_model` whose state tells the prompt (`state_telling`), for two doors' seeded poems:
+    the untrained one's stayed the same where a door primed only the prompt's last three characters."""
+    return state_telling(copy.deepcopy(chinese_model()))
 
 
 @PROPERTY
@@ -467,10 +475,10 @@ def test_the_cli_python_and_the_server_go_on_with_one_poem_alike(tmp_path):
     from .test_export import run_of
 
     seed = "丁\n七\n" + VERSE + HAN[40:42]
-    run = run_of(chinese_model(), tmp_path / "run")
+    run = run_of(telling_chinese_model(), tmp_path / "run")
     result = cli("sample", str(run), "--seed", seed, "--form", "五绝", "--random-seed", "6", "--temperature", "1.2")
     assert result.exit_code == 0, result.output
-    made = generate(chinese_model(), seed, form="五绝", random_seed=6, temperature=1.2)[0]
+    made = generate(telling_chinese_model(), seed, form="五绝", random_seed=6, temperature=1.2)[0]
     assert result.output == made + "\n" and template_of("五言绝句").fits(made[len("丁\n七\n") :]), result.output
     # the server: tests/test_serve_forms.py::test_the_server_goes_on_with_the_poem_its_prompt_began
 

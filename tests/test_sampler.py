@@ -18,7 +18,7 @@ from charlm.generation import Batch, Healing
 from charlm.sampler import Conversation, generate
 from charlm.vocab import Vocab
 
-from .conftest import make_model
+from .conftest import make_model, state_telling
 
 
 def fixed_distribution(probs: dict[str, float]) -> CharLM:
@@ -282,8 +282,13 @@ def test_other_cells_sample_through_the_module(cell):
 
 
 def test_conversation_carries_state(model):
+    """The first turn writes what generate writes from its text, and each turn reads on from the state the
+    last one left. A model whose state tells the text (`state_telling`): the untrained one's reply and final
+    state were the same where the first turn primed only its text's last character."""
+    model = state_telling(model)
     conversation = Conversation(model, SampleConfig(length=10, random_seed=0))
     first = "".join(conversation.turn("abc"))
+    assert first == generate(model, "abc", length=10, random_seed=0)[0][len("abc") :]
     second = "".join(conversation.turn("de"))
     assert len(first) == len(second) == 10
     transcript = "abc" + first + "de" + second

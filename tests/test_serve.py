@@ -367,7 +367,8 @@ def test_the_server_and_generate_drive_one_engine_to_the_same_text(client, tiny_
 
 def test_an_empty_prompt_starts_where_generates_empty_seed_does(client, tiny_model):
     """An empty prompt and an empty seed are both primed with the start of a line (`generation.primed_text`):
-    the same greedy text at either door (greedy: an untrained model's draws hardly depend on where they began)."""
+    the same greedy text at either door (`tiny_model`'s state tells where it began: another start writes
+    another text)."""
     served = complete(client, prompt="", max_tokens=30, temperature=0)
     assert served == generate(tiny_model, "", length=30, greedy=True)
 

@@ -19,7 +19,7 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
 from .conftest import wait_healthy
-from .test_forms import CHINESE, HAN, chinese_model, piece_model
+from .test_forms import CHINESE, HAN, chinese_model, piece_model, telling_chinese_model
 from .test_serve import made_text, page_ready, running, set_field, wait_until
 
 PROMPT = "丁\n"
@@ -29,7 +29,9 @@ VERSE = "".join(chr(0x4E00 + i) for i in range(5))  # five characters the model 
 
 @pytest.fixture(scope="module")
 def served():
-    model = chinese_model()
+    """`chinese_model`, its state telling the prompt (`telling_chinese_model`): a server that primed a prompt
+    wrongly writes other poems than generate's."""
+    model = telling_chinese_model()
     app = create_app({"zh": lambda: model}, ServeConfig(max_streams=16, max_tokens=100_000, chunk_ms=20))
     with running(app) as url:
         wait_healthy(url)
@@ -91,7 +93,7 @@ def test_the_server_and_generate_write_the_same_poem_from_one_seed(client):
     options = {"temperature": 0.9, "top_p": 0.9, "n": 2, "seed": 7}
     extras = {"top_k": 20, "repetition_penalty": 1.3, "form": "七言绝句", "acrostic": "春夏秋冬"}
     texts, _ = poems(client, **options, extra_body=extras)
-    made = generate(chinese_model(), PROMPT, temperature=0.9, top_p=0.9, top_k=20, repetition_penalty=1.3,
+    made = generate(telling_chinese_model(), PROMPT, temperature=0.9, top_p=0.9, top_k=20, repetition_penalty=1.3,
                     form="七言绝句", acrostic="春夏秋冬", num_samples=2, random_seed=7)  # fmt: skip
     assert texts == [text[len(PROMPT) :] for text in made]
     assert all(verse_starts(t) == list("春夏秋冬") for t in texts)
@@ -331,7 +333,7 @@ def test_page_shows_copies_and_files_a_forms_seed_as_the_server_read_it(served, 
 
     url, _ = served
     typed, read = PROMPT + HAN[:5] + ",", PROMPT + HAN[:5] + "，"
-    assert generate(chinese_model(), typed, form="五言绝句", length=1)[0].startswith(read)
+    assert generate(telling_chinese_model(), typed, form="五言绝句", length=1)[0].startswith(read)
     wait = page_ready(browser, url)
     Select(browser.find_element("id", "form")).select_by_value("五言绝句")
     set_field(browser, "seed", typed)
@@ -358,7 +360,7 @@ def test_the_server_goes_on_with_the_poem_its_prompt_began(client, served):
         model="zh", prompt=[prompt, PROMPT], n=2, seed=6, temperature=1.2, extra_body={"form": "五绝"}
     )
     texts = [c.text for c in sorted(response.choices, key=lambda c: c.index)]
-    made = generate(chinese_model(), prompt, form="五绝", num_samples=2, random_seed=6, temperature=1.2)
+    made = generate(telling_chinese_model(), prompt, form="五绝", num_samples=2, random_seed=6, temperature=1.2)
     assert texts[:2] == [text[len(prompt) :] for text in made]
     assert all(template_of("五言绝句").fits(verse + "丙丁" + t) for t in texts[:2]), texts
     assert all(template_of("五言绝句").fits(t) for t in texts[2:]), texts  # the other prompt: a whole poem
@@ -380,7 +382,7 @@ def test_the_server_reads_a_prompts_poem_in_the_forms_marks_and_refuses_one_that
         model="zh", prompt=prompt, n=2, seed=6, temperature=1.2, echo=True, extra_body={"form": "五绝"}
     )
     texts = [c.text for c in sorted(response.choices, key=lambda c: c.index)]
-    made = generate(chinese_model(), prompt, form="五绝", num_samples=2, random_seed=6, temperature=1.2)
+    made = generate(telling_chinese_model(), prompt, form="五绝", num_samples=2, random_seed=6, temperature=1.2)
     assert texts == made and made[0].startswith(PROMPT + "七\n" + verse + "，丙"), texts
     assert all(template_of("五言绝句").fits(t[len(PROMPT + "七\n") :]) for t in texts), texts
     with pytest.raises(openai.BadRequestError) as caught:
