@@ -19,7 +19,7 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
 from .conftest import wait_healthy
-from .test_forms import CHINESE, HAN, chinese_model, piece_model, telling_chinese_model
+from .test_forms import CHINESE, HAN, piece_model, telling_chinese_model
 from .test_serve import made_text, page_ready, running, set_field, wait_until
 
 PROMPT = "丁\n"
