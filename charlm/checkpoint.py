@@ -66,10 +66,10 @@ Record = typing.TypeVar("Record")  # a dataclass of this module, built of a payl
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
 
 
-def unpack(data: bytes, path: Path) -> dict:
+def unpack(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) -> dict:
     """The payload of a checkpoint file's bytes, verified (`checkpoint_file.verified`) and in the
-    current format; `path` names the file in errors."""
-    version, payload = verified(data, path, remedy)
+    current format; `path` names the file in errors, which end in `advice(path)`."""
+    version, payload = verified(data, path, advice)
     if version == VERSION:
         return payload
     try:
@@ -229,16 +229,16 @@ class Checkpoint:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict, source: Path) -> Checkpoint:
+    def from_payload(cls, payload: dict, source: Path, advice: Callable[[Path], str] = remedy) -> Checkpoint:
         """The checkpoint a verified payload holds, checked (`check`); what is wrong in it is one line
-        naming `source` (the file it came from) and what to do instead."""
+        naming `source` (the file it came from) and what to do instead (`advice`)."""
         try:
             return cls._build(payload)
         except CharLMError as e:
             why = str(e)
         except PAYLOAD_ERRORS as e:
             why = _reason(e)
-        raise damaged_checkpoint(source, why, remedy) from None
+        raise damaged_checkpoint(source, why, advice) from None
 
     @classmethod
     def _build(cls, payload: dict, described: tuple[ModelConfig, Vocabulary] | None = None) -> Checkpoint:
@@ -308,14 +308,15 @@ class Checkpoint:
                 check_training(self.training, model, self.config.batch_size)
 
 
-def read(path: Path, charlm_model: bool = False) -> Checkpoint:
-    """A checkpoint file's Checkpoint, verified and checked; any damage is a one-line error naming the file.
-    An exported model folder's model.safetensors reads as its folder (hub.py). `charlm_model`: for a
-    reader that builds charlm's model of it (info, export, inspect, a resume), which an experiment's
-    checkpoint is refused by, naming the file, as `model_on` refuses it."""
+def read(path: Path, charlm_model: bool = False, advice: Callable[[Path], str] = remedy) -> Checkpoint:
+    """A checkpoint file's Checkpoint, verified and checked; any damage is a one-line error naming the file
+    and ending in `advice(path)`, what to do instead. An exported model folder's model.safetensors reads as
+    its folder (hub.py). `charlm_model`: for a reader that builds charlm's model of it (info, export,
+    inspect, a resume), which an experiment's checkpoint is refused by, naming the file, as `model_on` refuses it."""
     if hub.names_weights(path):
         return read_model_folder(hub.folder_of(path))[0]
-    return of_charlm_model(Checkpoint.from_payload(unpack(read_bytes(path), path), path), path, charlm_model)
+    saved = Checkpoint.from_payload(unpack(read_bytes(path), path, advice), path, advice)
+    return of_charlm_model(saved, path, charlm_model)
 
 
 def of_charlm_model(saved: Checkpoint, path: Path, charlm_model: bool) -> Checkpoint:

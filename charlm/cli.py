@@ -26,7 +26,7 @@ from .commands.usage import OneLineUsageError, said_in_one_line
 from .config import CORPUS_OPTIONS, Config
 from .errors import CharLMError, SaidElsewhere, one_line, one_line_path
 from .export_names import HTML_WEIGHTS
-from .fields import SHOWN, call, on_command_line, said
+from .fields import SHOWN, call, on_command_line, said, typed
 from .inspection import MAX_CHARS
 from .serve.config import ServeConfig
 from .stopping import leaving_at_once
@@ -237,7 +237,11 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         checkpoints.setdefault(runs.resolve(name), name)
     named = [str(path) for path in paths] + [f"{name} (held-out text)" for name in checkpoints.values()]
     instead = "; give its text as a FILE instead"
-    texts += [runtext.held_out_text(path, quiet, None, instead) for path in checkpoints]
+
+    def among_files(other: Path) -> str:  # a damaged run's other checkpoint, where FILES gave it
+        return call("eval", typed(other), path=path)
+
+    texts += [runtext.held_out_text(run, quiet, None, instead, among_files) for run in checkpoints]
     order = given_order(files, run_texts, paths, list(checkpoints.values()))
     named, texts = [named[at] for at in order], [texts[at] for at in order]
     rows, bits, chars = [], 0.0, 0

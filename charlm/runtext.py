@@ -12,13 +12,16 @@ them, reads them as the run last did, and words the refusals.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import checkpoint, files, hub, path_names, runs
+from .checkpoint_advice import remedy
 from .config import Config
 from .corpus import dangling_link, read_texts, source_files, text_codec
 from .decode_errors import Undecodable, is_utf8
@@ -123,11 +126,20 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
     return ids
 
 
-def held_out_text(path: Path, quiet: bool, tokens: int | None = EVAL_ALSO_TOKENS, instead: str = "") -> str:
+def held_out_text(
+    path: Path,
+    quiet: bool,
+    tokens: int | None = EVAL_ALSO_TOKENS,
+    instead: str = "",
+    as_in: Callable[[Path], str] | None = None,
+) -> str:
     """The held-out text of the run whose checkpoint is `path`, of its first `tokens` + 1 tokens (None: all
     of it), as characters (a sentencepiece run's pieces spelled out), which the model scoring them reads
-    in its own tokens. `instead`: what a refusal of the run's text says to give in its place (--eval-also's FILE)."""
-    saved = checkpoint.read(path)
+    in its own tokens. `instead`: what a refusal of the run's text says to give in its place (--eval-also's FILE);
+    `as_in`: a damaged checkpoint's other file where its caller gave this one (`checkpoint_advice.remedy`), not
+    as the command's model: --eval-also's by default."""
+    as_in = as_in or functools.partial(said, "eval_also")
+    saved = checkpoint.read(path, advice=functools.partial(remedy, as_in=as_in))
     instead = instead or f"; give its text as a FILE instead ({said('eval_also', 'FILE')})"
     corpus = run_corpus(saved.corpus, saved.config, saved.base_vocab(), quiet, instead, path.parent)
     return saved.vocab.decode(corpus.val_ids[: None if tokens is None else tokens + 1])

@@ -107,6 +107,12 @@ def warn_of_unwritten_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     )
 
 
+def sample_stops(options: SampleConfig, model: CharLM) -> tuple[str, ...]:
+    """`options.stop` (one text, or none) as the model writes it (`stop_texts`): read one way by a batch
+    and by a conversation, whose every turn keeps it."""
+    return stop_texts(model.vocab, [options.stop] if options.stop else [])
+
+
 def sample_row(
     options: SampleConfig,
     form: Constrained | None,
@@ -151,8 +157,7 @@ def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Ba
         text = primed_text(model.vocab, read)
         ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
         start = form.begun(text, option=said("seed")) if form is not None else 0
-        stops = stop_texts(model.vocab, [options.stop] if options.stop else [])
-        batch = batch_from_ids(model, options, ids, stops, form, bias, start)
+        batch = batch_from_ids(model, options, ids, sample_stops(options, model), form, bias, start)
     return read, batch
 
 
@@ -220,7 +225,7 @@ class Conversation:
         self.batch: Batch | None = None
         # once for every turn: each writes a poem anew, or goes on with the one the text began
         self.form, self.bias = form_and_bias(self.options, model)
-        self.stops = stop_texts(model.vocab, [options.stop] if options.stop else [])
+        self.stops = sample_stops(options, model)
         # the end of the text the model read and wrote that the form needs (`constraints.Constrained.kept`),
         # as the model read it ("," for a typed "，" under nfkc); nothing without a form
         self.tail = ""

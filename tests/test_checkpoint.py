@@ -815,14 +815,18 @@ def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_read
         ("inspect {run} {text}", "charlm inspect {} FILE"),
         ("train {text} --init-from {run}", "--init-from {}"),
         ("info {run}/best.pt", "charlm sample {}"),
+        ("train {text} --eval-also {run} --quiet", "--eval-also {}"),
+        ("eval {run}/latest.pt {run}", "charlm eval {0} {0}"),
     ],
-    ids=["eval", "serve", "export", "inspect", "fine-tune", "info"],
+    ids=["eval", "serve", "export", "inspect", "fine-tune", "info", "eval-also", "eval-held-out"],
 )
 def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained, tmp_path, args, advised):
     """`charlm serve RUN` (eval, export, inspect, a fine-tune's --init-from) of a run whose best.pt was cut short
     advised "(as in charlm sample RUN/latest.pt)": a user serving a run wants it served. The advice names the
     command run, taking the file as that command takes one; `charlm info`, which shows a file rather than uses
-    it, the sample whose refusal its damaged row is."""
+    it, the sample whose refusal its damaged row is. A run read for its held-out text (--eval-also RUN, eval's
+    FILES) was advised as the command's model (`--init-from RUN/latest.pt`: a fine-tune, not a score): it is
+    named where it was given."""
     run = shutil.copytree(trained.parent, tmp_path / "run")
     best, last = run / runs.BEST, run / runs.LATEST
     best.write_bytes(best.read_bytes()[:40])

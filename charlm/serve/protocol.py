@@ -253,7 +253,7 @@ def common(
     # Any 64-bit seed, as OpenAI and generate take (sample i's seed + i is one torch takes); -1: pick one
     seed = integer(body, "seed", None, *SEED_RANGE)
     user = user_string(body, "user")
-    stops = stop_texts(body)
+    stops = stops_of(body)
     logit_bias = logit_bias_of(body)
     return Params(
         model=model,
@@ -363,7 +363,7 @@ def stream_options_of(body: dict, stream: bool) -> dict | None:
     return stream_options
 
 
-def stop_texts(body: dict) -> list[str]:
+def stops_of(body: dict) -> list[str]:
     """`stop`: a string or a list; each is matched on every step of the request's rows, hence the limits."""
     stops = strings(body, "stop", MAX_STOPS) or []
     for stop in stops:  # a lone surrogate: no model writes it, so it could never stop a text
