@@ -29,7 +29,6 @@ from .engine import Job, Token, Update, prompt_tokens
 from .protocol import Params, check_prompt_lengths, form_error
 from .server import Served, Server
 
-MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
 # they made dropped, once it has more than MAX_UNSENT a row waiting unsent (characters, and with logprobs
 # each one's alternatives), or has had something waiting and nothing taken for UNREAD_SECONDS: a client
@@ -168,23 +167,16 @@ class Completion:
             raise form_error(e, self.params.prompt_param) from None
 
     def compile(self, bias: torch.Tensor | None) -> Constrained | None:
-        """The request's template compiled for the model's vocabulary without the tokens `bias` bans; a
-        character the model does not know is a 400 naming the field that gave it."""
-        template, compiled = self.params.template, self.served.compiled
+        """The request's template compiled for the model's vocabulary without the tokens `bias` bans
+        (`Served.compile`, which keeps it); a character the model does not know is a 400 naming the field
+        that gave it."""
+        template = self.params.template
         if template is None:
             return None
-        banned = None if bias is None else bias.isneginf()
-        key = (template, () if banned is None else tuple(banned.nonzero().flatten().tolist()))
-        form = compiled.get(key)  # read once: another request's thread may clear the dict meanwhile
-        if form is None:
-            try:
-                form = Constrained(template, self.served.model.vocab, "acrostic", banned)
-            except CharLMError as e:
-                raise form_error(e, template.field) from None
-            if len(compiled) >= MAX_COMPILED:
-                compiled.clear()
-            compiled[key] = form
-        return form
+        try:
+            return self.served.compile(template, None if bias is None else bias.isneginf())
+        except CharLMError as e:
+            raise form_error(e, template.field) from None
 
     def prime(self, encoded: list) -> list:
         """In the primer's thread (`prepare`): each prompt read alone; with echo and logprobs, its own log-probabilities.

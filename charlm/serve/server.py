@@ -33,6 +33,8 @@ from .config import ServeConfig, check_api_key
 from .engine import Engine, Update
 from .metrics import Metrics
 
+MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
+
 
 @dataclasses.dataclass
 class Served:
@@ -43,8 +45,23 @@ class Served:
     engine: Engine
     created: int
     fingerprint: str  # OpenAI's `system_fingerprint`: see `fingerprint`
-    # templates compiled, by template and the ids a logit bias bans; by `Completion.check`'s threads
+    # templates compiled, by template and the ids a logit bias bans: `compile`'s, and no one else's
     compiled: dict[tuple[Template, tuple[int, ...]], Constrained] = dataclasses.field(default_factory=dict)
+
+    def compile(self, template: Template, banned: torch.Tensor | None) -> Constrained:
+        """`template` compiled for the model's vocabulary without the tokens `banned` marks, kept for the next
+        request that asks (at most MAX_COMPILED). Requests' threads call it at once (`Completion.check`): each
+        reads the cache once, and one may clear it while another compiles.
+
+        Raises CharLMError for a character of the template the vocabulary cannot write."""
+        key = (template, () if banned is None else tuple(banned.nonzero().flatten().tolist()))
+        form = self.compiled.get(key)  # read once: another request's thread may clear the dict meanwhile
+        if form is None:
+            form = Constrained(template, self.model.vocab, "acrostic", banned)
+            if len(self.compiled) >= MAX_COMPILED:
+                self.compiled.clear()
+            self.compiled[key] = form
+        return form
 
 
 class Server:
