@@ -2286,7 +2286,7 @@ def test_a_client_that_stops_reading_is_stopped_unread_seconds_after_its_last_ta
 
     async def quiet_until_stopped() -> float:
         one_row = SimpleNamespace(choices=1, n=1, seed=0, prompts=["a"])
-        run = Completion(SimpleNamespace(busy=1), SimpleNamespace(engine=None), one_row)
+        run = Completion(SimpleNamespace(free_rows=lambda rows: None), SimpleNamespace(engine=None), one_row)
         taking = run.updates()
         for text in "ab":  # the first update waits: the watch starts
             run.receive(Update(job=None, index=0, text=text))

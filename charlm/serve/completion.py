@@ -103,12 +103,8 @@ class Completion:
         --max-prompt characters normalized and encoded there held every other stream's next token for
         a fifth of a second."""
         await self.check()
-        server, config = self.server, self.server.config
-        if server.busy + self.rows > config.max_streams:
-            raise APIError(
-                429, f"{server.busy} of {config.max_streams} streams are busy; retry shortly", code="too_many_streams"
-            )
-        server.busy += self.rows
+        server = self.server
+        server.take_rows(self.rows)
         try:
             start = time.perf_counter()
             stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
@@ -281,6 +277,7 @@ class Completion:
         self.release()
 
     def release(self) -> None:
+        """The rows back to the server, once however often called (`cancel`, the last update, an error)."""
         if self.rows:
-            self.server.busy -= self.rows
+            self.server.free_rows(self.rows)
             self.rows = 0

@@ -84,7 +84,7 @@ class Server:
         self.ready = threading.Event()
         self.failure: str | None = None
         self.metrics = Metrics()
-        self.busy = 0  # rows taken by requests in flight, all models together
+        self.busy = 0  # rows taken by requests in flight, all models together: `take_rows`, `free_rows`
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_failure: Callable[[], None] | None = None  # `serve` stops the process when loading fails
         self.on_ready: Callable[[], None] | None = None  # `serve` prints its address once the engines run
@@ -125,6 +125,22 @@ class Server:
         for served in self.models.values():
             served.engine.close()
         self.primer.shutdown(wait=False, cancel_futures=True)
+
+    def take_rows(self, rows: int) -> None:
+        """A request's rows of --max-streams, or a 429 when they are not free. On the event loop only, as
+        `free_rows`: the count has no lock, and a change made in two threads at once could be lost for good
+        (every later request a 429, or more rows than --max-streams)."""
+        if self.busy + rows > self.config.max_streams:
+            raise APIError(
+                429,
+                f"{self.busy} of {self.config.max_streams} streams are busy; retry shortly",
+                code="too_many_streams",
+            )
+        self.busy += rows
+
+    def free_rows(self, rows: int) -> None:
+        """Rows `take_rows` took, given back (on the event loop, where they were taken)."""
+        self.busy -= rows
 
     def publish(self, updates: list[Update]) -> None:
         """Called by an engine thread: one hand-off to the event loop per batch of updates."""
