@@ -1858,9 +1858,9 @@ def test_serve_prints_its_address_once_a_request_on_it_is_answered(tiny_model, m
     real_fingerprint, servers, answered = serve_server.fingerprint, [], []
     monkeypatch.setattr(serve_server, "fingerprint", lambda model: (time.sleep(0.3), real_fingerprint(model))[1])
     monkeypatch.setattr(serving, "model_loaders", lambda targets, device: ({"tiny": lambda: tiny_model}, {}))
-    starting = serve_app.StoppingServer.__init__
+    starting = serve_app.UvicornServer.__init__
     monkeypatch.setattr(
-        serve_app.StoppingServer, "__init__", lambda self, *a: (servers.append(self), starting(self, *a))[1]
+        serve_app.UvicornServer, "__init__", lambda self, *a: (servers.append(self), starting(self, *a))[1]
     )
 
     def ask(url: str) -> None:
