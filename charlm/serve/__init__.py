@@ -15,8 +15,9 @@
     schema.py         the request bodies as JSON Schema, for /openapi.json
     shapes.py         the JSON shapes of the answers (completions, chat, the Responses API, log-probabilities,
                       usage), which answers.py fills
-    server.py         the loaded models (by id or their run's corpus), the API key, the engines started
-                      and stopped, the hand-off of updates from the engines' threads to asyncio
+    server.py         the loaded models (by id or their run's corpus) and their compiled templates, the API
+                      key, the rows of --max-streams taken, the engines started and stopped, the hand-off
+                      of updates from the engines' threads to asyncio
     completion.py     a request in flight: its rows taken, its prompts primed, its updates read
     app.py            the app and its routes (FastAPI): request bodies read and checked, errors answered
     answers.py        a request's answer from its updates: one JSON body, or server-sent events

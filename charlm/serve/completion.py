@@ -1,10 +1,12 @@
 """A request in flight: its rows, its prompts primed beside the engine, its updates as they come.
 
 `Completion` is one request: it compiles its logit bias and its template for the model's vocabulary if
-it has them, takes rows (429 when there are none, so only for a request that can run), and in the
+it has them (the model keeps templates compiled: `Served.compile`), asks the server for its rows
+(`Server.take_rows`: a 429 when they are not free, so only for a request that can run), and in the
 primer's thread reads its prompts (normalized once, encoded) and primes them (each alone, so a seeded
-sample never depends on the batch); then it becomes one `Job` per prompt, and reads its updates from a
-queue that `Server.publish` (server.py) fills, one hand-off to the event loop per batch of updates.
+sample never depends on the batch); then it becomes one `Job` per prompt, and reads its updates from its
+queue, which `receive` fills with what `Server.publish` (server.py) hands to the event loop, one hand-off
+per batch of updates.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class Completion:
         self.watch: asyncio.TimerHandle | None = None  # the next `check_taken`
         self.stopped = False  # by `stop_unread`
         self.jobs: list[Job] = []
-        self.rows = params.choices  # taken from the server's --max-streams until released
+        self.rows = params.choices  # of the server's --max-streams (`Server.take_rows`) until `release`
         # The prompts as the model reads them (Unicode-normalized), read by `prepare`: what `echo`
         # returns, so that the echoed text, its tokens and their offsets agree.
         self.read: list[str] = []

@@ -1,8 +1,10 @@
 """The models a server runs and what its routes share: the hand-off from the engines' threads to asyncio.
 
-`Server` holds the loaded models, each with its `Engine`, found by id or by its run's corpus; the API
-key; the loading and the stopping of the engines; and `Server.publish`, which hands the engines'
-updates to the event loop, one hand-off per batch of updates (each to its request: `Completion.receive`).
+`Server` holds the loaded models, each with its `Engine` and its templates compiled (`Served.compile`),
+found by id or by its run's corpus; the API key; the rows of --max-streams that requests take and give back
+(`take_rows`, `free_rows`: a 429 past them); the loading and the stopping of the engines; and
+`Server.publish`, which hands the engines' updates to the event loop, one hand-off per batch of updates
+(each to its request: `Completion.receive`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for agai
 
 @dataclasses.dataclass
 class Served:
-    """A loaded model under its id."""
+    """A loaded model under its id, and the templates compiled for its vocabulary."""
 
     name: str
     model: CharLM
