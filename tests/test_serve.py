@@ -1858,9 +1858,9 @@ def test_serve_prints_its_address_once_a_request_on_it_is_answered(tiny_model, m
     real_fingerprint, servers, answered = serve_server.fingerprint, [], []
     monkeypatch.setattr(serve_server, "fingerprint", lambda model: (time.sleep(0.3), real_fingerprint(model))[1])
     monkeypatch.setattr(serving, "model_loaders", lambda targets, device: ({"tiny": lambda: tiny_model}, {}))
-    starting = serve_app.StoppingServer.__init__
+    starting = serve_app.UvicornServer.__init__
     monkeypatch.setattr(
-        serve_app.StoppingServer, "__init__", lambda self, *a: (servers.append(self), starting(self, *a))[1]
+        serve_app.UvicornServer, "__init__", lambda self, *a: (servers.append(self), starting(self, *a))[1]
     )
 
     def ask(url: str) -> None:
@@ -2286,7 +2286,7 @@ def test_a_client_that_stops_reading_is_stopped_unread_seconds_after_its_last_ta
 
     async def quiet_until_stopped() -> float:
         one_row = SimpleNamespace(choices=1, n=1, seed=0, prompts=["a"])
-        run = Completion(SimpleNamespace(busy=1), SimpleNamespace(engine=None), one_row)
+        run = Completion(SimpleNamespace(free_rows=lambda rows: None), SimpleNamespace(engine=None), one_row)
         taking = run.updates()
         for text in "ab":  # the first update waits: the watch starts
             run.receive(Update(job=None, index=0, text=text))

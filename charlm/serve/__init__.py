@@ -15,8 +15,9 @@
     schema.py         the request bodies as JSON Schema, for /openapi.json
     shapes.py         the JSON shapes of the answers (completions, chat, the Responses API, log-probabilities,
                       usage), which answers.py fills
-    server.py         the loaded models (by id or their run's corpus), the API key, the engines started
-                      and stopped, the hand-off of updates from the engines' threads to asyncio
+    server.py         the loaded models (by id or their run's corpus) and their compiled templates, the API
+                      key, the rows of --max-streams taken, the engines started and stopped, the hand-off
+                      of updates from the engines' threads to asyncio
     completion.py     a request in flight: its rows taken, its prompts primed, its updates read
     app.py            the app and its routes (FastAPI): request bodies read and checked, errors answered
     answers.py        a request's answer from its updates: one JSON body, or server-sent events
@@ -154,7 +155,7 @@ def serve(targets: list[str], config: ServeConfig) -> None:
         try:
             import uvicorn
 
-            from .app import StoppingServer, create_app
+            from .app import UvicornServer, create_app
             from .connections import BoundedHttp
         except ImportError as e:
             raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
@@ -178,13 +179,13 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     # and bench/ send one, was told 503 "the model is still loading"
     address = f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}"
     app.state.server.on_ready = lambda: print(address, flush=True)
-    server = StoppingServer(
+    http_server = UvicornServer(
         uvicorn.Config(
             app, http=BoundedHttp, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on"
         ),
         app.state.server,
     )
-    app.state.server.on_failure = lambda: setattr(server, "should_exit", True)
-    server.run(sockets=[sock])
+    app.state.server.on_failure = lambda: setattr(http_server, "should_exit", True)
+    http_server.run(sockets=[sock])
     if app.state.server.failure:
         raise CharLMError(app.state.server.failure)

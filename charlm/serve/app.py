@@ -133,19 +133,20 @@ async def serving(server: Server, app: FastAPI) -> AsyncIterator[None]:
     await server.stop()
 
 
-class StoppingServer(uvicorn.Server):
-    """uvicorn's server, whose shutdown (Ctrl-C, SIGTERM) ends the requests still in flight after
-    `SHUTDOWN_GRACE`: uvicorn alone waits its graceful timeout for a long stream, which goes on generating,
-    then cancels it with a CancelledError traceback on stderr and drops the client's connection mid-body.
-    Stopped engines end each request with an error event, a whole body."""
+class UvicornServer(uvicorn.Server):
+    """uvicorn's HTTP server (`charlm_server` is charlm's `Server`, the models and their engines), whose
+    shutdown (Ctrl-C, SIGTERM) ends the requests still in flight after `SHUTDOWN_GRACE`: uvicorn alone waits
+    its graceful timeout for a long stream, which goes on generating, then cancels it with a CancelledError
+    traceback on stderr and drops the client's connection mid-body. Stopped engines end each request with
+    an error event, a whole body."""
 
-    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+    def __init__(self, config: uvicorn.Config, charlm_server: Server) -> None:
         super().__init__(config)
-        self.charlm = server
+        self.charlm_server = charlm_server
 
     async def shutdown(self, sockets: list | None = None) -> None:
         ending = asyncio.get_running_loop().call_later(
-            SHUTDOWN_GRACE, lambda: asyncio.ensure_future(self.charlm.stop())
+            SHUTDOWN_GRACE, lambda: asyncio.ensure_future(self.charlm_server.stop())
         )
         try:
             await super().shutdown(sockets)

@@ -1,10 +1,12 @@
 """A request in flight: its rows, its prompts primed beside the engine, its updates as they come.
 
 `Completion` is one request: it compiles its logit bias and its template for the model's vocabulary if
-it has them, takes rows (429 when there are none, so only for a request that can run), and in the
+it has them (the model keeps templates compiled: `Served.compile`), asks the server for its rows
+(`Server.take_rows`: a 429 when they are not free, so only for a request that can run), and in the
 primer's thread reads its prompts (normalized once, encoded) and primes them (each alone, so a seeded
-sample never depends on the batch); then it becomes one `Job` per prompt, and reads its updates from a
-queue that `Server.publish` (server.py) fills, one hand-off to the event loop per batch of updates.
+sample never depends on the batch); then it becomes one `Job` per prompt, and reads its updates from its
+queue, which `receive` fills with what `Server.publish` (server.py) hands to the event loop, one hand-off
+per batch of updates.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from .engine import Job, Token, Update, prompt_tokens
 from .protocol import Params, check_prompt_lengths, form_error
 from .server import Served, Server
 
-MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
 # they made dropped, once it has more than MAX_UNSENT a row waiting unsent (characters, and with logprobs
 # each one's alternatives), or has had something waiting and nothing taken for UNREAD_SECONDS: a client
@@ -64,7 +65,7 @@ class Completion:
         self.watch: asyncio.TimerHandle | None = None  # the next `check_taken`
         self.stopped = False  # by `stop_unread`
         self.jobs: list[Job] = []
-        self.rows = params.choices  # taken from the server's --max-streams until released
+        self.rows = params.choices  # of the server's --max-streams (`Server.take_rows`) until `release`
         # The prompts as the model reads them (Unicode-normalized), read by `prepare`: what `echo`
         # returns, so that the echoed text, its tokens and their offsets agree.
         self.read: list[str] = []
@@ -104,12 +105,8 @@ class Completion:
         --max-prompt characters normalized and encoded there held every other stream's next token for
         a fifth of a second."""
         await self.check()
-        server, config = self.server, self.server.config
-        if server.busy + self.rows > config.max_streams:
-            raise APIError(
-                429, f"{server.busy} of {config.max_streams} streams are busy; retry shortly", code="too_many_streams"
-            )
-        server.busy += self.rows
+        server = self.server
+        server.take_rows(self.rows)
         try:
             start = time.perf_counter()
             stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
@@ -168,23 +165,16 @@ class Completion:
             raise form_error(e, self.params.prompt_param) from None
 
     def compile(self, bias: torch.Tensor | None) -> Constrained | None:
-        """The request's template compiled for the model's vocabulary without the tokens `bias` bans; a
-        character the model does not know is a 400 naming the field that gave it."""
-        template, compiled = self.params.template, self.served.compiled
+        """The request's template compiled for the model's vocabulary without the tokens `bias` bans
+        (`Served.compile`, which keeps it); a character the model does not know is a 400 naming the field
+        that gave it."""
+        template = self.params.template
         if template is None:
             return None
-        banned = None if bias is None else bias.isneginf()
-        key = (template, () if banned is None else tuple(banned.nonzero().flatten().tolist()))
-        form = compiled.get(key)  # read once: another request's thread may clear the dict meanwhile
-        if form is None:
-            try:
-                form = Constrained(template, self.served.model.vocab, "acrostic", banned)
-            except CharLMError as e:
-                raise form_error(e, template.field) from None
-            if len(compiled) >= MAX_COMPILED:
-                compiled.clear()
-            compiled[key] = form
-        return form
+        try:
+            return self.served.compile(template, None if bias is None else bias.isneginf())
+        except CharLMError as e:
+            raise form_error(e, template.field) from None
 
     def prime(self, encoded: list) -> list:
         """In the primer's thread (`prepare`): each prompt read alone; with echo and logprobs, its own log-probabilities.
@@ -289,6 +279,7 @@ class Completion:
         self.release()
 
     def release(self) -> None:
+        """The rows back to the server, once however often called (`cancel`, the last update, an error)."""
         if self.rows:
-            self.server.busy -= self.rows
+            self.server.free_rows(self.rows)
             self.rows = 0

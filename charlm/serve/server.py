@@ -1,8 +1,10 @@
 """The models a server runs and what its routes share: the hand-off from the engines' threads to asyncio.
 
-`Server` holds the loaded models, each with its `Engine`, found by id or by its run's corpus; the API
-key; the loading and the stopping of the engines; and `Server.publish`, which hands the engines'
-updates to the event loop, one hand-off per batch of updates (each to its request: `Completion.receive`).
+`Server` holds the loaded models, each with its `Engine` and its templates compiled (`Served.compile`),
+found by id or by its run's corpus; the API key; the rows of --max-streams that requests take and give back
+(`take_rows`, `free_rows`: a 429 past them); the loading and the stopping of the engines; and
+`Server.publish`, which hands the engines' updates to the event loop, one hand-off per batch of updates
+(each to its request: `Completion.receive`).
 """
 
 from __future__ import annotations
@@ -33,18 +35,35 @@ from .config import ServeConfig, check_api_key
 from .engine import Engine, Update
 from .metrics import Metrics
 
+MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
+
 
 @dataclasses.dataclass
 class Served:
-    """A loaded model under its id."""
+    """A loaded model under its id, and the templates compiled for its vocabulary."""
 
     name: str
     model: CharLM
     engine: Engine
     created: int
     fingerprint: str  # OpenAI's `system_fingerprint`: see `fingerprint`
-    # templates compiled, by template and the ids a logit bias bans; by `Completion.check`'s threads
+    # templates compiled, by template and the ids a logit bias bans: `compile`'s, and no one else's
     compiled: dict[tuple[Template, tuple[int, ...]], Constrained] = dataclasses.field(default_factory=dict)
+
+    def compile(self, template: Template, banned: torch.Tensor | None) -> Constrained:
+        """`template` compiled for the model's vocabulary without the tokens `banned` marks, kept for the next
+        request that asks (at most MAX_COMPILED). Requests' threads call it at once (`Completion.check`): each
+        reads the cache once, and one may clear it while another compiles.
+
+        Raises CharLMError for a character of the template the vocabulary cannot write."""
+        key = (template, () if banned is None else tuple(banned.nonzero().flatten().tolist()))
+        form = self.compiled.get(key)  # read once: another request's thread may clear the dict meanwhile
+        if form is None:
+            form = Constrained(template, self.model.vocab, "acrostic", banned)
+            if len(self.compiled) >= MAX_COMPILED:
+                self.compiled.clear()
+            self.compiled[key] = form
+        return form
 
 
 class Server:
@@ -67,7 +86,7 @@ class Server:
         self.ready = threading.Event()
         self.failure: str | None = None
         self.metrics = Metrics()
-        self.busy = 0  # rows taken by requests in flight, all models together
+        self.busy = 0  # rows taken by requests in flight, all models together: `take_rows`, `free_rows`
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_failure: Callable[[], None] | None = None  # `serve` stops the process when loading fails
         self.on_ready: Callable[[], None] | None = None  # `serve` prints its address once the engines run
@@ -108,6 +127,22 @@ class Server:
         for served in self.models.values():
             served.engine.close()
         self.primer.shutdown(wait=False, cancel_futures=True)
+
+    def take_rows(self, rows: int) -> None:
+        """A request's rows of --max-streams, or a 429 when they are not free. On the event loop only, as
+        `free_rows`: the count has no lock, and a change made in two threads at once could be lost for good
+        (every later request a 429, or more rows than --max-streams)."""
+        if self.busy + rows > self.config.max_streams:
+            raise APIError(
+                429,
+                f"{self.busy} of {self.config.max_streams} streams are busy; retry shortly",
+                code="too_many_streams",
+            )
+        self.busy += rows
+
+    def free_rows(self, rows: int) -> None:
+        """Rows `take_rows` took, given back (on the event loop, where they were taken)."""
+        self.busy -= rows
 
     def publish(self, updates: list[Update]) -> None:
         """Called by an engine thread: one hand-off to the event loop per batch of updates."""
