@@ -181,6 +181,9 @@ class Row:
         self.piece = ""  # the last step's text, cut to the length
         self.finish_reason: str | None = "length" if length == 0 else None
         self.decode: Callable[[int], str] | None = None  # set by `Batch.join`
+        # its generator's seed, set by `Batch.join`: the random_seed that writes it alone (drawn, when unseeded);
+        # None for a row that carries on another's generator (`Batch.restart`)
+        self.seed: int | None = None
 
     def take(self, piece: str) -> str:
         """Adds one step's text; returns what the row releases now and ends it at its length or stop."""
@@ -274,7 +277,7 @@ class Batch:
         position = len(self.rows)
         self.stepper.load(position, *primed)
         self.sampler.set(position, options, seed, prompt, row.form or row.healing, bias)
-        row.decode = self.decoder()
+        row.decode, row.seed = self.decoder(), seed
         self.rows.append(row)
 
     def restart(self, rows: list[Row]) -> None:

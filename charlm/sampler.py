@@ -180,22 +180,26 @@ def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None =
 
 
 @contextlib.contextmanager
-def samples_held(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[Iterator[list[str]]]:
+def samples_held(
+    model: CharLM, seed: str = "", options: SampleConfig | None = None
+) -> Iterator[tuple[Iterator[list[str]], list[int | None]]]:
     """`stream_samples` inside one `inference` context, held for the with block, for a caller whose code
     between pieces needs neither autograd nor the model's own mode (`generate`, which only collects;
     `charlm sample`, which prints): its steps enter none of their own. The block's end, or an exception
-    in it (Ctrl-C), gives the mode back, as each step's context would."""
+    in it (Ctrl-C), gives the mode back, as each step's context would. With the steps, each sample's
+    generator seed as its row drew it (`Row.seed`), so that an unseeded sample can be made again."""
     options = options or SampleConfig()
     with inference(model):
         read, batch = primed_for(model, seed, options)
-        yield itertools.chain([[read] * options.num_samples], steps_inside(batch))
+        steps = itertools.chain([[read] * options.num_samples], steps_inside(batch))
+        yield steps, [row.seed for row in batch.rows]
 
 
 def generate(model: CharLM, seed: str = "", **options) -> list[str]:
     """`num_samples` texts, each the seed and what followed it; options as `SampleConfig`."""
     config = sample_config(options)
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
-    with samples_held(model, seed, config) as steps:
+    with samples_held(model, seed, config) as (steps, _):
         gather(steps, texts)
     return ["".join(parts) for parts in texts]
 

@@ -761,7 +761,7 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
 def test_each_json_sample_names_the_random_seed_that_makes_it_alone(trained):
     """The samples are numbered from 1 (`--- sample 2 ---`, `"sample": 2`) while the docs said sample i uses
     seed S + i: a user who kept sample 2 of --random-seed 7 and asked --random-seed 9 got another text. Each
-    object now says the seed that writes it alone; unseeded, null (its generator's seed is drawn, not given)."""
+    object now says the seed that writes it alone."""
     options = ["--seed", "the", "--length", "30", "--temperature", "1.5", "--json"]
     result = cli("sample", trained, *options, "--num-samples", "3", "--random-seed", "7")
     objects = [json.loads(line) for line in result.output.splitlines()]
@@ -769,8 +769,19 @@ def test_each_json_sample_names_the_random_seed_that_makes_it_alone(trained):
     for kept in objects:
         alone = cli("sample", trained, *options, "--random-seed", str(kept["random_seed"]))
         assert json.loads(alone.output)["text"] == kept["text"]
-    unseeded = cli("sample", trained, *options, "--num-samples", "2")
-    assert [json.loads(line)["random_seed"] for line in unseeded.output.splitlines()] == [None, None]
+
+
+def test_an_unseeded_json_sample_names_the_drawn_seed_that_makes_it_again(trained):
+    """Unseeded, each object said `"random_seed": null` though charlm drew its generator's seed: a user who liked
+    a sample could not have it again. It names the seed its row drew from (the batch's, not worked out again)."""
+    options = ["--seed", "the", "--length", "30", "--temperature", "1.5", "--json"]
+    drawn = [json.loads(line) for line in cli("sample", trained, *options, "--num-samples", "2").output.splitlines()]
+    first, second = (o["random_seed"] for o in drawn)
+    assert isinstance(first, int) and second == first + 1, drawn
+    again = cli("sample", trained, *options, "--num-samples", "2", "--random-seed", str(first))
+    assert [json.loads(line)["text"] for line in again.output.splitlines()] == [o["text"] for o in drawn]
+    alone = cli("sample", trained, *options, "--random-seed", str(second))
+    assert json.loads(alone.output)["text"] == drawn[1]["text"]
 
 
 def test_a_sample_kept_stop_line_break_ends_its_printed_line(trained, tmp_path):

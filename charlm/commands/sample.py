@@ -58,7 +58,12 @@ T = TypeVar("T")
     type=click.Path(dir_okay=False),
     help="also write the text to this file (one that exists is replaced when the sample ends)",
 )
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="one JSON object per sample, for scripts, with the random seed that writes it again (drawn if not given)",
+)
 @click.option(
     "--interactive",
     is_flag=True,
@@ -201,24 +206,23 @@ def write_samples(
     model: CharLM, seed: str, configs: list[SampleConfig], as_json: bool, emit: Callable[..., None]
 ) -> None:
     """Each config's samples, labeled by temperature when there are several: a JSON object per sample
-    (with the --random-seed that writes it alone, as its number from 1 does not say), one sample streamed
-    as it is made, or several, each whole under its own label."""
+    (with the --random-seed that writes it alone, as its number from 1 does not say; drawn, when none was
+    given, so a sample liked can be made again), one sample streamed as it is made, or several, each whole
+    under its own label. Only JSON names the seed: plain output is the text alone, as a pipe or --output wants."""
     from .. import sampler
-    from ..generation import row_seeds
 
     for config in configs:
         label = f"temperature {config.temperature}" if len(configs) > 1 else None
         if not as_json and config.num_samples == 1:
             emit(f"--- {label} ---\n" if label else "")
             last = ""
-            with sampler.samples_held(model, seed, config) as steps:  # printing needs no autograd
+            with sampler.samples_held(model, seed, config) as (steps, _):  # printing needs no autograd
                 for pieces in steps:
                     emit(pieces[0])
                     last = pieces[0] or last
             emit(line_ended(last))
             continue
-        texts, interruption = made_before_interrupted(model, seed, config)
-        seeds = [None] * len(texts) if config.random_seed is None else row_seeds(config.random_seed, len(texts))
+        texts, seeds, interruption = made_before_interrupted(model, seed, config)
         for i, text in enumerate(texts if any(texts) else []):
             if as_json:
                 fields = {"sample": i + 1, "random_seed": seeds[i], "temperature": config.temperature}
@@ -237,19 +241,21 @@ def line_ended(text: str) -> str:
 
 def made_before_interrupted(
     model: CharLM, seed: str, config: SampleConfig
-) -> tuple[list[str], KeyboardInterrupt | SystemExit | None]:
-    """The config's samples, made side by side and printed whole, and what cut them short, to be raised once
-    they are printed: Ctrl-C, or SIGTERM (the exit `charlm.__main__` raises for it). Raised at once, either
-    would throw away what was made so far (minutes of `--num-samples 8 --length 20000`, nothing shown)."""
+) -> tuple[list[str], list[int | None], KeyboardInterrupt | SystemExit | None]:
+    """The config's samples, made side by side and printed whole, their generators' seeds (`samples_held`),
+    and what cut them short, to be raised once they are printed: Ctrl-C, or SIGTERM (the exit
+    `charlm.__main__` raises for it). Raised at once, either would throw away what was made so far (minutes
+    of `--num-samples 8 --length 20000`, nothing shown)."""
     from .. import sampler
 
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
+    seeds: list[int | None] = [None] * config.num_samples  # cut short before the rows drew any, nothing is made
     try:
-        with sampler.samples_held(model, seed, config) as steps:
+        with sampler.samples_held(model, seed, config) as (steps, seeds):
             sampler.gather(steps, texts)
     except (KeyboardInterrupt, SystemExit) as e:
-        return ["".join(parts) for parts in texts], e
-    return ["".join(parts) for parts in texts], None
+        return ["".join(parts) for parts in texts], seeds, e
+    return ["".join(parts) for parts in texts], seeds, None
 
 
 def json_line(row: dict) -> str:

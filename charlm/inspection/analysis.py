@@ -54,6 +54,8 @@ CHANCE_SHIFTS = tuple(k / 20 for k in range(1, 20))
 # first 5,000 characters 1.2% at most (bench/results/inspect-seen-share.txt).
 SEEN_SHARE = 0.1
 SEEN_SPANS = 500  # spans looked for at most, evenly spread: each one a search of up to 2M characters
+# What to do with a model that loses to the n-gram on a new text (`behind_note`); a run adds where it got to.
+BEHIND_ADVICE = "train it longer or on more text"
 CHANCE_SAID = (
     "the largest correlation any cell has with the feature shifted 1/20, 2/20, ... 19/20 of the way along "
     "the text; a cell follows a feature only if it beats that, as a cell that follows nothing does one time in 20"
@@ -373,7 +375,7 @@ def analyse(
     fitted_on: str = "the given text",
     run: str | None = None,
     seen_advice: str = "inspect a text the n-gram was not fitted on",
-    behind_advice: str = "train it longer or on more text",
+    behind_advice: str = BEHIND_ADVICE,
 ) -> Inspection:
     """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
     fitted on `training_text` (`fitted_on` names it on the page: a cut one says so); `run`: the run the

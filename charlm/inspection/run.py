@@ -13,7 +13,7 @@ from ..fields import said, typed
 from ..ngram import MAX_TRAIN_CHARS
 from ..runtext import run_corpus
 from . import MAX_CHARS
-from .analysis import Inspection, analyse, check_inspectable
+from .analysis import BEHIND_ADVICE, Inspection, analyse, check_inspectable
 
 
 def inspect_run(
@@ -93,4 +93,4 @@ def behind_advice(saved: checkpoint.Checkpoint, path: Path, run: str) -> str:
         folder = str(path.parent) if Path(run).is_file() else run  # a .pt file given: its run
         limit = said("max_steps", metavar="N") if saved.config.max_steps else said("max_time", metavar="DURATION")
         reached += f"; to go on: {runs.resume_command(folder, limit)}"
-    return f"train it longer or on more text ({reached})"
+    return f"{BEHIND_ADVICE} ({reached})"
