@@ -43,12 +43,16 @@ def export_in_rounds(source: str, folder: str, rounds: int, barrier, seed: int) 
         barrier.wait(timeout=60)
 
 
-def export_by_turns(sources: list[str], folder: str, exports: int, started) -> None:
-    """Export the model folders `sources` into one folder by turns, `exports` times, as a user
-    re-exporting while a reader loads the folder; `started` is set once the first export is under way."""
+def export_by_turns(sources: list[str], folder: str, exports: int, started, reads, least_reads: int) -> None:
+    """Export the model folders `sources` into one folder by turns, at least `exports` times and until the
+    reader has counted `least_reads` in `reads` (a shared count: on a loaded machine a fixed number of exports
+    could end before the reader read the folder often enough), as a user re-exporting while a reader loads
+    the folder; `started` is set once the first export is under way. Two minutes at most."""
     models = [export_of(source) for source in sources]
     widen_rename_gaps(0)
     started.set()
-    for i in range(exports):
+    i, deadline = 0, time.monotonic() + 120
+    while (i < exports or reads.value < least_reads) and time.monotonic() < deadline:
         hub.put(Path(folder), models[i % len(models)])
         time.sleep(PAUSE)
+        i += 1

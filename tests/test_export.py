@@ -624,7 +624,8 @@ def test_a_model_folder_read_while_it_is_exported_again_reads_as_one_export(tmp_
     spawn = multiprocessing.get_context("spawn")
     started = spawn.Event()
     sources = [str(tmp_path / f"alone-{i}") for i in range(2)]
-    exporter = spawn.Process(target=export_by_turns, args=(sources, str(folder), 20, started))
+    reads_counted = spawn.Value("i", 0)
+    exporter = spawn.Process(target=export_by_turns, args=(sources, str(folder), 20, started, reads_counted, 10))
     exporter.start()
     reads = 0
     try:
@@ -643,6 +644,7 @@ def test_a_model_folder_read_while_it_is_exported_again_reads_as_one_export(tmp_
             assert corpus in (None, models[i].corpus["name"]), f"{mixed} its run record"
             assert digest in (None, digests[i]), f"{mixed} its weights' digest"
             reads += 1
+            reads_counted.value = reads
     finally:
         exporter.join(timeout=60)
     assert exporter.exitcode == 0 and reads >= 10, reads
