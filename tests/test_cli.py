@@ -970,7 +970,9 @@ def test_interactive_mode_through_a_pipe(trained):
 
 
 def test_interactive_transcript_is_the_text_the_model_reads(trained):
-    model = checkpoint.load(trained)
+    """The carried state is the printed transcript's. A model whose state tells the text (`state_telling`):
+    the tiny run's final logits were the same where the first turn primed only its line's last character."""
+    model = state_telling(checkpoint.load(trained))
     shown = []
 
     def emit(text: str, screen: bool = True) -> None:
@@ -1092,8 +1094,9 @@ def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, 
 
 def test_ctrl_c_while_the_model_writes_stops_that_continuation_not_the_session(trained):
     """Ctrl-C at a terminal ended the session (exit 130) and its state; it now stops the continuation at the
-    next character, and the next line goes on from the text shown, read in one pass."""
-    model = checkpoint.load(trained)
+    next character, and the next line goes on from the text shown, read in one pass (a model whose state
+    tells the text, as in the transcript's test above)."""
+    model = state_telling(checkpoint.load(trained))
     free = "".join(sampler.Conversation(model, SampleConfig(length=12, random_seed=0)).turn("the\n"))
     config, shown = SampleConfig(length=100000, random_seed=0), []
 

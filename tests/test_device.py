@@ -25,8 +25,10 @@ from charlm.device import (
 from charlm.device_names import DEVICE_FORMS
 from charlm.errors import CharLMError
 from charlm.runs import read_metrics
+from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, max_weight_difference
+from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, max_weight_difference, state_telling
+from .test_export import TEXT, run_of
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -179,11 +181,18 @@ def test_serve_takes_a_device(fox_file, tiny):
     assert_one_line_error(cli("serve", "run", "--device", "tpu", "--port", "0"), "--device must be auto, cpu")
 
 
-def test_sample_takes_a_device(fox_file, tiny):
-    charlm.train(fox_file, out="run", **tiny)
-    result = cli("sample", "--checkpoint", "run", "--device", "cpu", "--length", "40", "--random-seed", "3")
-    expected = charlm.generate(charlm.load("run", device="cpu"), "", length=40, random_seed=3)
-    assert result.exit_code == 0 and result.stdout == expected + "\n", result.output
+def test_sample_takes_a_device(tmp_path):
+    """`charlm sample --device cpu` writes what charlm.generate writes there, from no seed and from one, on a
+    model whose state tells its seed (`state_telling`): a tiny run's text was the same where the CLI primed
+    only the seed's last three characters, and no seed, as the test had, has no start to prime wrongly."""
+    torch.manual_seed(0)
+    run = run_of(state_telling(make_model(Vocab(sorted(set(TEXT))), hidden=32)).eval(), tmp_path / "run")
+    for seed in ([], ["--seed", "the quick "]):
+        result = cli(
+            "sample", "--checkpoint", str(run), "--device", "cpu", *seed, "--length", "40", "--random-seed", "3"
+        )
+        expected = charlm.generate(charlm.load(run, device="cpu"), "".join(seed[1:]), length=40, random_seed=3)
+        assert result.exit_code == 0 and result.stdout == expected + "\n", result.output
 
 
 def test_a_cpu_run_under_torchrun_on_a_gpu_machine_leaves_cuda_alone(monkeypatch):

@@ -451,9 +451,13 @@ def test_a_sentencepiece_seed_whose_verse_has_a_character_spelled_in_bytes_begin
 
 
 def test_interactive_turns_go_on_with_the_poem_the_transcript_began():
-    conversation = Conversation(chinese_model(), SampleConfig(form="五言绝句", random_seed=3))
-    first = "".join(conversation.turn(VERSE + NEXT + "\n"))
-    assert template_of("五言绝句").fits(VERSE + NEXT + "\n" + first), first
+    """The first turn writes the poem generate writes after its text, on a model whose state tells the text:
+    the untrained one's poem was the same where the first turn primed only the text's last character."""
+    model, typed = telling_chinese_model(), VERSE + NEXT + "\n"
+    conversation = Conversation(model, SampleConfig(form="五言绝句", random_seed=3))
+    first = "".join(conversation.turn(typed))
+    assert first == generate(model, typed, form="五言绝句", random_seed=3)[0][len(typed) :]
+    assert template_of("五言绝句").fits(typed + first), first
     second = "".join(conversation.turn("\n" + VERSE + NEXT + "\n"))  # after a whole poem: the next one's line
     assert template_of("五言绝句").fits(VERSE + NEXT + "\n" + second), second
 
