@@ -48,7 +48,7 @@ from charlm.fields import on_command_line
 from charlm.generation import Batch, StopRule, healed_seed
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
-from charlm.serve import listening_socket
+from charlm.serve import completion, listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.serve.engine import PARALLEL_ROWS
@@ -2428,6 +2428,26 @@ def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_ful
                 assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
         finally:
             done.set()  # before the server stops: its engine must not wait out the 60 s
+
+
+def test_a_request_whose_sample_options_are_refused_leaves_no_row_taken(tiny_model, monkeypatch):
+    """The request's SampleConfig was built after it took its rows and outside what gives them back: a
+    field the API let through and SampleConfig refused would have left its row counted for good, every
+    later request a 429 (no such field is known: the API's ranges are SampleConfig's, so this one is made)."""
+
+    def refusing(**options):
+        raise CharLMError("top_p must be in (0, 1], not 0.5")
+
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1))
+    with running(app) as url:
+        wait_healthy(url)
+        with monkeypatch.context() as patched:
+            patched.setattr(completion, "SampleConfig", refusing)
+            refused = httpx.post(f"{url}/v1/completions", json={"prompt": "a", "top_p": 0.5})
+        assert app.state.server.busy == 0  # rows were never taken, or were given back
+        assert refused.status_code == 400 and refused.json()["error"]["message"] == "top_p must be in (0, 1], not 0.5"
+        served = httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 2}, timeout=30)
+        assert served.status_code == 200, served.text
 
 
 STREAMED_TO_THE_END = [  # (path, body, what ends the stream)

@@ -105,6 +105,7 @@ class Completion:
         --max-prompt characters normalized and encoded there held every other stream's next token for
         a fifth of a second."""
         await self.check()
+        options = self.sample_options()
         server = self.server
         server.take_rows(self.rows)
         try:
@@ -114,16 +115,6 @@ class Completion:
         except BaseException:
             self.release()
             raise
-        greedy = self.params.temperature == 0  # OpenAI's greedy: a greedy SampleConfig holds no temperature
-        options = SampleConfig(
-            temperature=None if greedy else self.params.temperature,
-            greedy=greedy,
-            top_k=self.params.top_k,
-            top_p=self.params.top_p,
-            repetition_penalty=self.params.repetition_penalty,
-            presence_penalty=self.params.presence_penalty,
-            frequency_penalty=self.params.frequency_penalty,
-        )
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
             raise APIError(503, "the server is shutting down", code="shutting_down")
@@ -133,6 +124,24 @@ class Completion:
             self.jobs.append(job)
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
+
+    def sample_options(self) -> SampleConfig:
+        """The request's sampling options, built before it takes rows: a field protocol.py let through that
+        SampleConfig refuses is a 400 that holds no row (taken, it would have been counted for good)."""
+        params = self.params
+        greedy = params.temperature == 0  # OpenAI's greedy: a greedy SampleConfig holds no temperature
+        try:
+            return SampleConfig(
+                temperature=None if greedy else params.temperature,
+                greedy=greedy,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                repetition_penalty=params.repetition_penalty,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+            )
+        except CharLMError as e:
+            raise APIError(400, str(e), code="invalid_value") from None
 
     def prepare(self) -> tuple[tuple[str, ...], list]:
         """In the primer's thread (reading long prompts takes a while): the prompts read, the stop
