@@ -2450,6 +2450,52 @@ def test_a_request_whose_sample_options_are_refused_leaves_no_row_taken(tiny_mod
         assert served.status_code == 200, served.text
 
 
+SHUTDOWN_REQUESTS = [  # every route that reads in the primer's thread
+    ("/v1/completions", {"prompt": "a", "max_tokens": 2}),
+    ("/tokenize", {"content": "a"}),
+    ("/v1/responses/input_tokens", {"input": "a"}),
+]
+
+
+def test_a_request_that_reaches_the_primer_as_the_server_stops_is_a_503(tiny_model):
+    """Stopping shuts the primer down and cancels what waits in it: a request waiting there, or sent in the
+    shutdown's grace second once it was shut, was a 500 with a traceback (a cancelled future; "cannot schedule
+    new futures after shutdown") where one primed meanwhile is a 503 "the server is shutting down". The
+    primer is held busy so that the first requests are waiting in it when the stop comes."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=4))
+    with running(app) as url:
+        wait_healthy(url)
+        state, gate = app.state.server, threading.Event()
+        submitted, submit = [], state.primer.submit
+
+        def counted_submit(*args, **kwargs):
+            submitted.append(args[0])
+            return submit(*args, **kwargs)
+
+        state.primer.submit = counted_submit
+        holding = state.primer.submit(gate.wait, 60)
+        answers = []
+
+        def send(path: str, body: dict) -> None:
+            answers.append(httpx.post(f"{url}{path}", json=body, timeout=30))
+
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(SHUTDOWN_REQUESTS)) as senders:
+                for path, body in SHUTDOWN_REQUESTS:
+                    senders.submit(send, path, body)
+                wait_until(lambda: len(submitted) == 1 + len(SHUTDOWN_REQUESTS))  # each waits in the primer
+                asyncio.run_coroutine_threadsafe(state.stop(), state.loop).result(timeout=30)
+            for path, body in SHUTDOWN_REQUESTS:  # in the grace second, once the primer was shut
+                send(path, body)
+        finally:
+            gate.set()
+        holding.result(timeout=30)
+        said = [(answer.status_code, answer.text) for answer in answers]
+        assert len(said) == 2 * len(SHUTDOWN_REQUESTS)
+        assert all(status == 503 and '"message":"the server is shutting down"' in text for status, text in said), said
+        assert state.busy == 0
+
+
 STREAMED_TO_THE_END = [  # (path, body, what ends the stream)
     ("/v1/completions", {"prompt": "a", "n": 2, "max_tokens": 5, "stream_options": {"include_usage": True}}, b"[DONE]"),
     ("/v1/chat/completions", {**CHAT_A, "n": 2, "max_tokens": 5}, b"[DONE]"),

@@ -29,7 +29,7 @@ from . import shapes
 from .api_error import APIError
 from .engine import Job, Token, Update, prompt_tokens
 from .protocol import Params, check_prompt_lengths, form_error
-from .server import Served, Server
+from .server import Served, Server, shutting_down
 
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
 # they made dropped, once it has more than MAX_UNSENT a row waiting unsent (characters, and with logprobs
@@ -110,14 +110,14 @@ class Completion:
         server.take_rows(self.rows)
         try:
             start = time.perf_counter()
-            stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
+            stops, primed = await server.in_primer(self.prepare)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
             raise
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
-            raise APIError(503, "the server is shutting down", code="shutting_down")
+            raise shutting_down()
         for (seen, logits, state, healed), seeds, begun in zip(primed, self.seeds, self.begun):
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
             job.logprobs, job.sink, job.healed = self.params.logprobs, self.receive, healed
