@@ -48,7 +48,7 @@ from charlm.fields import on_command_line
 from charlm.generation import Batch, StopRule, healed_seed
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
-from charlm.serve import listening_socket
+from charlm.serve import completion, listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.serve.engine import PARALLEL_ROWS
@@ -2428,6 +2428,72 @@ def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_ful
                 assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
         finally:
             done.set()  # before the server stops: its engine must not wait out the 60 s
+
+
+def test_a_request_whose_sample_options_are_refused_leaves_no_row_taken(tiny_model, monkeypatch):
+    """The request's SampleConfig was built after it took its rows and outside what gives them back: a
+    field the API let through and SampleConfig refused would have left its row counted for good, every
+    later request a 429 (no such field is known: the API's ranges are SampleConfig's, so this one is made)."""
+
+    def refusing(**options):
+        raise CharLMError("top_p must be in (0, 1], not 0.5")
+
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1))
+    with running(app) as url:
+        wait_healthy(url)
+        with monkeypatch.context() as patched:
+            patched.setattr(completion, "SampleConfig", refusing)
+            refused = httpx.post(f"{url}/v1/completions", json={"prompt": "a", "top_p": 0.5})
+        assert app.state.server.busy == 0  # rows were never taken, or were given back
+        assert refused.status_code == 400 and refused.json()["error"]["message"] == "top_p must be in (0, 1], not 0.5"
+        served = httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 2}, timeout=30)
+        assert served.status_code == 200, served.text
+
+
+SHUTDOWN_REQUESTS = [  # every route that reads in the primer's thread
+    ("/v1/completions", {"prompt": "a", "max_tokens": 2}),
+    ("/tokenize", {"content": "a"}),
+    ("/v1/responses/input_tokens", {"input": "a"}),
+]
+
+
+def test_a_request_that_reaches_the_primer_as_the_server_stops_is_a_503(tiny_model):
+    """Stopping shuts the primer down and cancels what waits in it: a request waiting there, or sent in the
+    shutdown's grace second once it was shut, was a 500 with a traceback (a cancelled future; "cannot schedule
+    new futures after shutdown") where one primed meanwhile is a 503 "the server is shutting down". The
+    primer is held busy so that the first requests are waiting in it when the stop comes."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=4))
+    with running(app) as url:
+        wait_healthy(url)
+        state, gate = app.state.server, threading.Event()
+        submitted, submit = [], state.primer.submit
+
+        def counted_submit(*args, **kwargs):
+            submitted.append(args[0])
+            return submit(*args, **kwargs)
+
+        state.primer.submit = counted_submit
+        holding = state.primer.submit(gate.wait, 60)
+        answers = []
+
+        def send(path: str, body: dict) -> None:
+            answers.append(httpx.post(f"{url}{path}", json=body, timeout=30))
+
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(SHUTDOWN_REQUESTS)) as senders:
+                for path, body in SHUTDOWN_REQUESTS:
+                    senders.submit(send, path, body)
+                wait_until(lambda: len(submitted) == 1 + len(SHUTDOWN_REQUESTS))  # each waits in the primer
+                asyncio.run_coroutine_threadsafe(state.stop(), state.loop).result(timeout=30)
+            for path, body in SHUTDOWN_REQUESTS:  # in the grace second, once the primer was shut
+                send(path, body)
+        finally:
+            gate.set()
+        holding.result(timeout=30)
+        said = [(answer.status_code, answer.text) for answer in answers]
+        assert len(said) == 2 * len(SHUTDOWN_REQUESTS)
+        assert all(status == 503 and '"message":"the server is shutting down"' in text for status, text in said), said
+        assert state.busy == 0
 
 
 STREAMED_TO_THE_END = [  # (path, body, what ends the stream)

@@ -322,7 +322,7 @@ def add_response_routes(app: FastAPI, server: Server, config: ServeConfig, schem
             protocol.check_prompt_lengths([read], config, "input", vocab.normalize)
             return JSONResponse({"object": "response.input_tokens", "input_tokens": len(read)})
 
-        return await asyncio.get_running_loop().run_in_executor(server.primer, counted)
+        return await server.in_primer(counted)
 
     @app.post("/v1/responses/compact")
     async def compact_response(request: Request) -> None:
@@ -375,7 +375,7 @@ def add_tokenize_route(app: FastAPI, server: Server, config: ServeConfig, schema
         def tokens_body() -> JSONResponse:
             return JSONResponse({"tokens": tokenized(model, text, with_pieces, field, config)})
 
-        return await asyncio.get_running_loop().run_in_executor(server.primer, tokens_body)
+        return await server.in_primer(tokens_body)
 
 
 def model_card(served: Served) -> dict:

@@ -29,7 +29,7 @@ from . import shapes
 from .api_error import APIError
 from .engine import Job, Token, Update, prompt_tokens
 from .protocol import Params, check_prompt_lengths, form_error
-from .server import Served, Server
+from .server import Served, Server, shutting_down
 
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
 # they made dropped, once it has more than MAX_UNSENT a row waiting unsent (characters, and with logprobs
@@ -105,34 +105,43 @@ class Completion:
         --max-prompt characters normalized and encoded there held every other stream's next token for
         a fifth of a second."""
         await self.check()
+        options = self.sample_options()
         server = self.server
         server.take_rows(self.rows)
         try:
             start = time.perf_counter()
-            stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
+            stops, primed = await server.in_primer(self.prepare)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
             raise
-        greedy = self.params.temperature == 0  # OpenAI's greedy: a greedy SampleConfig holds no temperature
-        options = SampleConfig(
-            temperature=None if greedy else self.params.temperature,
-            greedy=greedy,
-            top_k=self.params.top_k,
-            top_p=self.params.top_p,
-            repetition_penalty=self.params.repetition_penalty,
-            presence_penalty=self.params.presence_penalty,
-            frequency_penalty=self.params.frequency_penalty,
-        )
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
-            raise APIError(503, "the server is shutting down", code="shutting_down")
+            raise shutting_down()
         for (seen, logits, state, healed), seeds, begun in zip(primed, self.seeds, self.begun):
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
             job.logprobs, job.sink, job.healed = self.params.logprobs, self.receive, healed
             self.jobs.append(job)
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
+
+    def sample_options(self) -> SampleConfig:
+        """The request's sampling options, built before it takes rows: a field protocol.py let through that
+        SampleConfig refuses is a 400 that holds no row (taken, it would have been counted for good)."""
+        params = self.params
+        greedy = params.temperature == 0  # OpenAI's greedy: a greedy SampleConfig holds no temperature
+        try:
+            return SampleConfig(
+                temperature=None if greedy else params.temperature,
+                greedy=greedy,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                repetition_penalty=params.repetition_penalty,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+            )
+        except CharLMError as e:
+            raise APIError(400, str(e), code="invalid_value") from None
 
     def prepare(self) -> tuple[tuple[str, ...], list]:
         """In the primer's thread (reading long prompts takes a while): the prompts read, the stop

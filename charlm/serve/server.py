@@ -2,9 +2,9 @@
 
 `Server` holds the loaded models, each with its `Engine` and its templates compiled (`Served.compile`),
 found by id or by its run's corpus; the API key; the rows of --max-streams that requests take and give back
-(`take_rows`, `free_rows`: a 429 past them); the loading and the stopping of the engines; and
-`Server.publish`, which hands the engines' updates to the event loop, one hand-off per batch of updates
-(each to its request: `Completion.receive`).
+(`take_rows`, `free_rows`: a 429 past them); the primer's thread (`in_primer`: a 503 once stopping); the
+loading and the stopping of the engines; and `Server.publish`, which hands the engines' updates to the
+event loop, one hand-off per batch of updates (each to its request: `Completion.receive`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from fastapi import Request
@@ -35,6 +36,7 @@ from .config import ServeConfig, check_api_key
 from .engine import Engine, Update
 from .metrics import Metrics
 
+T = TypeVar("T")
 MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 
 
@@ -128,6 +130,20 @@ class Server:
             served.engine.close()
         self.primer.shutdown(wait=False, cancel_futures=True)
 
+    async def in_primer(self, work: Callable[[], T]) -> T:
+        """`work`'s result from the primer's thread, or a 503 once the server is stopping: `close` shuts the
+        primer down and cancels what waits in it, and a request that met either was a 500 with a traceback.
+        On the event loop, as `stop` is: none reaches the primer between the stop and the check."""
+        if self.stopping is not None:
+            raise shutting_down()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.primer, work)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.stopping is None or (task is not None and task.cancelling()):  # the request's own cancel
+                raise
+            raise shutting_down() from None
+
     def take_rows(self, rows: int) -> None:
         """A request's rows of --max-streams, or a 429 when they are not free. On the event loop only, as
         `free_rows`: the count has no lock, and a change made in two threads at once could be lost for good
@@ -200,6 +216,11 @@ def fingerprint(model: CharLM) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return "fp_" + digest.hexdigest()[:12]
+
+
+def shutting_down() -> APIError:
+    """What a request that comes too late to run is told once the server began to stop (`stop`)."""
+    return APIError(503, "the server is shutting down", code="shutting_down")
 
 
 def deliver(updates: list[Update]) -> None:
