@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import httpx
 import openai
@@ -49,9 +50,11 @@ from charlm.generation import Batch, StopRule, healed_seed
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
 from charlm.serve import completion, listening_socket
+from charlm.serve.api_error import APIError
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.serve.engine import PARALLEL_ROWS
+from charlm.serve.server import Server
 from charlm.vocab import Vocab
 
 from .conftest import (
@@ -2494,6 +2497,31 @@ def test_a_request_that_reaches_the_primer_as_the_server_stops_is_a_503(tiny_mod
         assert len(said) == 2 * len(SHUTDOWN_REQUESTS)
         assert all(status == 503 and '"message":"the server is shutting down"' in text for status, text in said), said
         assert state.busy == 0
+
+
+def test_a_cancel_at_shutdown_is_a_503_where_a_task_cannot_say_its_own_cancel(monkeypatch):
+    """Python 3.10's tasks have no `cancelling()` (3.11 on), which `Server.in_primer` asks to tell a request's
+    own cancel from the primer's at shutdown: there a request waiting in the primer as it was shut was an
+    AttributeError, a 500, where it is the 503 "the server is shutting down"."""
+    server, gate = Server.__new__(Server), threading.Event()
+    server.primer, server.stopping = concurrent.futures.ThreadPoolExecutor(1), None
+    server.primer.submit(gate.wait, 30)  # the primer busy: the request waits in it
+
+    async def shut_while_waiting() -> APIError:
+        waiting = asyncio.ensure_future(server.in_primer(lambda: "primed"))
+        await asyncio.sleep(0.05)
+        server.stopping = asyncio.get_running_loop().create_future()
+        server.primer.shutdown(wait=False, cancel_futures=True)
+        monkeypatch.setattr(asyncio, "current_task", lambda loop=None: types.SimpleNamespace())  # 3.10's task
+        with pytest.raises(APIError) as refused:
+            await waiting
+        return refused.value
+
+    try:
+        error = asyncio.run(shut_while_waiting())
+    finally:
+        gate.set()
+    assert (error.status, error.message) == (503, "the server is shutting down")
 
 
 STREAMED_TO_THE_END = [  # (path, body, what ends the stream)
