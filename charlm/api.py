@@ -163,7 +163,7 @@ def start_run(
     # rank 0's and broadcast, cannot carry; Trainer.start sets the threads again for a resume, which skips this.
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     base_vocab = None if start is None else start.checkpoint.vocab
-    config = plan.with_absolute_eval_also(config)  # a value given: checked before the run folder and the limit
+    plan.check_eval_also(config)  # a value given: checked before the run folder and the limit, kept as typed
     plan.check_out(out)
     check_not_cached(sources)
     config.require_limit()  # the last check of what was given, before the text is read: minutes for a big one

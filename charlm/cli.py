@@ -238,8 +238,8 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     named = [str(path) for path in paths] + [f"{name} (held-out text)" for name in checkpoints.values()]
     instead = "; give its text as a FILE instead"
 
-    def among_files(other: Path) -> str:  # a damaged run's other checkpoint, where FILES gave it
-        return call("eval", typed(other), path=path)
+    def among_files(other: Path) -> str:  # a damaged run's other checkpoint, where FILES gave it; RUN as typed
+        return call("eval", typed(other), path=path if target is None else target)
 
     texts += [runtext.held_out_text(run, quiet, None, instead, among_files) for run in checkpoints]
     order = given_order(files, run_texts, paths, list(checkpoints.values()))

@@ -118,8 +118,8 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     batch, then dropout and cadence from the passes at that size's speed); then every check a run
     must pass, before a run folder is named or claimed. Every choice keeps its reason; a GPU's batch,
     a fitted size and dropout are also said on stderr (not with --quiet)."""
-    config = with_absolute_eval_also(config)
-    check_before_measuring(config, corpus, out)
+    as_given, config = config, with_absolute_eval_also(config)
+    check_before_measuring(as_given, corpus, out)  # its refusals name --eval-also as typed, not as the run keeps it
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
 
     def say(line: str) -> str:  # kept as written, said as the caller writes options
@@ -396,6 +396,13 @@ def check_kept_eval_also(config: Config, run_dir: Path) -> None:
             f"deleted); resume with its new path, {said('eval_also', metavar='NEW')}, or with "
             f"{said('eval_also', '')} to score it no more"
         )
+
+
+def check_eval_also(config: Config) -> None:
+    """Refuse an --eval-also that names nothing to score before a new run's folder is claimed and its corpus
+    read, leaving it as typed: the plan reads it so, and a damaged run's advice (`--eval-also RUN/latest.pt`)
+    repeats the path the user gave, as every command's does, not the absolute one a resume needs."""
+    with_absolute_eval_also(config)
 
 
 def with_absolute_eval_also(config: Config) -> Config:

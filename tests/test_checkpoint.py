@@ -809,34 +809,39 @@ def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_read
 @pytest.mark.parametrize(
     "args, advised",
     [
-        ("eval {run}", "charlm eval {}"),
-        ("serve {run} --port 0", "charlm serve {}"),
-        ("export {run} --format html", "charlm export {}"),
-        ("inspect {run} {text}", "charlm inspect {} FILE"),
-        ("train {text} --init-from {run}", "--init-from {}"),
-        ("info {run}/best.pt", "charlm sample {}"),
-        ("train {text} --eval-also {run} --quiet", "--eval-also {}"),
-        ("eval {run}/latest.pt {run}", "charlm eval {0} {0}"),
+        ("eval {run}", "charlm eval {last}"),
+        ("serve {run} --port 0", "charlm serve {last}"),
+        ("export {run} --format html", "charlm export {last}"),
+        ("inspect {run} {text}", "charlm inspect {last} FILE"),
+        ("train {text} --init-from {run}", "--init-from {last}"),
+        ("info {run}/best.pt", "charlm sample {last}"),
+        ("train {text} --eval-also {run} --quiet", "--eval-also {last}"),
+        ("eval {run}/latest.pt {run}", "charlm eval {run}/latest.pt {last}"),
+        ("eval ./model {run}", "charlm eval ./model {last}"),
     ],
-    ids=["eval", "serve", "export", "inspect", "fine-tune", "info", "eval-also", "eval-held-out"],
+    ids=["eval", "serve", "export", "inspect", "fine-tune", "info", "eval-also", "eval-held-out", "eval-model-typed"],
 )
-def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained, tmp_path, args, advised):
+def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained, in_tmp, args, advised):
     """`charlm serve RUN` (eval, export, inspect, a fine-tune's --init-from) of a run whose best.pt was cut short
     advised "(as in charlm sample RUN/latest.pt)": a user serving a run wants it served. The advice names the
     command run, taking the file as that command takes one; `charlm info`, which shows a file rather than uses
     it, the sample whose refusal its damaged row is. A run read for its held-out text (--eval-also RUN, eval's
     FILES) was advised as the command's model (`--init-from RUN/latest.pt`: a fine-tune, not a score): it is
-    named where it was given."""
-    run = shutil.copytree(trained.parent, tmp_path / "run")
-    best, last = run / runs.BEST, run / runs.LATEST
+    named where it was given. The paths are those typed, relative, as in the command pasted back: --eval-also's
+    was named absolute (kept so for a resume before it was read), and eval's model rewritten (`./model` as
+    `model/best.pt`)."""
+    shutil.copytree(trained.parent, "run")
+    shutil.copytree(trained.parent, "model")
+    best, last = Path("run", runs.BEST), Path("run", runs.LATEST)
     best.write_bytes(best.read_bytes()[:40])
-    text = tmp_path / "fox.txt"
-    text.write_text("the quick brown fox\n" * 5, encoding="utf-8")
+    Path("fox.txt").write_text("the quick brown fox\n" * 5, encoding="utf-8")
+    result = cli(*args.format(run="./run", text="fox.txt").split())
     assert_one_line_error(
-        cli(*args.format(run=run, text=text).split()),
+        result,
         f"{best}: truncated checkpoint (40 bytes, no whole header)",
-        f"; use the run's other checkpoint, {last}, in its place (as in {advised.format(last)})",
+        f"; use the run's other checkpoint, {last}, in its place (as in {advised.format(run='./run', last=last)})",
     )
+    assert str(in_tmp) not in result.output
 
 
 def test_a_damaged_copy_outside_any_run_says_to_copy_it_again_or_use_the_run_beside_it(trained, tmp_path):

@@ -26,11 +26,20 @@ ENGLISH = Vocab(sorted(set("abcdefghijklmnopqrstuvwxyz ,.\n'")))
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+# The seed of `chinese_model`'s untrained weights: drawn from the global RNG, they were another model in each
+# process (whatever ran before), and a test built on them caught a door's wrong priming in ~95% of processes
+# (190 of seeds 0-199; not 0). At 1 the interactive poem's test fails a first turn that primes its last character only.
+CHINESE_MODEL_SEED = 1
+
+
 @functools.cache
 def chinese_model():
     """An untrained model whose likeliest characters are the ones a form forbids (letters, spaces,
-    line breaks), so only the template keeps its samples in shape."""
-    model = make_model(CHINESE, layers=1, hidden=16).eval()
+    line breaks), so only the template keeps its samples in shape. Its weights are the same in every
+    process (`CHINESE_MODEL_SEED`), drawn without moving the global RNG another test's draws follow."""
+    with torch.random.fork_rng(devices=[]):  # the CPU's generator, which draws them, and no GPU's
+        torch.default_generator.manual_seed(CHINESE_MODEL_SEED)
+        model = make_model(CHINESE, layers=1, hidden=16).eval()
     with torch.no_grad():
         for char in "abc \n、":
             model.head.bias[CHINESE.index[char]] = 6.0
