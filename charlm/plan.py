@@ -336,11 +336,13 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     config.require_limit()  # --max-time none on a run that had no --max-steps: before its text is read
     if "eval_also" not in overrides:
         check_kept_eval_also(config, run_dir)
-    config = with_absolute_eval_also(config)
+    as_given, config = config, with_absolute_eval_also(config)
     if not text_given and (spent := limits_spent(config, saved.progress, run_dir)):
         raise CharLMError(f"{spent}; give a larger limit to go on (limits count the whole run)")
     write_checks.check_run_info_readable(run_dir)  # first: one chmod 000 is unreadable before it is write-protected
     write_checks.check_resumable(run_dir)
+    if "eval_also" in overrides and ranks.leader:  # as a new run's plan: its refusals name it as typed, not as kept
+        read_eval_also(as_given, saved.vocab)
     reasons = runs.read_reasons(run_dir)
     given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
     reasons = {**reasons, **{name: "given when resumed" for name in given_now}}

@@ -818,8 +818,20 @@ def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_read
         ("train {text} --eval-also {run} --quiet", "--eval-also {last}"),
         ("eval {run}/latest.pt {run}", "charlm eval {run}/latest.pt {last}"),
         ("eval ./model {run}", "charlm eval ./model {last}"),
+        ("train --resume ./model --max-steps 21 --eval-also {run} --quiet", "--eval-also {last}"),
     ],
-    ids=["eval", "serve", "export", "inspect", "fine-tune", "info", "eval-also", "eval-held-out", "eval-model-typed"],
+    ids=[
+        "eval",
+        "serve",
+        "export",
+        "inspect",
+        "fine-tune",
+        "info",
+        "eval-also",
+        "eval-held-out",
+        "eval-model-typed",
+        "resume-eval-also",
+    ],
 )
 def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained, in_tmp, args, advised):
     """`charlm serve RUN` (eval, export, inspect, a fine-tune's --init-from) of a run whose best.pt was cut short
@@ -828,7 +840,7 @@ def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained
     it, the sample whose refusal its damaged row is. A run read for its held-out text (--eval-also RUN, eval's
     FILES) was advised as the command's model (`--init-from RUN/latest.pt`: a fine-tune, not a score): it is
     named where it was given. The paths are those typed, relative, as in the command pasted back: --eval-also's
-    was named absolute (kept so for a resume before it was read), and eval's model rewritten (`./model` as
+    was named absolute (kept so for a resume before it was read; a resume given it now, too), and eval's model rewritten (`./model` as
     `model/best.pt`)."""
     shutil.copytree(trained.parent, "run")
     shutil.copytree(trained.parent, "model")

@@ -2499,6 +2499,23 @@ def test_a_request_that_reaches_the_primer_as_the_server_stops_is_a_503(tiny_mod
         assert state.busy == 0
 
 
+def test_a_request_at_shutdown_is_a_503_even_with_every_stream_busy():
+    """A request that asks for rows once the server is stopping (its logit bias or template checked meanwhile)
+    found every stream still busy with the requests the stop is ending and was a 429 "retry shortly", where the
+    docs promise the 503 "the server is shutting down": its client would retry a server that is going away."""
+    server = Server({}, ServeConfig(max_streams=1))
+
+    async def asked_once_stopping() -> None:
+        server.take_rows(1)  # a stream in flight, not yet ended by the stop
+        await server.stop()
+        server.take_rows(1)
+
+    with pytest.raises(APIError) as refused:
+        asyncio.run(asked_once_stopping())
+    assert (refused.value.status, refused.value.message) == (503, "the server is shutting down")
+    assert server.busy == 1  # the late request took none
+
+
 def test_a_cancel_at_shutdown_is_a_503_where_a_task_cannot_say_its_own_cancel(monkeypatch):
     """Python 3.10's tasks have no `cancelling()` (3.11 on), which `Server.in_primer` asks to tell a request's
     own cancel from the primer's at shutdown: there a request waiting in the primer as it was shut was an

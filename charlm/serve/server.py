@@ -147,9 +147,12 @@ class Server:
             raise shutting_down() from None
 
     def take_rows(self, rows: int) -> None:
-        """A request's rows of --max-streams, or a 429 when they are not free. On the event loop only, as
-        `free_rows`: the count has no lock, and a change made in two threads at once could be lost for good
-        (every later request a 429, or more rows than --max-streams)."""
+        """A request's rows of --max-streams, or a 429 when they are not free; a 503 once the server is stopping,
+        whose rows are busy with what the stop ends (a 429 has a client retry a server going away). On the event
+        loop only, as `free_rows`: the count has no lock, and a change made in two threads at once could be lost
+        for good (every later request a 429, or more rows than --max-streams)."""
+        if self.stopping is not None:
+            raise shutting_down()
         if self.busy + rows > self.config.max_streams:
             raise APIError(
                 429,
