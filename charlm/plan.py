@@ -404,7 +404,8 @@ def check_eval_also(config: Config) -> None:
     """Refuse an --eval-also that names nothing to score before a new run's folder is claimed and its corpus
     read, leaving it as typed: the plan reads it so, and a damaged run's advice (`--eval-also RUN/latest.pt`)
     repeats the path the user gave, as every command's does, not the absolute one a resume needs."""
-    with_absolute_eval_also(config)
+    if config.eval_also:
+        eval_also_kept(config.eval_also)
 
 
 def with_absolute_eval_also(config: Config) -> Config:

@@ -120,7 +120,8 @@ class Server:
 
     async def stop(self) -> None:
         """Stop the engines (once, however often asked), in a thread: each finishes its step first. Their
-        requests in flight end with an error, and a request not yet handed to one is refused (`Completion.start`)."""
+        requests in flight end with an error, and a request not yet handed to one is a 503 (`take_rows`,
+        `in_primer`, `Completion.start`)."""
         if self.stopping is None:
             self.stopping = asyncio.ensure_future(asyncio.to_thread(self.close))
         await asyncio.shield(self.stopping)
@@ -142,7 +143,8 @@ class Server:
             task = asyncio.current_task()
             # the request's own cancel (Task.cancelling: Python 3.11 on; 3.10's task cannot tell, and its
             # client, gone with the server, reads no answer)
-            if self.stopping is None or (task is not None and getattr(task, "cancelling", int)()):
+            cancelling = getattr(task, "cancelling", None)
+            if self.stopping is None or (cancelling is not None and cancelling()):
                 raise
             raise shutting_down() from None
 
