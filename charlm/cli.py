@@ -26,7 +26,7 @@ from .commands.usage import OneLineUsageError, said_in_one_line
 from .config import CORPUS_OPTIONS, Config
 from .errors import CharLMError, SaidElsewhere, one_line, one_line_path
 from .export_names import HTML_WEIGHTS
-from .fields import SHOWN, call, on_command_line, said, typed
+from .fields import SHOWN, call, on_command_line, path_typed, said
 from .inspection import MAX_CHARS
 from .serve.config import ServeConfig
 from .stopping import leaving_at_once
@@ -239,7 +239,7 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     instead = "; give its text as a FILE instead"
 
     def among_files(other: Path) -> str:  # a damaged run's other checkpoint, where FILES gave it; RUN as typed
-        return call("eval", typed(other), path=path if target is None else target)
+        return call("eval", path_typed(other), path=path if target is None else target)
 
     texts += [runtext.held_out_text(run, quiet, None, instead, among_files) for run in checkpoints]
     order = given_order(files, run_texts, paths, list(checkpoints.values()))

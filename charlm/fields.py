@@ -19,6 +19,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import re
 import reprlib
 import shlex
@@ -219,7 +220,7 @@ def call(command: str, *options: str, path: str | PurePath | None = None) -> str
     --resume RUN` on the command line; in Python the function of that name, `charlm.train(resume='RUN')`,
     since a message that gives a whole command is followed by pasting it where its caller works."""
     if flags_said():
-        return " ".join(["charlm", command, *([typed(path)] if path is not None else []), *options])
+        return " ".join(["charlm", command, *([path_typed(path)] if path is not None else []), *options])
     return f"charlm.{command}({together(*([written(path)] if path is not None else []), *options)})"
 
 
@@ -298,6 +299,13 @@ def typed(value: object) -> str:
     return text if SHELL_PLAIN.fullmatch(text) else shlex.quote(text)
 
 
+def path_typed(path: str | PurePath) -> str:
+    """A path as one of a command's arguments, `typed`: `./` before one that begins with '-', which the
+    command would read as an option (`charlm eval -d/latest.pt`: no such option -d)."""
+    text = str(path)
+    return typed(f".{os.sep}{text}" if text.startswith("-") else text)
+
+
 def _ansi_c_escaped(char: str) -> str:
     """One character inside bash's $'...': a backslash, quote or unprintable one escaped (a letter of
     any script as it is: `\\xe9` would be the byte, not the UTF-8 é)."""
@@ -315,7 +323,7 @@ def paths_given(paths: list[str]) -> str:
     """Paths as their caller gives them, to paste: each a shell word (`typed`) on the command line,
     `a.txt 'my book.txt'`; one path, or the list of them, as Python writes it."""
     if flags_said():
-        return " ".join(map(typed, paths))
+        return " ".join(map(path_typed, paths))
     return written(paths[0]) if len(paths) == 1 else repr(list(paths))
 
 

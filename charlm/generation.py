@@ -32,9 +32,11 @@ MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps
 def row_seeds(random_seed: int | None, count: int) -> list[int]:
     """The generator seeds of `count` samples of one seed text: sample i's is `random_seed + i`, so that
     it draws the same text alone or beside others; unseeded, from a base of its own (a text's samples
-    never share a stream). The one rule for `charlm sample`, `charlm.generate` and the server's `seed`."""
+    never share a stream). The one rule for `charlm sample`, `charlm.generate` and the server's `seed`.
+    Past 2**63 - 1 it wraps to -2**63 on, as torch reads a seed (as 64 bits: the same generator), so that
+    each is a seed --random-seed takes back."""
     base = secrets.randbits(62) if random_seed is None else random_seed
-    return [base + i for i in range(count)]
+    return [(base + i + 2**63) % 2**64 - 2**63 for i in range(count)]
 
 
 def primed_text(vocab: Vocabulary, read: str) -> str:

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+PID_MAX = 2**31 - 1  # a PID is a pid_t, a C int wherever charlm runs: os.kill overflows on a larger one
+
 
 def process_name() -> str:
     """This process as the files it owns name it: `PID`, or `PID-START` where the OS says when it
@@ -26,7 +28,7 @@ def named_process_alive(name: str) -> bool | None:
     """Whether the process that `process_name` named `name` still runs; None: `name` names none."""
     pid, _, started = name.partition("-")
     pid_number, started_number = named_number(pid), named_number(started)
-    if not pid_number or (started and started_number is None):
+    if not pid_number or pid_number > PID_MAX or (started and started_number is None):
         return None
     return process_alive(pid_number, started_number)
 

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -854,6 +855,22 @@ def test_a_damaged_best_pt_names_latest_pt_with_the_command_the_user_ran(trained
         f"; use the run's other checkpoint, {last}, in its place (as in {advised.format(run='./run', last=last)})",
     )
     assert str(in_tmp) not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, advised",
+    [("eval ./-d", "charlm eval ./-d/latest.pt"), ("eval ./run ./-d", "charlm eval ./run ./-d/latest.pt")],
+    ids=["model", "held-out"],
+)
+def test_a_damaged_run_whose_name_begins_with_a_dash_is_advised_in_a_command_that_runs(trained, in_tmp, args, advised):
+    """A run folder named `-d`, typed `./-d`, was advised `charlm eval -d/latest.pt`: pasted, the command
+    read the path as an option (`no such option -d`). A path that begins with '-' is given as `./-d`."""
+    shutil.copytree(trained.parent, "-d")
+    shutil.copytree(trained.parent, "run")
+    best = Path("-d", runs.BEST)
+    best.write_bytes(best.read_bytes()[:40])
+    assert_one_line_error(cli(*args.split()), f"(as in {advised})")
+    assert cli(*shlex.split(advised)[1:]).exit_code == 0
 
 
 def test_a_damaged_copy_outside_any_run_says_to_copy_it_again_or_use_the_run_beside_it(trained, tmp_path):

@@ -771,6 +771,19 @@ def test_each_json_sample_names_the_random_seed_that_makes_it_alone(trained):
         assert json.loads(alone.output)["text"] == kept["text"]
 
 
+def test_a_json_sample_past_the_last_64_bit_seed_names_a_seed_that_makes_it_again(trained):
+    """--random-seed 9223372036854775806 --num-samples 3 named its third sample's seed 2**63, which
+    --random-seed refuses (a 64-bit integer): the sample could not be made again. Sample i's seed wraps
+    as the generator reads it (as 64 bits), to -2**63, which writes it alone."""
+    options = ["--seed", "the", "--length", "30", "--temperature", "1.5", "--json"]
+    result = cli("sample", trained, *options, "--num-samples", "3", "--random-seed", str(2**63 - 2))
+    objects = [json.loads(line) for line in result.output.splitlines()]
+    assert [o["random_seed"] for o in objects] == [2**63 - 2, 2**63 - 1, -(2**63)], objects
+    for kept in objects:
+        alone = cli("sample", trained, *options, "--random-seed", str(kept["random_seed"]))
+        assert json.loads(alone.output)["text"] == kept["text"], alone.output
+
+
 def test_an_unseeded_json_sample_names_the_drawn_seed_that_makes_it_again(trained):
     """Unseeded, each object said `"random_seed": null` though charlm drew its generator's seed: a user who liked
     a sample could not have it again. It names the seed its row drew from (the batch's, not worked out again)."""

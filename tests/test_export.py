@@ -680,6 +680,26 @@ def test_a_reexport_killed_between_its_renames_leaves_a_folder_that_reads_as_tha
     assert all(torch.equal(saved.weights[name], models[1].weights[name]) for name in saved.weights)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the OS does not say when a process started")
+def test_a_link_named_as_a_killed_exports_temporary_is_not_read(tmp_path, monkeypatch):
+    """A damaged folder's leftovers of a killed export were read through a link named as one: its target
+    (/etc/passwd, a file of gigabytes, another folder's vocab.json) was read whole, and one whose bytes
+    matched made the folder load. An export writes its temporaries as files; a link is someone else's."""
+    models = two_runs(tmp_path)
+    exported(models[1], tmp_path / "other")
+    exported(models[0], tmp_path / "hub")
+    monkeypatch.setattr(hub, "REREAD_WAITS", ())
+    vocab = tmp_path / "hub" / hub.VOCAB
+    (tmp_path / "whole-vocab.json").write_bytes(vocab.read_bytes())
+    vocab.write_bytes((tmp_path / "other" / hub.VOCAB).read_bytes())
+    killed = f".{hub.VOCAB}.tmp-{os.getpid()}-1"  # this PID, started 1 tick after boot: a dead process's
+    (tmp_path / "hub" / killed).symlink_to(tmp_path / "whole-vocab.json")
+    assert_one_line_error(cli("sample", str(tmp_path / "hub")), "vocab.json is not the file its config.json")
+    (tmp_path / "hub" / killed).unlink()
+    (tmp_path / "hub" / killed).write_bytes((tmp_path / "whole-vocab.json").read_bytes())
+    assert charlm.load(tmp_path / "hub").vocab.chars == models[0].vocab.chars  # a file left so is read
+
+
 def test_a_model_folder_of_two_exports_is_a_one_line_error_and_an_older_one_loads(tmp_path, monkeypatch):
     """A folder whose vocab.json is another export's (copied in by hand, or mixed by an older charlm's two
     exports at once) is refused once reading again finds it so still; an export from before config.json

@@ -317,11 +317,12 @@ def test_a_killed_writers_temporary_goes_though_its_pid_now_names_another_proces
         unrelated.wait()
 
 
-@pytest.mark.parametrize("owner", ["9" * 20, "9" * 200, "²", "1-²", "1-" + "9" * 200])
+@pytest.mark.parametrize("owner", ["9" * 10, str(2**31), "9" * 18, "9" * 20, "9" * 200, "²", "1-²", "1-" + "9" * 200])
 def test_a_file_named_as_a_temporary_of_no_process_is_kept_and_the_write_goes_on(tmp_path, owner):
     """A file beside a checkpoint named as a temporary of a PID no process can have (`.model.html.tmp-`
     and 20 nines, a superscript digit) made every write of it a traceback: os.kill overflowed, int()
-    refused '²'. It names no process: kept, as any such name is."""
+    refused '²'. 10 to 18 digits still overflowed it: a PID is a C int (pid_t), not a C long. It names
+    no process: kept, as any such name is."""
     page = tmp_path / "model.html"
     other = tmp_path / f".model.html.tmp-{owner}"
     other.write_bytes(b"someone's own file")
