@@ -184,10 +184,9 @@ class Vocab:
         """A character is its own name."""
         return self.chars[token]
 
-    def unseen_in(self, text: str, start: int = 0) -> list[str]:
-        """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance
-        (`unseen_counts`'s)."""
-        return list(self.unseen_counts(text, start))
+    def unseen_in(self, text: str) -> list[str]:
+        """Characters of `text` outside the vocabulary, in order of first appearance (`unseen_counts`'s)."""
+        return list(self.unseen_counts(text))
 
     def unseen_counts(self, text: str, start: int = 0) -> dict[str, int]:
         """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance,
