@@ -31,9 +31,9 @@ CORNER_QUOTES = {"「": "“", "」": "”", "『": "‘", "』": "’"}
 # Taiwan's ellipsis is '⋯', the mainland's '…'. Not '《》' and '〈〉': the single angle brackets are the
 # title mark inside the double ones, another mark, as '‘' is inside '“'.
 SAME_MARKS = ("…⋯", "【〖", "】〗", "—―─－", "～〜~", "·・•‧")
-# A vocabulary is simplified Chinese (`Vocab.simplified_chinese`) with this many Han characters or more,
+# A vocabulary is simplified Chinese (`is_simplified_chinese`) with this many Han characters or more,
 # nearly all in GB2312: hongloumeng's 4,401 are 96% GB2312, tangshi300's 2,553 98%. It is traditional
-# Chinese (`Vocab.traditional_chinese`) with nearly all in Big5: the two in traditional characters (OpenCC
+# Chinese (`is_traditional_chinese`) with nearly all in Big5: the two in traditional characters (OpenCC
 # 's2t') are 98.6% and 99.5% Big5 (and 62%, 64% GB2312); in simplified ones, as they are, 68% Big5.
 MIN_HAN = 50
 HAN_SHARE = 0.9

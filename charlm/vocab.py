@@ -24,8 +24,6 @@ from .fields import SHOWN, missing_keys, said
 from .pieces import PieceVocab, TextIndex, token_ids
 from .unseen import (
     first_named,
-    is_simplified_chinese,
-    is_traditional_chinese,
     never_seen,
     other_forms,
     other_forms_table,
@@ -186,10 +184,9 @@ class Vocab:
         """A character is its own name."""
         return self.chars[token]
 
-    def unseen_in(self, text: str, start: int = 0) -> list[str]:
-        """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance
-        (`unseen_counts`'s)."""
-        return list(self.unseen_counts(text, start))
+    def unseen_in(self, text: str) -> list[str]:
+        """Characters of `text` outside the vocabulary, in order of first appearance (`unseen_counts`'s)."""
+        return list(self.unseen_counts(text))
 
     def unseen_counts(self, text: str, start: int = 0) -> dict[str, int]:
         """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance,
@@ -274,16 +271,6 @@ class Vocab:
     def other_script(self) -> tuple[frozenset[str], str]:
         """`unseen.other_script` of this vocabulary, worked out once: every unseen character named asks."""
         return other_script(self.chars)
-
-    @functools.cached_property
-    def simplified_chinese(self) -> bool:
-        """`unseen.is_simplified_chinese` of this vocabulary."""
-        return is_simplified_chinese(self.chars)
-
-    @functools.cached_property
-    def traditional_chinese(self) -> bool:
-        """`unseen.is_traditional_chinese` of this vocabulary."""
-        return is_traditional_chinese(self.chars)
 
     def id_table(self) -> np.ndarray:
         """Every code point's id (the unknown symbol's, or UNSEEN, for those outside the vocabulary),

@@ -16,6 +16,7 @@ from charlm.errors import CharLMError
 from charlm.forms import FORM_NAMES, FORMS, template_of
 from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import Conversation, generate, primed_for
+from charlm.unseen import is_simplified_chinese
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model, state_telling
@@ -168,7 +169,7 @@ def test_an_acrostic_of_traditional_characters_is_named_whole_as_a_seed_is():
     option fixed is named now, in the seed's words (`unseen.never_seen`); a template's likewise."""
     poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼玉黛"
     model = make_model(Vocab(sorted(set(poem + "，。\n"))), layers=1, hidden=8).eval()
-    assert model.vocab.simplified_chinese
+    assert is_simplified_chinese(model.vocab.chars)
     with pytest.raises(CharLMError) as seed_error:
         model.vocab.encode("寶玉黛釵", what="acrostic")
     with pytest.raises(CharLMError) as error:

@@ -16,7 +16,7 @@ from charlm.pieces import PieceVocab, train_model
 from charlm.scoring import bits_per_char, prompt_logprobs, surprise
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
-from charlm.unseen import never_seen
+from charlm.unseen import is_simplified_chinese, never_seen
 from charlm.unseen_notes import unseen_note
 from charlm.vocab import UNSEEN, Vocab
 
@@ -104,7 +104,7 @@ def test_the_unseen_note_says_which_form_the_model_knows_in_one_short_line():
     vocab = Vocab(sorted(set(poem + "，：、")))  # GB2312's characters: a vocabulary of simplified Chinese
     text = "明,月:們" + "".join(chr(0x4E00 + i) for i in range(100, 140)) + ",:" + poem  # the poem: most is known
     note = unseen_note(vocab, [text])
-    assert vocab.simplified_chinese and vocab.name_unseen("們").startswith("'們' (traditional")
+    assert is_simplified_chinese(vocab.chars) and vocab.name_unseen("們").startswith("'們' (traditional")
     named = "',' 2 times (the model writes '，' or '、') ':' 2 times (the model writes '：') '們' once '乤' once"
     assert note.startswith(f"45 unseen characters excluded from the score (43 distinct: {named} ...); ")
 

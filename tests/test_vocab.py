@@ -9,7 +9,13 @@ import torch
 
 from charlm.errors import CharLMError
 from charlm.pieces import PieceVocab, train_model
-from charlm.unseen import SIMPLIFIED_NOTE, TRADITIONAL_NOTE, traditional_characters
+from charlm.unseen import (
+    SIMPLIFIED_NOTE,
+    TRADITIONAL_NOTE,
+    is_simplified_chinese,
+    is_traditional_chinese,
+    traditional_characters,
+)
 from charlm.vocab import UNSEEN, Vocab, Vocabulary
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
@@ -153,7 +159,7 @@ def test_a_simplified_character_for_a_model_of_traditional_text_is_said_to_be_on
     why, where the other way round is named traditional: now each asks "simplified?". A character with no
     traditional form (a radical, '亻'; chemistry's '酰'; '着', which cannot be told from '著') is not."""
     vocab = Vocab.from_counts(Counter(TRADITIONAL))
-    assert vocab.traditional_chinese and not vocab.simplified_chinese
+    assert is_traditional_chinese(vocab.chars) and not is_simplified_chinese(vocab.chars)
     with pytest.raises(CharLMError) as error:
         vocab.encode("宝玉们道：“”", what="--seed")
     assert str(error.value) == (
@@ -166,14 +172,14 @@ def test_a_simplified_character_for_a_model_of_traditional_text_is_said_to_be_on
     )
     assert not set("亻酰着玉") & set(vocab.unseen_hints()["other_script"])
     simplified = Vocab.from_counts(Counter(SIMPLIFIED))  # the mirror: a model of simplified text
-    assert not simplified.traditional_chinese and simplified.name_unseen("宝") == "'宝'"
+    assert not is_traditional_chinese(simplified.chars) and simplified.name_unseen("宝") == "'宝'"
 
 
 def test_a_vocabulary_of_characters_both_scripts_write_gets_one_note():
     """Characters both sets hold ('一乙丁七') make a vocabulary both Big5 and GB2312: it is taken for simplified,
     so its unseen '寶' and '宝' are not each said to be the other's script."""
     both = Vocab.from_counts(Counter(bytes(b for byte in range(0x40, 0x7F) for b in (0xA4, byte)).decode("big5")))
-    assert both.simplified_chinese and not both.traditional_chinese
+    assert is_simplified_chinese(both.chars) and not is_traditional_chinese(both.chars)
     assert both.name_unseen("宝") == "'宝'" and both.name_unseen("寶") == f"'寶' ({TRADITIONAL_NOTE})"
 
 

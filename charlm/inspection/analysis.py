@@ -319,13 +319,13 @@ class Inspection:
     behind: str = ""  # where the model loses to the best n-gram on a new text: what that means (`behind_note`)
 
 
-def share_seen(text: str, fitted: str, width: int = SPAN, most: int = SEEN_SPANS) -> float:
-    """The share of `text`'s `width`-character spans (`most` of them at most, not overlapping, evenly spread)
+def share_seen(text: str, fitted: str) -> float:
+    """The share of `text`'s SPAN-character spans (SEEN_SPANS of them at most, not overlapping, evenly spread)
     found word for word in `fitted`: a text the n-gram was fitted on gives 1, another near 0. A search of
     `fitted` per span, no index of all its spans: 0.06 s for 5,000 held-out characters of hongloumeng,
     next to the n-gram fit's 20 s (docs/inspect.md)."""
-    step = max(width, -(-(len(text) - width + 1) // most))
-    spans = [text[start : start + width] for start in range(0, len(text) - width + 1, step)]
+    step = max(SPAN, -(-(len(text) - SPAN + 1) // SEEN_SPANS))
+    spans = [text[start : start + SPAN] for start in range(0, len(text) - SPAN + 1, step)]
     return sum(span in fitted for span in spans) / len(spans) if spans else 0.0
 
 
