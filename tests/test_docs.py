@@ -1024,6 +1024,31 @@ CLIENT_EXAMPLES = {
 }
 
 
+TINYSHAKESPEARE_CHARACTERS = "\n !$&',-.3:;?" + string.ascii_uppercase + string.ascii_lowercase
+
+
+def test_the_tokenize_reply_serve_md_shows_is_what_curl_prints():
+    """serve.md shows what its `curl .../tokenize` prints for a tinyshakespeare model; it showed the JSON
+    spaced as Python writes it, where the server sends it compact, so the reader's screen differed."""
+    import_or_missing("fastapi")
+    from fastapi.testclient import TestClient
+
+    from charlm.serve import ServeConfig
+    from charlm.serve.app import create_app
+
+    page = (REPO / "docs" / "serve.md").read_text(encoding="utf-8")
+    shown = re.search(r"`curl http://127\.0\.0\.1:8080/tokenize -d '([^']+)'` gives\s+`([^`]+)`", page)
+    assert shown, "serve.md shows no `curl .../tokenize -d '...'` gives `...`"
+    model = make_model(TINYSHAKESPEARE_CHARACTERS, layers=1, hidden=8)
+    assert len(model.vocab) == 65  # tinyshakespeare's vocabulary, in charlm's (code point) order
+    with TestClient(create_app({"tinyshakespeare": lambda: model}, ServeConfig())) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/health").status_code == 503 and time.monotonic() < deadline:  # loading
+            time.sleep(0.01)
+        printed = client.post("/tokenize", content=shown[1]).text  # curl -d's body, as sent
+    assert printed == shown[2], f"serve.md shows {shown[2]}; curl prints {printed}"
+
+
 def test_the_serving_pages_client_examples_run(capsys):
     """serve.md's client examples (completions, a form and a template, the Responses API) and
     usage.zh.md's, run in turn against a server on 127.0.0.1 serving a tiny model under the names
