@@ -29,7 +29,7 @@ import charlm
 from charlm import finetune
 from charlm.config import Config
 
-from .conftest import REPO, TINY, cli, import_or_missing, make_model
+from .conftest import REPO, TINY, TINY_ARGS, cli, import_or_missing, make_model
 
 DOCS = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -1024,6 +1024,31 @@ CLIENT_EXAMPLES = {
 }
 
 
+TINYSHAKESPEARE_CHARACTERS = "\n !$&',-.3:;?" + string.ascii_uppercase + string.ascii_lowercase
+
+
+def test_the_tokenize_reply_serve_md_shows_is_what_curl_prints():
+    """serve.md shows what its `curl .../tokenize` prints for a tinyshakespeare model; it showed the JSON
+    spaced as Python writes it, where the server sends it compact, so the reader's screen differed."""
+    import_or_missing("fastapi")
+    from fastapi.testclient import TestClient
+
+    from charlm.serve import ServeConfig
+    from charlm.serve.app import create_app
+
+    page = (REPO / "docs" / "serve.md").read_text(encoding="utf-8")
+    shown = re.search(r"`curl http://127\.0\.0\.1:8080/tokenize -d '([^']+)'` gives\s+`([^`]+)`", page)
+    assert shown, "serve.md shows no `curl .../tokenize -d '...'` gives `...`"
+    model = make_model(TINYSHAKESPEARE_CHARACTERS, layers=1, hidden=8)
+    assert len(model.vocab) == 65  # tinyshakespeare's vocabulary, in charlm's (code point) order
+    with TestClient(create_app({"tinyshakespeare": lambda: model}, ServeConfig())) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/health").status_code == 503 and time.monotonic() < deadline:  # loading
+            time.sleep(0.01)
+        printed = client.post("/tokenize", content=shown[1]).text  # curl -d's body, as sent
+    assert printed == shown[2], f"serve.md shows {shown[2]}; curl prints {printed}"
+
+
 def test_the_serving_pages_client_examples_run(capsys):
     """serve.md's client examples (completions, a form and a template, the Responses API) and
     usage.zh.md's, run in turn against a server on 127.0.0.1 serving a tiny model under the names
@@ -1398,6 +1423,27 @@ def test_the_rebuilding_line_the_chinese_guide_quotes_is_charlms(capsys):
     said = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rebuilding"))
     pattern = ".*".join(map(re.escape, quoted[1].split("...")))
     assert re.fullmatch(pattern, said), f"usage.zh.md quotes `{quoted[1]}`; charlm says `{said}`"
+
+
+def shell_word(word: str) -> str:
+    """A value as a doc types it for bash: `'...'` as written, `$'...'` with its escapes read."""
+    if word.startswith("$'"):
+        return codecs.decode(word[2:-1], "unicode_escape")
+    return shlex.split(word)[0]
+
+
+def test_the_run_folder_errors_the_chinese_guide_quotes_are_charlms():
+    """usage.zh.md quoted `--out 'x\\ny': ...` after charlm came to show such a name as bash types it,
+    `--out $'x\\ny'`: a reader comparing the line on their screen found another. Each `--out` error the
+    guide quotes (`...` standing for what varies) is what `charlm train` says for that value."""
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"`(--out (\$?'[^']*')[: ][^`]*)`", guide)
+    assert len(quoted) >= 2, "usage.zh.md quotes no --out errors"
+    Path("novel.txt").write_text("It was a dark night.\n" * 50, encoding="utf-8")
+    for message, word in quoted:
+        said = cli("train", "novel.txt", "--out", shell_word(word), *TINY_ARGS, "--max-steps", "1").output
+        pattern = ".*".join(map(re.escape, message.split("...")))
+        assert re.match(f"Error: {pattern}", said), f"usage.zh.md quotes `{message}`; charlm says `{said[:200]}`"
 
 
 @pytest.mark.parametrize("page", ["inspect.md", "how-it-works.zh.md"])
