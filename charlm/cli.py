@@ -390,7 +390,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     help="folder holding the runs",
 )
 def list_runs(root: str) -> None:
-    """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, updated; and, while a run's checkpoint is damaged (cut short by a kill), which."""
+    """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, last update; and, while a run's checkpoint is damaged (cut short by a kill), which."""
     click.echo(tables.runs_table(root))
     if note := tables.unread_note(root):  # after the table, which stays a table to read
         click.echo(note, err=True)
