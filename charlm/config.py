@@ -506,7 +506,9 @@ class SampleConfig:
     )
     num_samples: int = option(1, "samples generated side by side in one batch")
     random_seed: int | None = option(
-        None, "makes sampling reproducible; the first sample uses this seed, the next seed + 1, ..."
+        None,
+        "makes sampling reproducible; the first sample uses this seed, the next seed + 1, ...; only its low 32 "
+        "bits count (torch's generator): seed + 2**32 writes seed's text",
     )
     stop: str | None = option(
         None,

@@ -424,20 +424,33 @@ def surprise(
     computation as `trace` (`score`), without the per-layer states. `already_normalized`, `warn`: as
     `ids_with_context`."""
     check_reading("scoring.surprise", model, text, context, already_normalized=already_normalized, warn=warn)
-    top = plain(top)  # np.int64(3), as charlm.next_probs takes it
-    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
-        refuse("scoring.surprise", "top must be an integer, 0 or more", top)
+    top = checked_top("scoring.surprise", top)
     with reading_text("scoring.surprise", text):  # "notes.txt" names a file: the name is read, with a warning
         ids, start, read = ids_with_context(model, text, context, already_normalized, warn)
     with inference(model):
         outputs, _ = model.core(model.embed(ids[None]))
         scores = score(model, outputs[0], ids, start, top=top)
+    return Surprise(tokens_of(model, read, ids[start:].cpu()), scores.bits, guesses(model, scores))
+
+
+def checked_top(function: str, top: object) -> int:
+    """How many guesses `function` (`surprise`, `tracing.trace_and_surprise`) was asked to keep, refused unless a count."""
+    top = plain(top)  # np.int64(3), as charlm.next_probs takes it
+    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+        refuse(function, "top must be an integer, 0 or more", top)
+    return top
+
+
+def guesses(model: CharLM, scores: Scores) -> list[list[tuple[str, float]]]:
+    """Each row's top guesses (`Scores.top_ids`) as (token, probability), likeliest first, as `Surprise.top`
+    holds them: `surprise`'s and `tracing.trace_and_surprise`'s alike."""
+    if not scores.top_ids.shape[1]:  # none asked: no need to decode a big vocabulary's every token
+        return [[] for _ in scores.top_ids]
     decode = [model.vocab.decode([i]) for i in range(len(model.vocab))]
-    guesses = [
+    return [
         [(decode[i], float(p)) for i, p in zip(row_ids, row_probs) if i >= 0]
         for row_ids, row_probs in zip(scores.top_ids.tolist(), scores.top_probs.tolist())
     ]
-    return Surprise(tokens_of(model, read, ids[start:].cpu()), scores.bits, guesses)
 
 
 def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ from .arguments import check_reading, reading_text
 from .cells import GRUGates, LSTMGates, gru_cell, lstm_cell
 from .inference_context import inference
 from .model import CharLM
-from .scoring import ids_with_context, mean_bits, preview, score, tokens_of
+from .scoring import TOP, Surprise, checked_top, guesses, ids_with_context, mean_bits, preview, score, tokens_of
 
 GATE_NAMES = {"lstm": LSTMGates._fields, "gru": GRUGates._fields, "rnn": ()}  # the reference cells' names, in order
 
@@ -69,7 +69,16 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory. `warn`: as
     `scoring.ids_with_context`."""
+    return trace_and_surprise(model, text, context, probs, warn, top=0)[0]
+
+
+def trace_and_surprise(
+    model: CharLM, text: str, context: str | None = None, probs: bool = True, warn: bool = True, top: int = TOP
+) -> tuple[Trace, Surprise]:
+    """`trace`, and `scoring.surprise` with its `top` guesses, from one run of the model over the text: the
+    same head on the same top layer's outputs, so `charlm inspect`, which shows both, reads the text once."""
     check_reading("tracing.trace", model, text, context, probs=probs, warn=warn)
+    top = checked_top("tracing.trace", top)
     with reading_text("tracing.trace", text):  # "notes.txt" names a file: the name is read, with a warning
         ids, start, read = ids_with_context(model, text, context, warn=warn)
     with inference(model):
@@ -77,7 +86,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
         for number in range(model.config.layers):
             layers.append(trace_layer(model, number, inputs))
             inputs = layers[-1].hidden  # what the next layer, and after the last the head, reads
-        scores = score(model, inputs, ids, start, keep_probs=probs)
+        scores = score(model, inputs, ids, start, top=top, keep_probs=probs)
 
     def stack(parts: list[torch.Tensor]) -> np.ndarray:
         """Each layer's (T, H), the context's steps left out, as one (L, T, H) array."""
@@ -86,9 +95,10 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     text_ids = ids[start:].cpu()
     names = GATE_NAMES[model.config.cell]
     gates = {name: stack([layer.gates[k] for layer in layers]) for k, name in enumerate(names)}
-    return Trace(
+    tokens = tokens_of(model, read, text_ids)
+    traced = Trace(
         cell=model.config.cell,
-        tokens=tokens_of(model, read, text_ids),
+        tokens=tokens,
         ids=text_ids.numpy(),
         bits=scores.bits,
         probs=scores.probs,
@@ -96,6 +106,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
         cells=stack([layer.cells for layer in layers]) if model.config.cell == "lstm" else None,
         gates=gates,
     )
+    return traced, Surprise(tokens, scores.bits, guesses(model, scores))
 
 
 class LayerTrace(NamedTuple):

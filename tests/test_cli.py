@@ -797,6 +797,18 @@ def test_an_unseeded_json_sample_names_the_drawn_seed_that_makes_it_again(traine
     assert json.loads(alone.output)["text"] == drawn[1]["text"]
 
 
+def test_a_greedy_json_sample_names_no_random_seed(trained):
+    """`--greedy --json` named a drawn `random_seed` for each sample, though a greedy sample draws nothing:
+    any seed writes it, so the number named nothing. It is null; a sampled one beside it keeps its seed."""
+    options = ["--seed", "the", "--length", "20", "--json"]
+    greedy = [json.loads(line) for line in cli("sample", trained, *options, "--greedy").output.splitlines()]
+    assert [o["random_seed"] for o in greedy] == [None], greedy
+    seeded = cli("sample", trained, *options, "--greedy", "--num-samples", "2", "--random-seed", "5")
+    assert [json.loads(line)["random_seed"] for line in seeded.output.splitlines()] == [None, None]
+    sampled = cli("sample", trained, *options, "--num-samples", "2", "--random-seed", "5")
+    assert [json.loads(line)["random_seed"] for line in sampled.output.splitlines()] == [5, 6]
+
+
 def test_a_sample_kept_stop_line_break_ends_its_printed_line(trained, tmp_path):
     """`--stop '\\n\\n'` printed the kept stop and then a line break of its own: two blank lines after each
     sample. A sample that ends with a line break (its stop's) is printed as it is; one that does not gets one."""

@@ -1474,3 +1474,16 @@ def test_where_interactive_is_described_it_says_the_line_typed_is_the_seed():
     assert len(described) == 3, described
     for text in described:
         assert "--seed" in text, text
+
+
+def test_where_the_random_seed_is_described_it_says_only_its_low_32_bits_count():
+    """torch's CPU generator (MT19937, every sample's, on any device) is seeded with a seed's low 32 bits, so
+    `--random-seed 5` and `--random-seed 4294967301` write one text: the help and both READMEs say so, and
+    this holds them to it should torch ever read all 64 bits (then the sentence goes)."""
+    (seed_field,) = (f for f in dataclasses.fields(charlm.SampleConfig) if f.name == "random_seed")
+    said = [seed_field.metadata["help"]]
+    said += [(REPO / name).read_text(encoding="utf-8") for name in ("README.md", "README.zh.md")]
+    assert all("low 32 bits" in text or "低 32 位" in text for text in said), said[0]
+    model = make_model("\nabcdefgh ").eval()
+    texts = [charlm.generate(model, "a", length=40, temperature=2.0, random_seed=s) for s in (5, 5 + 2**32, 6)]
+    assert texts[0] == texts[1] != texts[2], texts

@@ -232,7 +232,7 @@ def test_inspect_says_once_on_the_terminal_and_the_page_what_to_do_of_unseen_cha
 @pytest.mark.parametrize(
     ("module", "step", "work"),
     [
-        (analysis, "surprise", lambda model: analyse(model, "abxc ab\n", "abc ab\n" * 5, max_order=2).notes),
+        (analysis, "cell_view", lambda model: analyse(model, "abxc ab\n", "abc ab\n" * 5, max_order=2).notes),
         (scoring, "progress_bar", lambda model: scoring.text_bits(model, "abxc ab\n")),  # eval, bits_per_char
     ],
     ids=["inspect", "eval"],
@@ -458,6 +458,22 @@ def test_the_headline_and_the_features_count_one_text_the_same_way():
     said = f"on {len(text):,} characters ({len(text) - 1:,} of them scored): "
     assert said in table.splitlines()[0] and f"over {len(text):,} characters)" in table
     assert said + "<b>" in page and f"over these {len(text):,} characters" in page
+
+
+def test_inspect_reads_the_text_through_the_model_once_for_the_trace_and_the_surprises():
+    """`analyse` ran the model over the text twice, once for the trace (states, gates) and once for the
+    surprises (bits, guesses), though both are the one head's numbers on the same top layer's outputs: one
+    pass (one embedding of the text) feeds both, and the page and tables are the two passes' byte for byte."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=2, hidden=8).eval()
+    passes = []
+    model.embed.register_forward_hook(lambda module, inputs, output: passes.append(tuple(inputs[0].shape)))
+    inspection = analyse(model, text, text, max_order=2)
+    assert passes == [(len(text),)], passes
+    two_passes = dataclasses.replace(inspection, surprise=surprise(model, text, context="", warn=False))
+    assert render(inspection, "tiny") == render(two_passes, "tiny")
+    assert summary(inspection) == summary(two_passes)
 
 
 def test_gate_saturation_counts_shut_and_open_gates_per_cell():

@@ -62,7 +62,10 @@ T = TypeVar("T")
     "--json",
     "as_json",
     is_flag=True,
-    help="one JSON object per sample, for scripts, with the random seed that writes it again (drawn if not given)",
+    help=(
+        "one JSON object per sample, for scripts, with the random seed that writes it again (drawn if not given; "
+        "null when greedy)"
+    ),
 )
 @click.option(
     "--interactive",
@@ -207,8 +210,8 @@ def write_samples(
 ) -> None:
     """Each config's samples, labeled by temperature when there are several: a JSON object per sample
     (with the --random-seed that writes it alone, as its number from 1 does not say; drawn, when none was
-    given, so a sample liked can be made again), one sample streamed as it is made, or several, each whole
-    under its own label. Only JSON names the seed: plain output is the text alone, as a pipe or --output wants."""
+    given, so a sample liked can be made again; none for a greedy sample, which any seed writes), one sample
+    streamed as it is made, or several, each whole under its own label. Only JSON names the seed: plain output is the text alone, as a pipe or --output wants."""
     from .. import sampler
 
     for config in configs:
@@ -225,7 +228,8 @@ def write_samples(
         texts, seeds, interruption = made_before_interrupted(model, seed, config)
         for i, text in enumerate(texts if any(texts) else []):
             if as_json:
-                fields = {"sample": i + 1, "random_seed": seeds[i], "temperature": config.temperature}
+                seed_named = None if config.greedy else seeds[i]  # a greedy sample draws nothing: any seed writes it
+                fields = {"sample": i + 1, "random_seed": seed_named, "temperature": config.temperature}
                 emit(json_line({**fields, "text": text}))
             else:
                 emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}{line_ended(text)}")

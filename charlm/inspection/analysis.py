@@ -25,9 +25,9 @@ from ..errors import CharLMError
 from ..forms import is_cjk_punctuation, is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
-from ..scoring import Surprise, check_scored, scored_chars, surprise
+from ..scoring import Surprise, check_scored, scored_chars
 from ..tables import table
-from ..tracing import Trace, trace
+from ..tracing import Trace, trace_and_surprise
 from ..unseen_notes import foreign_note, unseen_advice, unseen_note
 
 SPAN = 20  # characters in one of the summary's hardest spans
@@ -389,8 +389,7 @@ def analyse(
         raise CharLMError("nothing to inspect: the text is empty")
     symbol_note = unseen_note(model.vocab, [text], "inspect", run) if model.vocab.unknown_id is not None else ""
     # read as the unknown symbol: the note says so once, as eval's does, so neither warns
-    traced = trace(model, text, context="", probs=False, warn=False)
-    surprises = surprise(model, text, context="", warn=False)
+    traced, surprises = trace_and_surprise(model, text, context="", probs=False, warn=False)  # one read, not two
     # the characters its tokens spell, as the model read them (NFC, CRLF as LF), as eval counts its ids':
     # one a token for a character model, more for a sentencepiece one (which inspect refuses today)
     check_scored(what, sum(map(len, surprises.tokens)), surprises.scored_chars)
