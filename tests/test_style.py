@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, import_or_missing
 
 
 def test_code_is_ruff_clean():
@@ -16,6 +16,25 @@ def test_code_is_ruff_clean():
             [sys.executable, "-m", "ruff", *args], cwd=REPO, check=False, capture_output=True, text=True
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_code_runs_on_the_oldest_python_setup_cfg_allows():
+    """CI runs one Python (3.11), and ruff's target-version checks syntax, not APIs: a call new in 3.11
+    (tomllib, datetime.UTC, Task.cancelling) would pass every check here and break a 3.10 user. vermin
+    knows each API's first version. `long` is excluded: it reads torch's `tensor.long()` as Python 2's
+    long, and a file needing both 2.x and 3.x is passed unchecked, with a note ("incompatible versions")."""
+    import_or_missing("vermin")
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    oldest = config["options"]["python_requires"].removeprefix(">=").strip()
+    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"]  # it has no __main__
+    command += [f"--target={oldest}-", "--violations", "--no-tips"]
+    command += ["--eval-annotations", "--backport", "typing_extensions", "--exclude", "long", "--processes=1"]
+    result = subprocess.run([*command, "charlm"], cwd=REPO, check=False, capture_output=True, text=True)
+    said = result.stdout + result.stderr
+    assert result.returncode == 0 and "incompatible versions" not in said, (
+        f"vermin {' '.join(command[3:])} charlm:\n{said}"
+    )
 
 
 def test_every_file_the_package_reads_is_installed_with_it():
