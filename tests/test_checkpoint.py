@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -1063,3 +1064,18 @@ def test_checking_a_checkpoints_values_copies_none_of_them(trained):
     with LargestOutput() as mode:
         saved.check()
     assert mode.largest < largest / 10, (mode.largest, largest)
+
+
+def test_torchs_notice_on_reading_a_sparse_tensor_leaves_the_error_one_line(trained, monkeypatch):
+    """torch 2.14's torch.load(weights_only=True) warns "Validating sparse tensor invariants ..." as it reads
+    a sparse tensor: the CLI printed it as a warning line above its own one-line refusal of the same tensor."""
+    path = str(rewritten(trained, DAMAGE["sparse weight"][0]))
+    load = torch.load
+
+    def load_as_torch_2_14(*args, **kwargs):
+        warnings.warn("Validating sparse tensor invariants because weights_only=True. To disable ...", UserWarning)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_as_torch_2_14)
+    for command in (["info", path], ["sample", path, "--length", "5"]):
+        assert_one_line_error(cli(*command), f"{path}: damaged checkpoint", DAMAGE["sparse weight"][1])
