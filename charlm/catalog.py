@@ -127,10 +127,10 @@ def fetch(name: str, quiet: bool = False) -> tuple[Path, str]:
     says what was wrong with it."""
     item = entry(name)
     text = DOWNLOADS / item.text_name
-    if text.is_file() and not (checked := check_text(item, text))[0]:
+    if text.is_file() and not (checked := downloaded_text_problem(item, text))[0]:
         return text, f"{name}: already in {DOWNLOADS}{os.sep}, {checked[1]}"
     with one_fetch_at_a_time(item, quiet):
-        problem, how = check_text(item, text) if text.is_file() else ("", "")
+        problem, how = downloaded_text_problem(item, text) if text.is_file() else ("", "")
         if text.is_file() and not problem:  # another process fetched it while this one waited
             return text, f"{name}: already in {DOWNLOADS}{os.sep}, {how}"
         download = DOWNLOADS / item.filename
@@ -149,7 +149,7 @@ def verified(item: Entry) -> str:
     return "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
 
 
-def check_text(item: Entry, text: Path) -> tuple[str, str]:
+def downloaded_text_problem(item: Entry, text: Path) -> tuple[str, str]:
     """What is wrong with `item`'s text already in the downloads ("" if nothing), and how that was checked:
     a download's text against its pinned size and sha256, a text extracted from a zip against the size and
     CRC-32 the zip gives its member (where the zip is still here: else it was verified when fetched). A file

@@ -293,7 +293,7 @@ def check_prompts(prompts: list[str], config: ServeConfig, param: str) -> None:
     whichever endpoint reads them (input_tokens counts what a response would refuse as a response does)."""
     check_prompt_lengths(prompts, config, param)
     for prompt in prompts:
-        check_text(prompt, param)
+        check_encodable(prompt, param)
 
 
 def check_prompt_lengths(prompts: list[str], config: ServeConfig, param: str, normalize: str = "none") -> None:
@@ -315,7 +315,7 @@ def check_length(count: int, config: ServeConfig, what: str, param: str, normali
         )  # fmt: skip
 
 
-def check_text(text: str, param: str) -> None:
+def check_encodable(text: str, param: str) -> None:
     """A text no vocabulary can encode (a lone surrogate, which JSON allows: "\\ud800") is a 400 naming its
     field `param`: found here, at C speed, before a request takes rows, it is never a 429 to retry while
     every stream is busy."""
@@ -367,7 +367,7 @@ def stops_of(body: dict) -> list[str]:
     """`stop`: a string or a list; each is matched on every step of the request's rows, hence the limits."""
     stops = strings(body, "stop", MAX_STOPS) or []
     for stop in stops:  # a lone surrogate: no model writes it, so it could never stop a text
-        check_text(stop, "stop")
+        check_encodable(stop, "stop")
     if "" in stops:
         raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
     longest = max(map(len, stops), default=0)
@@ -439,7 +439,7 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
         form = shown(form)
     for name, text in (("template", template), ("acrostic", acrostic)):
         if text is not None:  # a lone surrogate in either, compiled for the model, would be a plain-text 500
-            check_text(text, name)
+            check_encodable(text, name)
     try:
         parsed = forms.template_of(form, template, acrostic, prefix="")
     except CharLMError as e:
@@ -526,7 +526,7 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
         raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
     name, text = given[0], string(body, given[0]) or ""
     check_length(len(text), config, PROMPT_LENGTH["prompt"], name)
-    check_text(text, name)
+    check_encodable(text, name)
     return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 
 

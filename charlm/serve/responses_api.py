@@ -21,9 +21,9 @@ from .protocol import (
     NULL_ONLY,
     USER_FIELDS,
     Params,
+    check_encodable,
     check_fields,
     check_prompts,
-    check_text,
     common,
     joined,
     user_string,
@@ -133,7 +133,7 @@ def echoable(value: str | None, name: str) -> str | None:
     """A string field a response echoes (`user`, `instructions`) as read: a lone surrogate in it, which JSON
     allows ("\\ud800") and no answer can carry, is a 400 naming it, never a 500 as the answer is written."""
     if value is not None:
-        check_text(value, name)
+        check_encodable(value, name)
     return value
 
 
@@ -225,7 +225,7 @@ def metadata_of(body: dict) -> dict[str, str]:
         )
     for key, text in value.items():
         for part in (key, text if isinstance(text, str) else ""):  # echoed: a lone surrogate could not be
-            check_text(part, "metadata")
+            check_encodable(part, "metadata")
         if not isinstance(text, str) or len(key) > MAX_METADATA_KEY or len(text) > MAX_METADATA_VALUE:
             raise APIError(
                 400, f"metadata[{json.dumps(shown(key), ensure_ascii=False)}]: a key of at most {MAX_METADATA_KEY} "
