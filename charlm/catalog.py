@@ -135,16 +135,16 @@ def fetch(name: str, quiet: bool = False) -> tuple[Path, str]:
             return text, f"{name}: already in {DOWNLOADS}{os.sep}, {how}"
         download = DOWNLOADS / item.filename
         if download.is_file() and download_verified(download, item):
-            how = f"{download} already here, {verified(item)}"
+            how = f"{download} already here, {how_verified(item)}"
         else:
-            how = f"fetched from {fetch_verified(item, download, quiet)}, {verified(item)}"
+            how = f"fetched from {fetch_verified(item, download, quiet)}, {how_verified(item)}"
         if item.member:
             extract_text(download, item.member, text)
             how = f"extracted {item.member} from {how}"
     return text, f"{name}: {f'{text} was damaged ({problem}), so ' if problem else ''}{how}"
 
 
-def verified(item: Entry) -> str:
+def how_verified(item: Entry) -> str:
     """How a download of `item` is verified, in words."""
     return "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
 
@@ -160,7 +160,7 @@ def downloaded_text_problem(item: Entry, text: Path) -> tuple[str, str]:
             return f"{size:,} bytes, not {item.size:,}", ""
         if item.sha256 and file_sha256(text) != item.sha256:
             return "its sha256 is not the one pinned for it", ""
-        return "", verified(item)
+        return "", how_verified(item)
     archive = DOWNLOADS / item.filename
     try:
         with zipfile.ZipFile(archive) as z:
