@@ -40,10 +40,10 @@ def said_in_one_line(ctx: click.Context) -> Iterator[None]:
     except (OneLineUsageError, NO_ARGS_IS_HELP):
         raise
     except click.UsageError as e:
-        raise OneLineUsageError(one_line(e, ctx)) from None
+        raise OneLineUsageError(error_line(e, ctx)) from None
 
 
-def one_line(error: click.UsageError, group: click.Context) -> str:
+def error_line(error: click.UsageError, group: click.Context) -> str:
     """The line that says `error`: what was wrong (the option or command named as typed, the closest
     known one offered), then the --help of the command it was typed to."""
     if error.ctx is not None:
