@@ -189,7 +189,7 @@ def one_fetch_at_a_time(item: Entry, quiet: bool) -> Iterator[None]:
     try:
         files.take_lock(lock, f"another process fetching {item.name}", quiet=quiet)
     except OSError as e:
-        if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+        if files.write_remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
             raise files.cannot_write(DOWNLOADS, e, "the corpus downloads folder") from None
         local = f"run charlm from a folder on a local disk (it fetches into its {DOWNLOADS}/)"
         raise files.cannot_lock(path, e, "the corpus downloads", local) from None  # ENOLCK: NFS without locks

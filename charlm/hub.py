@@ -190,7 +190,7 @@ def one_export_at_a_time(folder: Path) -> Iterator[None]:
     try:
         files.take_lock(lock, f"another export into {one_line_path(folder)}", after=WAIT_SAID)
     except OSError as e:
-        if files.remedy(e):  # a folder that refuses writes: the export names its --output and what to do
+        if files.write_remedy(e):  # a folder that refuses writes: the export names its --output and what to do
             raise
         raise files.cannot_lock(
             path, e, "the model folder", f"export into a folder on a local disk ({said('output')})"
