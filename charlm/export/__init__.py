@@ -142,7 +142,7 @@ def about(saved: checkpoint.Checkpoint, run_dir: Path | None, name: str) -> dict
     }
 
 
-def size(path: Path) -> int:
+def exported_bytes(path: Path) -> int:
     """Bytes of a file, or of a model folder's files: not what else the folder holds (a clone's .git, the
     temporary files of another export writing into it now, which it renames away as they are summed)."""
     path = Path(path)
@@ -155,7 +155,7 @@ def log_export(run_dir: Path, format: str, written: Path, weights: str | None) -
     """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a record cut
     short by a full disk would have the next export's record glued onto it, and both lost); best effort:
     a read-only run folder is fine."""
-    row = {"format": format, "path": files.recorded_path(written), "bytes": size(written), "weights": weights}
+    row = {"format": format, "path": files.recorded_path(written), "bytes": exported_bytes(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         append_line(Path(run_dir) / runs.EXPORTS_LOG, files.json_text(row) + "\n")
