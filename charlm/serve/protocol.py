@@ -195,7 +195,7 @@ def json_items(text: str) -> int:
     return sum(map(outside.count, ",]}"))
 
 
-def check_fields(
+def check_field_names(
     body: Any,
     known: set[str],
     neutral: dict[str, tuple] = NEUTRAL,
@@ -463,7 +463,7 @@ def form_error(error: CharLMError, given: str) -> APIError:
 def completion_params(body: Any, config: ServeConfig) -> Params:
     """OpenAI's legacy completions: `prompt` a text or a list of them (n samples each), 16 characters
     by default as OpenAI's, and 0 taken (`echo` with `logprobs` then scores the prompt alone)."""
-    body = check_fields(body, COMPLETION_FIELDS)
+    body = check_field_names(body, COMPLETION_FIELDS)
     if "prompt" not in body:
         raise APIError(400, "prompt is required: the text to continue", "prompt", "missing_required_parameter")
     prompts = strings(body, "prompt", config.max_streams, PROMPT_IDS)
@@ -481,7 +481,7 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
     """The chat adapter: the messages' texts, a blank line between them and after the last, are the
     prompt; roles are dropped (a model trained on a novel has never seen any). Returns the params
     and whether log-probabilities were asked for."""
-    body = check_fields(body, CHAT_FIELDS)
+    body = check_field_names(body, CHAT_FIELDS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages must be a non-empty list of {role, content}", "messages", "invalid_value")
@@ -519,7 +519,7 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
     """`/tokenize` (llama.cpp's endpoint; vLLM's names the text `prompt`): the model, the field that holds
     the text, the text whose token ids a client wants (for `logit_bias`), and whether each id comes with
     its piece."""
-    body = check_fields(body, TOKENIZE_FIELDS)
+    body = check_field_names(body, TOKENIZE_FIELDS)
     given = [name for name in ("content", "prompt") if body.get(name) is not None]
     if len(given) != 1:
         what = "give content or prompt, not both" if given else "content is required: the text to tokenize"
