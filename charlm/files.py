@@ -122,7 +122,8 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
     `what`: what was being written, when `name` does not say. A Path is shown as `one_line_path` shows it;
     a str is the option's words (`output='a/b '`), said as written."""
     return CharLMError(
-        f"{shown_subject(name)}: cannot write{' ' + what if what else ''} ({error.strerror or error}){write_remedy(error)}"
+        f"{shown_subject(name)}: cannot write{' ' + what if what else ''} ({error.strerror or error})"
+        + write_remedy(error)
     )
 
 
