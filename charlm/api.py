@@ -47,7 +47,7 @@ from .fields import (
 )
 from .model import CharLM
 from .run_notes import done_note, lost_note, stopped_note
-from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
+from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, run_sources, with_recorded_encoding
 from .sources import CorpusChanged
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer
@@ -254,7 +254,9 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     where = list(sources) if sources else run_sources(saved.corpus, path.parent)
     base_vocab = saved.base_vocab()
     if "encoding" not in overrides:  # as a resume read it last, where that resume saved no checkpoint yet
-        resumed = dataclasses.replace(resumed, config=reading(saved.corpus, resumed.config, where, path.parent))
+        resumed = dataclasses.replace(
+            resumed, config=with_recorded_encoding(saved.corpus, resumed.config, where, path.parent)
+        )
     config = resumed.config
     with peer_note(lambda: lost_note(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():

@@ -124,7 +124,7 @@ def text_hint(function: str, value: object, what: str) -> str:
     if isinstance(value, (list, tuple)):
         return f"; call charlm.{function} once per {what}"
     if isinstance(value, PurePath):
-        return f"; {no_file}" if (no_file := not_a_file(value)) else f"; read it first: {read_call(value)}"
+        return f"; {no_file}" if (no_file := not_a_file_problem(value)) else f"; read it first: {read_call(value)}"
     if callable(getattr(value, "read", None)):
         return f"; read it first: {what}.read()"
     if isinstance(value, Iterable) and not isinstance(value, (torch.Tensor, np.ndarray)):  # ''.join refuses those
@@ -149,7 +149,7 @@ def home(path: T) -> T:
     return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
 
 
-def not_a_file(path: str | PurePath) -> str:
+def not_a_file_problem(path: str | PurePath) -> str:
     """Why no read of `path` would give a text ("" where it is a file): told to read a missing file or a
     folder, a caller met FileNotFoundError or IsADirectoryError."""
     if os.path.isdir(home(path)):
@@ -169,7 +169,7 @@ def reading_text(function: str, text: str) -> Iterator[None]:
     """Reads `text` (the body of a `with`) knowing whether it is a file's name, as `charlm eval` would
     have read it: one that scores warns that the name was scored, and one refused (a model of Chinese
     knows no letter of "chapter.txt") is said to be a file's name, with how to give the file's text."""
-    file_text = "" if "\n" in text or not_a_file(text) else f"give its text: {read_call(text)}"
+    file_text = "" if "\n" in text or not_a_file_problem(text) else f"give its text: {read_call(text)}"
     try:
         yield
     except CharLMError as refused:

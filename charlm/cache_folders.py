@@ -4,7 +4,7 @@ its checksum holds, and the private folders of processes that died while prepari
 Several processes may prepare one corpus at once: each writes a private folder next to the cache
 folder (`private_name`) and publishes it with one atomic rename, so a cache folder is always whole or
 absent; the one that comes second uses the first one's folder. What the folder holds and how it is
-made: tokens.py (`build`).
+made: tokens.py (`write_cache_folder`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class Prepared:
 
 
 def publish(private: Path, folder: Path, vocab: Vocabulary, meta: dict) -> Prepared:
-    """Make the `private` folder that `tokens.build` wrote (`vocab`, `meta`) the cache folder `folder` with one
-    atomic rename, and map its ids only then: Windows refuses to rename a folder holding a mapped file.
+    """Make the `private` folder that `tokens.write_cache_folder` wrote (`vocab`, `meta`) the cache folder
+    `folder` with one atomic rename, and map its ids only then: Windows refuses to rename a folder holding a
+    mapped file.
     If another process published first, use its folder once it passes the usual check; a damaged
     folder in the way is moved aside and the rename tried again."""
     for _ in range(PUBLISH_TRIES):
@@ -115,7 +116,7 @@ COUNTS = ("tokens", "characters", "distinct", "unknown_distinct", "unknown_count
 
 
 def wrong_meta_field(meta: dict, vocab: Vocabulary) -> str | None:
-    """The first field of meta.json that is not as `tokens.build` writes it, else None. It has no checksum:
+    """The first field of meta.json that is not as `tokens.write_cache_folder` writes it, else None. It has no checksum:
     a hand edit (2640.0 tokens, no characters, ids of dtype bool) was used as it stood, a traceback later in
     training or ids read as other numbers. A field older caches lack (text, sizes, ...) may be absent."""
     parts, optional = meta.get("parts"), {"text": str, "sizes": list, "unknown_chars": list, "seconds": (int, float)}

@@ -127,29 +127,29 @@ def fetch(name: str, quiet: bool = False) -> tuple[Path, str]:
     says what was wrong with it."""
     item = entry(name)
     text = DOWNLOADS / item.text_name
-    if text.is_file() and not (checked := check_text(item, text))[0]:
+    if text.is_file() and not (checked := downloaded_text_problem(item, text))[0]:
         return text, f"{name}: already in {DOWNLOADS}{os.sep}, {checked[1]}"
     with one_fetch_at_a_time(item, quiet):
-        problem, how = check_text(item, text) if text.is_file() else ("", "")
+        problem, how = downloaded_text_problem(item, text) if text.is_file() else ("", "")
         if text.is_file() and not problem:  # another process fetched it while this one waited
             return text, f"{name}: already in {DOWNLOADS}{os.sep}, {how}"
         download = DOWNLOADS / item.filename
         if download.is_file() and download_verified(download, item):
-            how = f"{download} already here, {verified(item)}"
+            how = f"{download} already here, {how_verified(item)}"
         else:
-            how = f"fetched from {fetch_verified(item, download, quiet)}, {verified(item)}"
+            how = f"fetched from {fetch_verified(item, download, quiet)}, {how_verified(item)}"
         if item.member:
             extract_text(download, item.member, text)
             how = f"extracted {item.member} from {how}"
     return text, f"{name}: {f'{text} was damaged ({problem}), so ' if problem else ''}{how}"
 
 
-def verified(item: Entry) -> str:
+def how_verified(item: Entry) -> str:
     """How a download of `item` is verified, in words."""
     return "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
 
 
-def check_text(item: Entry, text: Path) -> tuple[str, str]:
+def downloaded_text_problem(item: Entry, text: Path) -> tuple[str, str]:
     """What is wrong with `item`'s text already in the downloads ("" if nothing), and how that was checked:
     a download's text against its pinned size and sha256, a text extracted from a zip against the size and
     CRC-32 the zip gives its member (where the zip is still here: else it was verified when fetched). A file
@@ -160,7 +160,7 @@ def check_text(item: Entry, text: Path) -> tuple[str, str]:
             return f"{size:,} bytes, not {item.size:,}", ""
         if item.sha256 and file_sha256(text) != item.sha256:
             return "its sha256 is not the one pinned for it", ""
-        return "", verified(item)
+        return "", how_verified(item)
     archive = DOWNLOADS / item.filename
     try:
         with zipfile.ZipFile(archive) as z:
@@ -189,7 +189,7 @@ def one_fetch_at_a_time(item: Entry, quiet: bool) -> Iterator[None]:
     try:
         files.take_lock(lock, f"another process fetching {item.name}", quiet=quiet)
     except OSError as e:
-        if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+        if files.write_remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
             raise files.cannot_write(DOWNLOADS, e, "the corpus downloads folder") from None
         local = f"run charlm from a folder on a local disk (it fetches into its {DOWNLOADS}/)"
         raise files.cannot_lock(path, e, "the corpus downloads", local) from None  # ENOLCK: NFS without locks

@@ -340,7 +340,7 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
     (fewer layers than the weights hold) as an experiment's model of its own, which `charlm export`
     never writes; a `vocab_size` vocab.json does not hold, as config.json's field too. The description and
     vocabulary read here are handed to `Checkpoint._build`, which reads them no second time."""
-    config, vocab, weights, digest, source = hub.read(folder)
+    config, vocab, weights, digest, source = hub.read_parts(folder)
     with damage_in(folder / hub.CONFIG):
         check_fields(config, {"model": dict, "run": dict})
         model_config = ModelConfig.from_dict(config["model"])

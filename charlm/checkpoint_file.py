@@ -89,7 +89,7 @@ def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool, beside: P
     else:
         kept = "no checkpoint was written"
     return CharLMError(
-        f"{one_line_path(path)}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}"
+        f"{one_line_path(path)}: could not write checkpoint ({error.strerror}); {kept}{files.write_remedy(error)}"
     )
 
 

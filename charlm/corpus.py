@@ -56,7 +56,7 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
             found = folder_files(path)
             if not found:
                 left_out = (
-                    f" but charlm's prepared corpora ({CACHE_ROOT}/, left out)" if within(CACHE_ROOT, path) else ""
+                    f" but charlm's prepared corpora ({CACHE_ROOT}/, left out)" if inside(CACHE_ROOT, path) else ""
                 )
                 raise CharLMError(
                     f"{one_line_path(path)}: folder holds no .txt files{left_out}; point at a text file or a folder "
@@ -81,7 +81,7 @@ def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
     and val.txt, token ids), which is never a corpus of its own: a glob for the held-out plays meant for
     --eval-also can match two cache folders, and the run would train on the second without a word."""
     for source in sources:
-        if within(source, CACHE_ROOT):
+        if inside(source, CACHE_ROOT):
             raise CharLMError(
                 f"{one_line_path(source)}: a text of charlm's prepared corpora (under {CACHE_ROOT}/), not a corpus "
                 f"to train on; to score a run's held-out text as this run trains, give "
@@ -89,7 +89,7 @@ def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
             )
 
 
-def within(path: str | Path, folder: str | Path) -> bool:
+def inside(path: str | Path, folder: str | Path) -> bool:
     """Whether `path` is `folder` or lies inside it, links followed; False where `path` is not there."""
     real, container = os.path.realpath(path), os.path.realpath(folder)
     return os.path.exists(real) and os.path.commonpath([real, container]) == container

@@ -47,6 +47,13 @@ def agreeing(noun: str, count: int) -> str:
     return noun if count == 1 else f"{noun}s"
 
 
+def listed_in_brief(names: list[str], shown: int = 3) -> str:
+    """Up to `shown` of `names`, and how many more (`a, b, c and 4,997 more`): thousands of files changed
+    or folders left unread are still said on one line."""
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def one_line_path(path: str | Path) -> str:
     """`path` as `one_line` shows it, each name in it apart, and a name with a space at either end quoted:
     a run folder renamed by hand to a space is `checkpoints/' '`, and one to `run ` is `checkpoints/'run '`,

@@ -54,7 +54,7 @@ _temporary_turns: weakref.WeakValueDictionary[Path, threading.Lock] = weakref.We
 _temporary_turns_lock = threading.Lock()
 
 
-def remedy(error: OSError) -> str:
+def write_remedy(error: OSError) -> str:
     """What to do about a failed write, as a clause to append to its message ('' when unknown)."""
     if error.errno == errno.EIO:
         return "; its disk or network share failed: check it, or write elsewhere"
@@ -122,7 +122,8 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
     `what`: what was being written, when `name` does not say. A Path is shown as `one_line_path` shows it;
     a str is the option's words (`output='a/b '`), said as written."""
     return CharLMError(
-        f"{shown_subject(name)}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}"
+        f"{shown_subject(name)}: cannot write{' ' + what if what else ''} ({error.strerror or error})"
+        + write_remedy(error)
     )
 
 
@@ -152,7 +153,7 @@ def take_lock(lock: filelock.BaseFileLock, waiting_for: str, after: float = 0.0,
 
 def cannot_lock(path: str | Path, error: OSError, what: str, instead: str) -> CharLMError:
     """The one-line error for a lock on `path` that the OS refused though the folder takes writes (see
-    `remedy` for those that refuse them): flock(2) fails with ENOLCK ('No locks available') on an NFS
+    `write_remedy` for those that refuse them): flock(2) fails with ENOLCK ('No locks available') on an NFS
     mount without its lock service. `what`: what the lock guards; `instead`: where to write instead."""
     return CharLMError(
         f"{shown_subject(path)}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; "

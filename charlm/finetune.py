@@ -108,7 +108,7 @@ def resolved(start: Start, name: str) -> str | int | None:
     return None
 
 
-def shown(start: Start, name: str) -> str:
+def base_setting(start: Start, name: str) -> str:
     """The base's option as a conflict names it: `auto, which chose full`, not `auto` alone, which left
     `--head adaptive (the base has auto)` unexplained; an unset one as what it came to."""
     value, real = getattr(start.checkpoint.config, name), resolved(start, name)
@@ -136,7 +136,7 @@ def run_config(start: Start, options: dict) -> Config:
     contradict the architecture)."""
     base = start.checkpoint.config
     conflicts = [
-        f"{said(name, options[name])} (the base has {shown(start, name)})"
+        f"{said(name, options[name])} (the base has {base_setting(start, name)})"
         for name in ARCHITECTURE
         if options.get(name) not in (None, getattr(base, name), resolved(start, name), *LET_DECIDE.get(name, ()))
     ]

@@ -101,7 +101,7 @@ def write(
     run it was exported from (`exported_from`), recorded in config.json as EXPORTED_FROM. All three are
     written before any is renamed into place, the weights last, under the folder's export lock (`put`):
     a failed write leaves the folder as it was, never new weights beside an old vocabulary, and so does
-    another export at the same moment. config.json records the other two's sha256, which `read` checks."""
+    another export at the same moment. config.json records the other two's sha256, which `read_parts` checks."""
     from safetensors.torch import save
 
     folder = Path(folder)
@@ -151,7 +151,7 @@ def holds_other_weights(config: object, digest: object) -> bool:
 
 def source_in(config: object) -> dict[str, str] | None:
     """The run a parsed config.json records its folder was exported from (`exported_from`), or None:
-    for `read`, which has the config its weights were read with, and names the run of those weights."""
+    for `read_parts`, which has the config its weights were read with, and names the run of those weights."""
     source = config.get(EXPORTED_FROM) if isinstance(config, dict) else None
     if not isinstance(source, dict) or not names_run(source.get("run"), source.get("folder")):
         return None
@@ -190,7 +190,7 @@ def one_export_at_a_time(folder: Path) -> Iterator[None]:
     try:
         files.take_lock(lock, f"another export into {one_line_path(folder)}", after=WAIT_SAID)
     except OSError as e:
-        if files.remedy(e):  # a folder that refuses writes: the export names its --output and what to do
+        if files.write_remedy(e):  # a folder that refuses writes: the export names its --output and what to do
             raise
         raise files.cannot_lock(
             path, e, "the model folder", f"export into a folder on a local disk ({said('output')})"
@@ -207,7 +207,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read(folder: Path) -> tuple[dict, object, dict, str, dict[str, str] | None]:
+def read_parts(folder: Path) -> tuple[dict, object, dict, str, dict[str, str] | None]:
     """A model folder's config.json (its `model` and `run` as `write` took them, for checkpoint.py, which
     owns their fields, to check), vocabulary and weights, the sha256 of the weights file they were read from,
     and the run they were exported from (`source_in`, of the same config.json: a second read could be of a

@@ -78,7 +78,7 @@ class RunLock:
             return False
         except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
             e = files.lock_named(e, self.lock)
-            if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+            if files.write_remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
                 raise files.cannot_write(self.path, e) from None
             raise files.cannot_lock(
                 self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"

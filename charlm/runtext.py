@@ -165,7 +165,7 @@ def run_corpus(
     place (what charlm's errors ask of a file in another encoding) is read so where it is the run's text (its
     digest): the command reading it has no --encoding for it, eval's reading its FILES only."""
     sources = run_sources(corpus, run_dir, instead)
-    config = reading(corpus, config, sources, run_dir)
+    config = with_recorded_encoding(corpus, config, sources, run_dir)
     try:
         return load_run_text(sources, config, quiet=quiet, base=base, run=corpus)[0]
     except CorpusChanged as changed:
@@ -235,7 +235,7 @@ def runs_record(corpus: dict, run_dir: Path) -> dict:
     return info if same_text(corpus, info.get("digest"), lambda: info.get("text")) else {}
 
 
-def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
+def with_recorded_encoding(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
     """`config`, the run's checkpoint's, with the --encoding that reads `sources`, the run's text where it is
     now: the one run.json records with them, where a resume read them in another encoding than the
     checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8). One hand-edited to
@@ -254,10 +254,10 @@ def misread(
 ) -> str | None:
     """Why a resume given `config`'s --encoding cannot read the run's text from `sources` where only that
     --encoding is to blame: the files are the run's text as the run read them (`runs_config`, the checkpoint's,
-    with the encoding run.json records, `reading`; over a fine-tune's `base` vocabulary), which another
+    with the encoding run.json records, `with_recorded_encoding`; over a fine-tune's `base` vocabulary), which another
     --encoding reads as other text (Chinese UTF-8 read as latin-1), or not at all. The error's text; None
     where the files are not the run's."""
-    runs_reading = reading(corpus, runs_config, sources, run_dir)
+    runs_reading = with_recorded_encoding(corpus, runs_config, sources, run_dir)
     if runs_reading.encoding == config.encoding:
         return None
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import catalog, files
 from .corpus import DEFAULT_CORPUS, corpus_name, file_sizes, source_files
-from .errors import CharLMError
+from .errors import CharLMError, listed_in_brief
 from .shakespeare import shakespeare_files
 
 
@@ -82,10 +82,3 @@ def shared_names(paths: list[Path]) -> list[str]:
     folders = [os.path.abspath(path.parent) for path in paths]
     base = os.path.commonpath(folders) if folders else ""
     return [os.path.relpath(os.path.abspath(path), base) for path in paths]
-
-
-def listed_in_brief(names: list[str], shown: int = 3) -> str:
-    """Up to `shown` of `names`, and how many more (`a, b, c and 4,997 more`): a corpus of thousands of files
-    changed is still said on one line."""
-    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import catalog, runs
 from .checkpoint_header import glance
 from .config import MAXIMA
-from .errors import CharLMError, counted, one_line
+from .errors import CharLMError, counted, listed_in_brief, one_line
 from .fields import holds, said
 from .files import is_number
 from .runs import read_metrics
@@ -84,12 +84,11 @@ def unread_note(root: str | Path = runs.CHECKPOINT_ROOT, shown: int = 3) -> str:
         return ""
     reasons = {str(error.strerror) for _, error in unread}
     shared = f" ({reasons.pop()})" if len(reasons) == 1 else ""
-    names = ", ".join(f"{folder}{'' if shared else f' ({error.strerror})'}" for folder, error in unread[:shown])
-    more = f" and {len(unread) - shown:,} more" if len(unread) > shown else ""
+    names = listed_in_brief([f"{folder}{'' if shared else f' ({error.strerror})'}" for folder, error in unread], shown)
     one = len(unread) == 1
     return one_line(
         f"left out {counted(len(unread), 'folder')} that cannot be read{shared}: "
-        f"{names}{more}; make {'it' if one else 'them'} readable (chmod u+rx) to list {'it' if one else 'them'}"
+        f"{names}; make {'it' if one else 'them'} readable (chmod u+rx) to list {'it' if one else 'them'}"
     )
 
 

@@ -141,7 +141,7 @@ def prepare(
     private = private_name(folder, "tmp")
     try:
         private.mkdir(parents=True)
-        vocab, meta = build(parts, config, options, private, quiet, base)
+        vocab, meta = write_cache_folder(parts, config, options, private, quiet, base)
         return publish(private, folder, vocab, meta)
     except OSError as e:  # a full disk, or a file where the cache folder goes (the sources' reads say their own)
         raise files.cannot_write(folder.parent, e, "the corpus cache") from None
@@ -188,7 +188,7 @@ def corpus_options(config: Config, base: Vocabulary | None = None) -> dict:
     return options
 
 
-def build(
+def write_cache_folder(
     parts: list[list[Path]],
     config: Config,
     options: dict,

@@ -909,7 +909,7 @@ def test_an_export_records_its_own_files_while_another_export_writes_into_its_fo
     process exports into the folder, its lock taken the moment the first let it go; the first records its three."""
     run = run_of(model_of(), tmp_path / "run")
     folder = tmp_path / "hub"
-    real_record, others = export.record, []
+    real_record, others = export.log_export, []
 
     def record_while_another_export_writes(*args) -> None:  # after the first let the lock go
         other = subprocess.Popen(
@@ -922,7 +922,7 @@ def test_an_export_records_its_own_files_while_another_export_writes_into_its_fo
         assert other.stdout.readline() == "writing\n"
         real_record(*args)
 
-    monkeypatch.setattr(export, "record", record_while_another_export_writes)
+    monkeypatch.setattr(export, "log_export", record_while_another_export_writes)
     try:
         result = cli("export", str(run), "--format", "safetensors", "--output", str(folder))
         assert result.exit_code == 0, result.output
@@ -1044,7 +1044,7 @@ def test_an_export_record_a_full_disk_cut_short_loses_no_later_record(tmp_path):
     log, page = run / "exports.jsonl", tmp_path / "page.html"
     page.write_text("<p>another export</p>", encoding="utf-8")
     with file_size_limit(log.stat().st_size + 10):
-        export.record(run, "html", page, "fp16")  # best effort: no error, and no part of a record
+        export.log_export(run, "html", page, "fp16")  # best effort: no error, and no part of a record
     assert cli("export", str(run), "--format", "safetensors").exit_code == 0
     assert [line.split()[0] for line in export.listed(run)] == ["html", "safetensors"]
 

@@ -204,10 +204,10 @@ def test_a_folder_that_refuses_a_write_is_named_as_the_user_named_it(tmp_path):
     """`--out /abs/here/run` from /abs/here was told "make run writable": a path typed absolute is shown so,
     as a relative one stays relative; a lock's file, which filelock names absolute, as the lock was named."""
     refused = errno.EACCES, "Permission denied"
-    assert files.remedy(OSError(*refused, str(tmp_path / "run" / "x.txt"))).startswith(
+    assert files.write_remedy(OSError(*refused, str(tmp_path / "run" / "x.txt"))).startswith(
         f"; make {tmp_path}/run writable"
     )
-    assert files.remedy(OSError(*refused, "run/x.txt")).startswith("; make run writable")
+    assert files.write_remedy(OSError(*refused, "run/x.txt")).startswith("; make run writable")
 
     def refused_open(path, flags, *args, **kwargs):
         raise OSError(*refused, os.path.abspath(path))  # as filelock's own open names it
@@ -217,7 +217,7 @@ def test_a_folder_that_refuses_a_write_is_named_as_the_user_named_it(tmp_path):
         patch.setattr(os, "open", refused_open)
         with pytest.raises(OSError) as caught:
             files.take_lock(lock, "nothing")
-    assert files.remedy(caught.value).startswith("; make run writable")
+    assert files.write_remedy(caught.value).startswith("; make run writable")
 
 
 def test_a_read_only_corpus_cache_is_the_folder_it_says_to_make_writable(fox_file):

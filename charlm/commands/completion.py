@@ -19,7 +19,7 @@ def paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
     return [CompletionItem(incomplete, type="file")]
 
 
-def named(names: list[str], incomplete: str) -> list[CompletionItem]:
+def starting_with(names: list[str], incomplete: str) -> list[CompletionItem]:
     return [CompletionItem(name) for name in sorted(set(names)) if name.startswith(incomplete)]
 
 
@@ -30,12 +30,12 @@ def run_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> li
         return paths(ctx, param, incomplete)
     folders = runs.run_folders()
     names = [folder.name for folder in folders] + [name for f in folders for name in runs.corpus_names_of_run(f)]
-    return named(names, incomplete) or paths(ctx, param, incomplete)
+    return starting_with(names, incomplete) or paths(ctx, param, incomplete)
 
 
 def corpus_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """A catalog corpus (`charlm corpus list`)."""
-    return named(list(catalog.CATALOG), incomplete)
+    return starting_with(list(catalog.CATALOG), incomplete)
 
 
 def corpora(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -45,19 +45,19 @@ def corpora(ctx: click.Context, param: click.Parameter, incomplete: str) -> list
 
 def form_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Every name `--form` takes (forms.FORM_NAMES)."""
-    return named(list(FORM_NAMES), incomplete)
+    return starting_with(list(FORM_NAMES), incomplete)
 
 
 def devices(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    return named(list(DEVICES), incomplete)
+    return starting_with(list(DEVICES), incomplete)
 
 
 def export_formats(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    return named(list(FORMATS), incomplete)
+    return starting_with(list(FORMATS), incomplete)
 
 
 def export_weights(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    return named(list(WEIGHTS), incomplete)
+    return starting_with(list(WEIGHTS), incomplete)
 
 
 # A config field's completion, for the options commands/options.py builds from the config dataclasses.

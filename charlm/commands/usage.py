@@ -40,10 +40,10 @@ def said_in_one_line(ctx: click.Context) -> Iterator[None]:
     except (OneLineUsageError, NO_ARGS_IS_HELP):
         raise
     except click.UsageError as e:
-        raise OneLineUsageError(one_line(e, ctx)) from None
+        raise OneLineUsageError(error_line(e, ctx)) from None
 
 
-def one_line(error: click.UsageError, group: click.Context) -> str:
+def error_line(error: click.UsageError, group: click.Context) -> str:
     """The line that says `error`: what was wrong (the option or command named as typed, the closest
     known one offered), then the --help of the command it was typed to."""
     if error.ctx is not None:
@@ -69,8 +69,8 @@ def one_line(error: click.UsageError, group: click.Context) -> str:
         missing = f"{error.param.param_type_name} {parameter_name(error.param)}"
         return f"missing {missing}; {help_command} says what to give"
     if isinstance(error, click.BadParameter) and error.param is not None:
-        return f"{parameter_name(error.param)}: {plain(error.message)}; {help_command} says what it takes"
-    return f"{plain(error.format_message())}; {help_command} says what to type"
+        return f"{parameter_name(error.param)}: {as_clause(error.message)}; {help_command} says what it takes"
+    return f"{as_clause(error.format_message())}; {help_command} says what to type"
 
 
 def command_options(ctx: click.Context | None) -> list[str]:
@@ -113,7 +113,7 @@ def parameter_name(param: click.Parameter) -> str:
     return param.human_readable_name
 
 
-def plain(message: str) -> str:
+def as_clause(message: str) -> str:
     """click's sentence as a clause of one line: lower case first, no full stop, no line breaks."""
     message = " ".join(message.split()).rstrip(".")
     return message[:1].lower() + message[1:]

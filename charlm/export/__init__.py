@@ -83,7 +83,7 @@ def export(
     except OSError as e:  # a full disk: the writers leave no half file (files.py); say which and what to do
         raise files.cannot_write(said("output", output) if output else out, e) from None
     if run_dir is not None:
-        record(run_dir, format, written, weights)
+        log_export(run_dir, format, written, weights)
     return written
 
 
@@ -142,7 +142,7 @@ def about(saved: checkpoint.Checkpoint, run_dir: Path | None, name: str) -> dict
     }
 
 
-def size(path: Path) -> int:
+def exported_bytes(path: Path) -> int:
     """Bytes of a file, or of a model folder's files: not what else the folder holds (a clone's .git, the
     temporary files of another export writing into it now, which it renames away as they are summed)."""
     path = Path(path)
@@ -151,11 +151,11 @@ def size(path: Path) -> int:
     return path.stat().st_size
 
 
-def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
+def log_export(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
     """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a record cut
     short by a full disk would have the next export's record glued onto it, and both lost); best effort:
     a read-only run folder is fine."""
-    row = {"format": format, "path": files.recorded_path(written), "bytes": size(written), "weights": weights}
+    row = {"format": format, "path": files.recorded_path(written), "bytes": exported_bytes(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         append_line(Path(run_dir) / runs.EXPORTS_LOG, files.json_text(row) + "\n")
@@ -191,7 +191,7 @@ def listed(run_dir: Path) -> list[str]:
 
 
 def is_export_record(row: object) -> bool:
-    """A line of exports.jsonl as `record` writes it."""
+    """A line of exports.jsonl as `log_export` writes it."""
     return (
         isinstance(row, dict)
         and all(isinstance(row.get(name), str) for name in ("format", "path"))

@@ -36,17 +36,17 @@ def name(text: str) -> bytes:
     return leb(len(text)) + text.encode()
 
 
-def get(i: int) -> bytes:
+def local_get(i: int) -> bytes:
     return bytes([0x20, i])
 
 
-def put(i: int) -> bytes:
+def local_set(i: int) -> bytes:
     return bytes([0x21, i])
 
 
 def add_const(i: int, n: int) -> bytes:
     """local i += n"""
-    return get(i) + bytes([0x41]) + leb(n) + b"\x6a" + put(i)
+    return local_get(i) + bytes([0x41]) + leb(n) + b"\x6a" + local_set(i)
 
 
 V128_ZERO = b"\xfd\x0c" + bytes(16)
@@ -64,23 +64,36 @@ def lane(k: int) -> bytes:
 
 def accumulate(into: int, offset: int) -> bytes:
     """into += load(w + offset) * load(xp + offset)"""
-    return get(into) + get(W) + load(offset) + get(XP) + load(offset) + F32X4_MUL + F32X4_ADD + put(into)
+    return (
+        local_get(into)
+        + local_get(W)
+        + load(offset)
+        + local_get(XP)
+        + load(offset)
+        + F32X4_MUL
+        + F32X4_ADD
+        + local_set(into)
+    )
 
 
 def matvec_module() -> bytes:
     rows_loop = b"".join(
         [
-            get(ROW) + get(ROWS) + b"\x4f\x0d\x01",  # row >= rows: done
-            V128_ZERO + put(SUM0) + V128_ZERO + put(SUM1),
-            get(X) + put(XP) + b"\x41\x00" + put(COL),
+            local_get(ROW) + local_get(ROWS) + b"\x4f\x0d\x01",  # row >= rows: done
+            V128_ZERO + local_set(SUM0) + V128_ZERO + local_set(SUM1),
+            local_get(X) + local_set(XP) + b"\x41\x00" + local_set(COL),
             LOOP,
             accumulate(SUM0, 0) + accumulate(SUM1, 16),
             add_const(W, 32) + add_const(XP, 32),
-            get(COL) + b"\x41\x08\x6a\x22" + bytes([COL]) + get(COLS) + b"\x49\x0d\x00",  # (col += 8) < cols: again
+            local_get(COL)
+            + b"\x41\x08\x6a\x22"
+            + bytes([COL])
+            + local_get(COLS)
+            + b"\x49\x0d\x00",  # (col += 8) < cols: again
             END,
-            get(OUT) + get(OUT) + b"\x2a\x02\x00",  # out address, *out
-            get(SUM0) + get(SUM1) + F32X4_ADD + put(SUM0),
-            b"".join(get(SUM0) + lane(k) for k in range(4)),
+            local_get(OUT) + local_get(OUT) + b"\x2a\x02\x00",  # out address, *out
+            local_get(SUM0) + local_get(SUM1) + F32X4_ADD + local_set(SUM0),
+            b"".join(local_get(SUM0) + lane(k) for k in range(4)),
             b"\x38\x02\x00",  # f32.store
             add_const(OUT, 4) + add_const(ROW, 1),
             b"\x0c\x00",  # next row

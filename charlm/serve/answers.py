@@ -168,7 +168,7 @@ async def events(
 LINE_ENDS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
 
 
-def one_line(value: Any) -> str:
+def one_line_json(value: Any) -> str:
     """`value` as JSON on one line for any reader's notion of a line."""
     data = json.dumps(value, ensure_ascii=False)
     for character, escaped in LINE_ENDS.items():
@@ -178,7 +178,7 @@ def one_line(value: Any) -> str:
 
 def event(body: dict) -> str:
     """A server-sent event of `body`."""
-    return f"data: {one_line(body)}\n\n"
+    return f"data: {one_line_json(body)}\n\n"
 
 
 def stream_completion(run: Completion) -> AsyncIterator[str]:
@@ -279,7 +279,7 @@ class ResponseReply:
                 delta = self.logprobs(update.tokens or [])  # a healed seed's piece may have no text of its own
                 if update.text or delta:
                     texts.append(update.text)
-                    delta_json = one_line(delta)[1:-1]
+                    delta_json = one_line_json(delta)[1:-1]
                     deltas_json += [delta_json] if delta_json else []
                     yield sent("response.output_text.delta", delta_json, **where, delta=update.text, logprobs=slot)
             text, status, all_json = "".join(texts), shapes.response_status(reason), ",".join(deltas_json)

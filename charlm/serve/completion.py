@@ -44,7 +44,7 @@ def read_ids(vocab: Vocabulary, read: str) -> torch.Tensor:
     """The ids of `read`, a text normalized as the model reads it: the caller normalizes once, for it
     checks the length of that too (a second normalization would take as long again on a long prompt). A
     character the model never saw is UNSEEN, or the model's unknown symbol (docs/serve.md); a text no
-    vocabulary can encode (a lone surrogate) was refused with the request (`protocol.check_text`)."""
+    vocabulary can encode (a lone surrogate) was refused with the request (`protocol.check_encodable`)."""
     return torch.from_numpy(vocab.encode_array(read))
 
 

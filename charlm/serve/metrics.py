@@ -49,7 +49,7 @@ class Metrics:
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
             lines.extend([f"# HELP charlm_{name} {help_text}", f"# TYPE charlm_{name} {kind}"])
-            lines.extend(f"charlm_{name}{labels} {number(value)}" for labels, value in samples)
+            lines.extend(f"charlm_{name}{labels} {prometheus_number(value)}" for labels, value in samples)
 
         with self.lock:
             requests = sorted(self.requests.items())
@@ -103,7 +103,7 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def number(value: float) -> str:
+def prometheus_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 

@@ -196,7 +196,7 @@ def json_items(text: str) -> int:
     return sum(map(outside.count, ",]}"))
 
 
-def check_fields(
+def check_field_names(
     body: Any,
     known: set[str],
     neutral: dict[str, tuple] = NEUTRAL,
@@ -294,7 +294,7 @@ def check_prompts(prompts: list[str], config: ServeConfig, param: str) -> None:
     whichever endpoint reads them (input_tokens counts what a response would refuse as a response does)."""
     check_prompt_lengths(prompts, config, param)
     for prompt in prompts:
-        check_text(prompt, param)
+        check_encodable(prompt, param)
 
 
 def check_prompt_lengths(prompts: list[str], config: ServeConfig, param: str, normalize: str = "none") -> None:
@@ -316,7 +316,7 @@ def check_length(count: int, config: ServeConfig, what: str, param: str, normali
         )  # fmt: skip
 
 
-def check_text(text: str, param: str) -> None:
+def check_encodable(text: str, param: str) -> None:
     """A text no vocabulary can encode (a lone surrogate, which JSON allows: "\\ud800") is a 400 naming its
     field `param`: found here, at C speed, before a request takes rows, it is never a 429 to retry while
     every stream is busy."""
@@ -368,7 +368,7 @@ def stops_of(body: dict) -> list[str]:
     """`stop`: a string or a list; each is matched on every step of the request's rows, hence the limits."""
     stops = strings(body, "stop", MAX_STOPS) or []
     for stop in stops:  # a lone surrogate: no model writes it, so it could never stop a text
-        check_text(stop, "stop")
+        check_encodable(stop, "stop")
     if "" in stops:
         raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
     longest = max(map(len, stops), default=0)
@@ -440,7 +440,7 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
         form = shown(form)
     for name, text in (("template", template), ("acrostic", acrostic)):
         if text is not None:  # a lone surrogate in either, compiled for the model, would be a plain-text 500
-            check_text(text, name)
+            check_encodable(text, name)
     try:
         parsed = forms.template_of(form, template, acrostic, prefix="")
     except CharLMError as e:
@@ -464,7 +464,7 @@ def form_error(error: CharLMError, given: str) -> APIError:
 def completion_params(body: Any, config: ServeConfig) -> Params:
     """OpenAI's legacy completions: `prompt` a text or a list of them (n samples each), 16 characters
     by default as OpenAI's, and 0 taken (`echo` with `logprobs` then scores the prompt alone)."""
-    body = check_fields(body, COMPLETION_FIELDS)
+    body = check_field_names(body, COMPLETION_FIELDS)
     if "prompt" not in body:
         raise APIError(400, "prompt is required: the text to continue", "prompt", "missing_required_parameter")
     prompts = strings(body, "prompt", config.max_streams, PROMPT_IDS)
@@ -482,7 +482,7 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
     """The chat adapter: the messages' texts, a blank line between them and after the last, are the
     prompt; roles are dropped (a model trained on a novel has never seen any). Returns the params
     and whether log-probabilities were asked for."""
-    body = check_fields(body, CHAT_FIELDS)
+    body = check_field_names(body, CHAT_FIELDS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages must be a non-empty list of {role, content}", "messages", "invalid_value")
@@ -520,14 +520,14 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
     """`/tokenize` (llama.cpp's endpoint; vLLM's names the text `prompt`): the model, the field that holds
     the text, the text whose token ids a client wants (for `logit_bias`), and whether each id comes with
     its piece."""
-    body = check_fields(body, TOKENIZE_FIELDS)
+    body = check_field_names(body, TOKENIZE_FIELDS)
     given = [name for name in ("content", "prompt") if body.get(name) is not None]
     if len(given) != 1:
         what = "give content or prompt, not both" if given else "content is required: the text to tokenize"
         raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
     name, text = given[0], string(body, given[0]) or ""
     check_length(len(text), config, PROMPT_LENGTH["prompt"], name)
-    check_text(text, name)
+    check_encodable(text, name)
     return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 
 

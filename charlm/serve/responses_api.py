@@ -21,9 +21,9 @@ from .protocol import (
     NULL_ONLY,
     USER_FIELDS,
     Params,
-    check_fields,
+    check_encodable,
+    check_field_names,
     check_prompts,
-    check_text,
     common,
     joined,
     user_string,
@@ -89,7 +89,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     """The Responses API, read as chat is (`protocol.chat_params`), its prompt `response_prompt`'s; `params.logprobs`
     is not None where `include` asks for log-probabilities. Returns the params and what a response echoes
     as given: `instructions`, `max_output_tokens`, `metadata`, `top_logprobs` and the user's strings."""
-    body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY, RESPONSE_REFUSALS)
+    body = check_field_names(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY, RESPONSE_REFUSALS)
     instructions, prompt = response_prompt(body)
     options = body.get("stream_options")
     if isinstance(options, dict) and "include_usage" in options:  # a response's last event always has usage
@@ -113,7 +113,7 @@ def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str
     """The model and the prompt whose characters `input_tokens.count` counts: what `response_params`
     reads from the same `input` and `instructions`, refused where a response would be."""
     null_only = RESPONSE_NULL_ONLY | INPUT_TOKENS_NULL_ONLY
-    body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
+    body = check_field_names(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
     _, prompt = response_prompt(body)
     check_prompts([prompt], config, "input")
     text_format(body)
@@ -133,7 +133,7 @@ def echoable(value: str | None, name: str) -> str | None:
     """A string field a response echoes (`user`, `instructions`) as read: a lone surrogate in it, which JSON
     allows ("\\ud800") and no answer can carry, is a 400 naming it, never a 500 as the answer is written."""
     if value is not None:
-        check_text(value, name)
+        check_encodable(value, name)
     return value
 
 
@@ -225,7 +225,7 @@ def metadata_of(body: dict) -> dict[str, str]:
         )
     for key, text in value.items():
         for part in (key, text if isinstance(text, str) else ""):  # echoed: a lone surrogate could not be
-            check_text(part, "metadata")
+            check_encodable(part, "metadata")
         if not isinstance(text, str) or len(key) > MAX_METADATA_KEY or len(text) > MAX_METADATA_VALUE:
             raise APIError(
                 400, f"metadata[{json.dumps(shown(key), ensure_ascii=False)}]: a key of at most {MAX_METADATA_KEY} "

@@ -176,7 +176,7 @@ def body_schema(
     neutral: dict[str, tuple] = NEUTRAL,
     null_only: set[str] = NULL_ONLY,
 ) -> dict:
-    """FastAPI's `openapi_extra` for a route that reads its JSON body itself (`protocol.check_fields`): its
+    """FastAPI's `openapi_extra` for a route that reads its JSON body itself (`protocol.check_field_names`): its
     `properties`, those not `required` `nullable`, OpenAI's fields it takes at their `neutral` values or as
     null only, and the `rules` between its fields (`FIELD_RULES`)."""
     taken = {name: {"enum": [*values, None]} for name, values in neutral.items()}
