@@ -9,9 +9,12 @@ Such characters are written as `\\uXXXX` instead, and the first one says how to 
 from __future__ import annotations
 
 import codecs
+import sys
 from typing import TextIO
 
 import click
+
+from .errors import CharLMError
 
 ERRORS = "charlm-console"  # the name of the encode error handler below
 
@@ -48,3 +51,13 @@ def tolerate_unshowable(stream: TextIO) -> None:
     if errors in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
         codecs.register_error(ERRORS, EscapeAndSayOnce(stream.encoding, keeps_bytes=errors == "surrogateescape"))
         stream.reconfigure(errors=ERRORS)
+
+
+def opened(name: str, user: str, fix: str) -> TextIO:
+    """sys.stdin or sys.stdout (`name`), which Python sets to None in a process started with it closed
+    (`>&-`, `<&-`): refused in one line naming `user`, what needs it, not an AttributeError at its first use."""
+    stream = getattr(sys, name)
+    if stream is None:
+        shown, closing = {"stdin": ("input", "<&-"), "stdout": ("output", ">&-")}[name]
+        raise CharLMError(f"{user}: standard {shown} is closed ({closing}); {fix}")
+    return stream

@@ -161,6 +161,21 @@ def test_a_c_locale_gets_escapes_not_a_traceback(tmp_path):
     assert [line for line in stderr.splitlines() if "cannot show" in line and "(ascii)" in line], stderr
 
 
+def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
+    """A process started with stdout or stdin closed (`>&-`, `<&-`) has sys.stdout or sys.stdin None:
+    `charlm sample` raised AttributeError on its first write, --interactive and `--seed-file -` on their read."""
+    shutil.copytree(fox_run, tmp_path / "checkpoints" / "run")
+    closed = charlm_in_shell(
+        "$CHARLM sample run --length 5 >&-; $CHARLM sample run --interactive <&-; $CHARLM sample run --seed-file - <&-",
+        tmp_path,
+    )
+    lines = closed.stderr.decode().splitlines()
+    assert "Traceback" not in closed.stderr.decode() and len(lines) == 3, lines
+    assert "standard output is closed" in lines[0] and "> /dev/null" in lines[0], lines[0]
+    for line, option in zip(lines[1:], ("--interactive", "--seed-file -")):
+        assert line.startswith(f"Error: {option}: standard input is closed"), line
+
+
 def test_training_where_there_is_no_sighup(fox_file, tiny, monkeypatch):
     """Windows' signal module has no SIGHUP: every training run there failed on it as it began."""
     monkeypatch.delattr(signal, "SIGHUP")
