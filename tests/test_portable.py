@@ -176,6 +176,16 @@ def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
         assert line.startswith(f"Error: {option}: standard input is closed"), line
 
 
+def test_a_folder_removed_under_the_shell_is_named(tmp_path):
+    """A shell in a folder that was removed since (`cd d && rmdir ../d`) starts charlm with no working
+    folder: torch's MKL died loading ("Intel oneMKL FATAL ERROR"), `charlm runs` said "file: No such file"."""
+    removed = charlm_in_shell("mkdir gone && cd gone && rmdir ../gone && $CHARLM runs", tmp_path)
+    assert removed.returncode == 1 and removed.stdout == b"", removed
+    assert removed.stderr.decode().splitlines() == [
+        "Error: the current folder was removed; cd to a folder that exists and run charlm again"
+    ]
+
+
 def test_training_where_there_is_no_sighup(fox_file, tiny, monkeypatch):
     """Windows' signal module has no SIGHUP: every training run there failed on it as it began."""
     monkeypatch.delattr(signal, "SIGHUP")
