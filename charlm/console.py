@@ -46,8 +46,11 @@ class EscapeAndSayOnce:
 
 def tolerate_unshowable(stream: TextIO) -> None:
     """Make `stream` (stdout) escape what its encoding cannot show, if it would raise instead; once per
-    command, so each says so. Python's own "surrogateescape" (a C locale's) raises for any other character."""
+    command, so each says so. Python's own "surrogateescape" (a C locale's) raises for any other character,
+    but UTF-8 (UTF-8 mode's) has no other character to raise for: that stream is left as it is."""
     errors = getattr(stream, "errors", None)
+    if errors == "surrogateescape" and codecs.lookup(stream.encoding).name == "utf-8":
+        return
     if errors in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
         codecs.register_error(ERRORS, EscapeAndSayOnce(stream.encoding, keeps_bytes=errors == "surrogateescape"))
         stream.reconfigure(errors=ERRORS)
