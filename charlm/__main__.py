@@ -17,6 +17,7 @@ def main() -> None:
     was writing is removed as on Ctrl-C: it died at once and left its hidden temporary files (a corpus
     cache folder, a page) behind. Training handles its own (stopping.py). A signal the caller ignores
     (nohup, a background job) stays ignored."""
+    check_working_folder()
     with leaving_at_once():
         from .cli import main as command_line
 
@@ -26,6 +27,15 @@ def main() -> None:
     finally:  # the command is done: a signal while the interpreter shuts down has nothing left to stop
         for signum in (signal.SIGINT, signal.SIGTERM):
             handle(signum, leave_done)
+
+
+def check_working_folder() -> None:
+    """A shell still in a folder removed since (`rm -r` from another terminal) starts charlm with none:
+    relative paths mean nothing there, and torch's MKL dies loading ("Intel oneMKL FATAL ERROR"). Said first."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        sys.exit("Error: the current folder was removed; cd to a folder that exists and run charlm again")
 
 
 def handle(signum: int, handler: object) -> object:

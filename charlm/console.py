@@ -2,16 +2,19 @@
 
 Where stdout's encoding is a legacy code page (Windows with output redirected or piped: cp1252, or
 cp936 for characters outside GBK), printing a Chinese sample would raise UnicodeEncodeError mid-text,
-after minutes of training. Such characters are written as `\\uXXXX` instead, and the first one says
-how to get the text itself.
+after minutes of training; so did Linux's C locale with UTF-8 mode off (`LC_ALL=C PYTHONUTF8=0`: ASCII).
+Such characters are written as `\\uXXXX` instead, and the first one says how to get the text itself.
 """
 
 from __future__ import annotations
 
 import codecs
+import sys
 from typing import TextIO
 
 import click
+
+from .errors import CharLMError
 
 ERRORS = "charlm-console"  # the name of the encode error handler below
 
@@ -20,12 +23,15 @@ class EscapeAndSayOnce:
     """An encode error handler: `\\uXXXX` for each character the stream cannot encode; the first time,
     a warning on stderr with the way out."""
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, encoding: str, keeps_bytes: bool) -> None:
         self.encoding, self.said = encoding, False  # the stream's: the codec's own may be just "charmap"
+        self.keeps_bytes = keeps_bytes  # the stream's errors were "surrogateescape": a file name's raw byte stays one
 
-    def __call__(self, error: UnicodeError) -> tuple[str, int]:
+    def __call__(self, error: UnicodeError) -> tuple[str | bytes, int]:
         if not isinstance(error, UnicodeEncodeError):
             raise error
+        if self.keeps_bytes and "\udc80" <= error.object[error.start] <= "\udcff":
+            return bytes([ord(error.object[error.start]) - 0xDC00]), error.start + 1
         if not self.said:
             self.said = True
             click.echo(
@@ -34,12 +40,27 @@ class EscapeAndSayOnce:
                 "(or PYTHONIOENCODING=utf-8) to write them as UTF-8, or use --output FILE where a command has it",
                 err=True,
             )
-        return codecs.backslashreplace_errors(error)
+        one = error.start + 1  # one at a time: a run of characters may mix in surrogate escapes
+        return codecs.backslashreplace_errors(UnicodeEncodeError(error.encoding, error.object, error.start, one, ""))
 
 
 def tolerate_unshowable(stream: TextIO) -> None:
     """Make `stream` (stdout) escape what its encoding cannot show, if it would raise instead; once per
-    command, so each says so."""
-    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
-        codecs.register_error(ERRORS, EscapeAndSayOnce(stream.encoding))
+    command, so each says so. Python's own "surrogateescape" (a C locale's) raises for any other character,
+    but UTF-8 (UTF-8 mode's) has no other character to raise for: that stream is left as it is."""
+    errors = getattr(stream, "errors", None)
+    if errors == "surrogateescape" and codecs.lookup(stream.encoding).name == "utf-8":
+        return
+    if errors in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
+        codecs.register_error(ERRORS, EscapeAndSayOnce(stream.encoding, keeps_bytes=errors == "surrogateescape"))
         stream.reconfigure(errors=ERRORS)
+
+
+def opened(name: str, user: str, fix: str) -> TextIO:
+    """sys.stdin or sys.stdout (`name`), which Python sets to None in a process started with it closed
+    (`>&-`, `<&-`): refused in one line naming `user`, what needs it, not an AttributeError at its first use."""
+    stream = getattr(sys, name)
+    if stream is None:
+        shown, closing = {"stdin": ("input", "<&-"), "stdout": ("output", ">&-")}[name]
+        raise CharLMError(f"{user}: standard {shown} is closed ({closing}); {fix}")
+    return stream

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -126,6 +127,63 @@ def test_a_console_that_cannot_show_chinese_gets_escapes_and_one_warning(tmp_pat
         warnings = [line for line in result.stderr.splitlines() if "cannot show" in line]
         assert len(warnings) == 1 and "(cp1252)" in warnings[0] and "PYTHONUTF8=1" in warnings[0], result.stderr
     assert sampled.stdout.startswith(text[:2].encode("ascii", "backslashreplace").decode())
+
+
+def charlm_in_shell(shell_line: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """`sh -c SHELL_LINE` with `$CHARLM` for `python -m charlm`: a real process whose surroundings the shell
+    sets (a closed stream, a removed folder, a locale); its output as UTF-8 text, whatever it wrote."""
+    command = f"{shlex.quote(sys.executable)} -m charlm"
+    return subprocess.run(
+        ["sh", "-c", shell_line.replace("$CHARLM", command)],
+        capture_output=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_c_locale_gets_escapes_not_a_traceback(tmp_path):
+    """Under LC_ALL=C with UTF-8 mode off, stdout is ASCII with errors="surrogateescape", not "strict":
+    `charlm sample` of a Chinese run raised UnicodeEncodeError at its first character. A file name's
+    undecodable byte (a surrogate escape) still goes out as that byte."""
+    text = "".join(f"{chr(0x4E00 + i % 97)}{'，。'[i % 2]}" + "\n" * (i % 7 == 6) for i in range(600))
+    (tmp_path / "zh.txt").write_text(text, encoding="utf-8")
+    charlm.train(
+        tmp_path / "zh.txt", out=str(tmp_path / "checkpoints" / "zh"), layers=1, hidden=8, max_steps=1, quiet=True
+    )
+    result = charlm_in_shell(
+        "$CHARLM sample zh --length 20 --random-seed 1", tmp_path, LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0"
+    )
+    stdout, stderr = result.stdout.decode("ascii"), result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "\\u4e" in stdout
+    assert [line for line in stderr.splitlines() if "cannot show" in line and "(ascii)" in line], stderr
+
+
+def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
+    """A process started with stdout or stdin closed (`>&-`, `<&-`) has sys.stdout or sys.stdin None:
+    `charlm sample` raised AttributeError on its first write, --interactive and `--seed-file -` on their read."""
+    shutil.copytree(fox_run, tmp_path / "checkpoints" / "run")
+    closed = charlm_in_shell(
+        "$CHARLM sample run --length 5 >&-; $CHARLM sample run --interactive <&-; $CHARLM sample run --seed-file - <&-",
+        tmp_path,
+    )
+    lines = closed.stderr.decode().splitlines()
+    assert "Traceback" not in closed.stderr.decode() and len(lines) == 3, lines
+    assert "standard output is closed" in lines[0] and "> /dev/null" in lines[0], lines[0]
+    for line, option in zip(lines[1:], ("--interactive", "--seed-file -")):
+        assert line.startswith(f"Error: {option}: standard input is closed"), line
+
+
+def test_a_folder_removed_under_the_shell_is_named(tmp_path):
+    """A shell in a folder that was removed since (`cd d && rmdir ../d`) starts charlm with no working
+    folder: torch's MKL died loading ("Intel oneMKL FATAL ERROR"), `charlm runs` said "file: No such file"."""
+    removed = charlm_in_shell("mkdir gone && cd gone && rmdir ../gone && $CHARLM runs", tmp_path)
+    assert removed.returncode == 1 and removed.stdout == b"", removed
+    assert removed.stderr.decode().splitlines() == [
+        "Error: the current folder was removed; cd to a folder that exists and run charlm again"
+    ]
 
 
 def test_training_where_there_is_no_sighup(fox_file, tiny, monkeypatch):

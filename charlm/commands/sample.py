@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
-from .. import files, path_names, runs, stopping, tables
+from .. import console, files, path_names, runs, stopping, tables
 from ..config import MAX_LOGIT_BIAS, SampleConfig, check_greedy_alone, parse_temperatures
 from ..corpus import check_characters, read_seed_file
 from ..decode_errors import undecodable
@@ -102,6 +102,13 @@ def sample(
             "--interactive writes one plain sample from the lines you type: drop --seed, --seed-file, --json, "
             "--num-samples and a list of temperatures"
         )
+    console.opened(
+        "stdout", "charlm sample", "the text is written there: redirect it (> FILE, or > /dev/null with --output FILE)"
+    )
+    if interactive:
+        console.opened("stdin", "--interactive", "type the lines at a terminal, or pipe them in")
+    elif seed_file == "-":
+        console.opened("stdin", "--seed-file -", "pipe the seed in, or give --seed")
     seed = read_seed(seed_file) if seed_file else seed or ""
     with stopping.leaving_at_once():
         from .. import checkpoint, constraints, generation, sampler, threads
