@@ -205,7 +205,9 @@ class Config:
         0.0, "score, keep and sample a moving average of the weights with this decay per step, e.g. 0.999 (0: off)"
     )
     random_seed: int = option(
-        1337, "seed for the initial weights and dropout (the text is always read in the same order)"
+        1337,
+        "seed for the initial weights and dropout (the text is always read in the same order); only its low 32 bits "
+        "count on a CPU (torch's generator): seed + 2**32 trains seed's run",
     )
     # debugging
     detect_anomaly: bool = option(False, "torch autograd anomaly detection, to debug NaN (slow)")

@@ -434,7 +434,8 @@ def surprise(
 
 
 def checked_top(function: str, top: object) -> int:
-    """How many guesses `function` (`surprise`, `tracing.trace_and_surprise`) was asked to keep, refused unless a count."""
+    """How many guesses `function` (`surprise`, `tracing.trace_and_surprise`) was asked to keep, refused
+    unless a count."""
     top = plain(top)  # np.int64(3), as charlm.next_probs takes it
     if not isinstance(top, int) or isinstance(top, bool) or top < 0:
         refuse(function, "top must be an integer, 0 or more", top)

@@ -27,7 +27,7 @@ from .arguments import check_reading, reading_text
 from .cells import GRUGates, LSTMGates, gru_cell, lstm_cell
 from .inference_context import inference
 from .model import CharLM
-from .scoring import TOP, Surprise, checked_top, guesses, ids_with_context, mean_bits, preview, score, tokens_of
+from .scoring import TOP, Scores, Surprise, checked_top, guesses, ids_with_context, mean_bits, preview, score, tokens_of
 
 GATE_NAMES = {"lstm": LSTMGates._fields, "gru": GRUGates._fields, "rnn": ()}  # the reference cells' names, in order
 
@@ -69,7 +69,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory. `warn`: as
     `scoring.ids_with_context`."""
-    return trace_and_surprise(model, text, context, probs, warn, top=0)[0]
+    return read_through("tracing.trace", model, text, context, probs, warn, top=0)[0]
 
 
 def trace_and_surprise(
@@ -77,9 +77,18 @@ def trace_and_surprise(
 ) -> tuple[Trace, Surprise]:
     """`trace`, and `scoring.surprise` with its `top` guesses, from one run of the model over the text: the
     same head on the same top layer's outputs, so `charlm inspect`, which shows both, reads the text once."""
-    check_reading("tracing.trace", model, text, context, probs=probs, warn=warn)
-    top = checked_top("tracing.trace", top)
-    with reading_text("tracing.trace", text):  # "notes.txt" names a file: the name is read, with a warning
+    traced, scores = read_through("tracing.trace_and_surprise", model, text, context, probs, warn, top)
+    return traced, Surprise(traced.tokens, scores.bits, guesses(model, scores))
+
+
+def read_through(
+    function: str, model: CharLM, text: str, context: str | None, probs: bool, warn: bool, top: int
+) -> tuple[Trace, Scores]:
+    """The trace and the scores with `top` guesses that `function`, the public one called, returns: its
+    errors name it, as the caller wrote it."""
+    check_reading(function, model, text, context, probs=probs, warn=warn)
+    top = checked_top(function, top)
+    with reading_text(function, text):  # "notes.txt" names a file: the name is read, with a warning
         ids, start, read = ids_with_context(model, text, context, warn=warn)
     with inference(model):
         inputs, layers = model.embed(ids), []
@@ -95,10 +104,9 @@ def trace_and_surprise(
     text_ids = ids[start:].cpu()
     names = GATE_NAMES[model.config.cell]
     gates = {name: stack([layer.gates[k] for layer in layers]) for k, name in enumerate(names)}
-    tokens = tokens_of(model, read, text_ids)
     traced = Trace(
         cell=model.config.cell,
-        tokens=tokens,
+        tokens=tokens_of(model, read, text_ids),
         ids=text_ids.numpy(),
         bits=scores.bits,
         probs=scores.probs,
@@ -106,7 +114,7 @@ def trace_and_surprise(
         cells=stack([layer.cells for layer in layers]) if model.config.cell == "lstm" else None,
         gates=gates,
     )
-    return traced, Surprise(tokens, scores.bits, guesses(model, scores))
+    return traced, scores
 
 
 class LayerTrace(NamedTuple):

@@ -885,6 +885,15 @@ def test_surprise_names_a_top_that_is_not_a_count(model, top):
     assert scoring.surprise(model, "ab", top=np.int64(2)).top[0] == scoring.surprise(model, "ab", top=2).top[0]
 
 
+@pytest.mark.parametrize("given", [{"top": -1}, {"probs": "no"}, {"context": b"a"}])
+def test_trace_and_surprise_names_itself_in_a_refusal(model, given):
+    """`trace_and_surprise`, which shares `trace`'s reading, refused its own `top=-1` as
+    "charlm.tracing.trace: top must be ...": a function that takes no `top`, so the caller looked there."""
+    name = "charlm.tracing.trace_and_surprise"
+    assert_named(lambda: tracing.trace_and_surprise(model, "ab", **given), f"{name}: ")
+    assert_named(lambda: tracing.trace(model, b"ab"), "charlm.tracing.trace: ")  # trace keeps its own name
+
+
 @pytest.mark.parametrize(
     ("call", "flag"),
     [("tracing.trace", "probs"), ("tracing.trace", "warn"), ("scoring.surprise", "warn")]

@@ -1487,3 +1487,21 @@ def test_where_the_random_seed_is_described_it_says_only_its_low_32_bits_count()
     model = make_model("\nabcdefgh ").eval()
     texts = [charlm.generate(model, "a", length=40, temperature=2.0, random_seed=s) for s in (5, 5 + 2**32, 6)]
     assert texts[0] == texts[1] != texts[2], texts
+
+
+def test_where_the_training_seed_is_described_it_says_only_its_low_32_bits_count_on_a_cpu(tmp_path):
+    """`charlm train --random-seed` seeds torch's CPU generator (MT19937, low 32 bits), which makes the
+    initial weights and a CPU run's dropout: seeds 2**32 apart train one run. `charlm sample`'s help said
+    so and train's did not. On a GPU the dropout's generator (Philox) reads all 64 bits, hence "on a CPU"."""
+    (seed_field,) = (f for f in dataclasses.fields(Config) if f.name == "random_seed")
+    said = [seed_field.metadata["help"], (REPO / "docs" / "data-and-checkpoints.md").read_text(encoding="utf-8")]
+    said.append((REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8"))
+    assert all("low 32 bits count on a CPU" in text or "在 CPU 上只有它的低 32 位起作用" in text for text in said), (
+        said[0]
+    )
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 20, encoding="utf-8")
+    options = {**TINY, "hidden": 8, "max_steps": 2, "dropout": 0.3, "device": "cpu"}
+    runs = [charlm.train(corpus, out=str(tmp_path / str(s)), random_seed=s, **options) for s in (5, 5 + 2**32, 6)]
+    weights = [torch.cat([w.flatten() for w in run.state_dict().values()]) for run in runs]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])

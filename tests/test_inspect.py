@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import runs, scoring
+from charlm import runs, scoring, tracing
 from charlm.errors import CharLMError
 from charlm.fields import typed
 from charlm.inspection import analysis
@@ -474,6 +474,18 @@ def test_inspect_reads_the_text_through_the_model_once_for_the_trace_and_the_sur
     two_passes = dataclasses.replace(inspection, surprise=surprise(model, text, context="", warn=False))
     assert render(inspection, "tiny") == render(two_passes, "tiny")
     assert summary(inspection) == summary(two_passes)
+
+
+def test_a_trace_alone_decodes_no_guesses(monkeypatch):
+    """`trace` reads through `trace_and_surprise`, whose surprises it drops: it built their guesses too, a
+    list per token, for nothing. It asks for none; `trace_and_surprise` still gives its `top` of them."""
+    model = make_model(Vocab.from_counts(Counter("abc \n")), layers=1, hidden=8).eval()
+    made = []
+    monkeypatch.setattr(tracing, "guesses", lambda *args: made.append(args) or scoring.guesses(*args))
+    tracing.trace(model, "abc ab")
+    assert made == []
+    _, surprises = tracing.trace_and_surprise(model, "abc ab", top=2)
+    assert len(made) == 1 and [len(guessed) for guessed in surprises.top] == [2] * 6
 
 
 def test_gate_saturation_counts_shut_and_open_gates_per_cell():

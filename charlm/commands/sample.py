@@ -218,7 +218,8 @@ def write_samples(
     """Each config's samples, labeled by temperature when there are several: a JSON object per sample
     (with the --random-seed that writes it alone, as its number from 1 does not say; drawn, when none was
     given, so a sample liked can be made again; none for a greedy sample, which any seed writes), one sample
-    streamed as it is made, or several, each whole under its own label. Only JSON names the seed: plain output is the text alone, as a pipe or --output wants."""
+    streamed as it is made, or several, each whole under its own label. Only JSON names the seed: plain
+    output is the text alone, as a pipe or --output wants."""
     from .. import sampler
 
     for config in configs:
