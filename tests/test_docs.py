@@ -1505,3 +1505,20 @@ def test_where_the_training_seed_is_described_it_says_only_its_low_32_bits_count
     runs = [charlm.train(corpus, out=str(tmp_path / str(s)), random_seed=s, **options) for s in (5, 5 + 2**32, 6)]
     weights = [torch.cat([w.flatten() for w in run.state_dict().values()]) for run in runs]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+def test_where_a_json_samples_random_seed_is_described_it_says_a_greedy_ones_is_null():
+    """A greedy sample draws nothing, so `--json` names no random_seed for it (tests/test_cli.py): the help and
+    each page that tells what `random_seed` holds say so, the Chinese twins as their English pages do."""
+    from charlm.commands.sample import sample
+
+    helped = next(param.help for param in sample.params if param.name == "as_json")
+    assert "null when greedy" in helped, helped
+    pages = ["README.md", "README.zh.md", "docs/how-it-works.md", "docs/how-it-works.zh.md"]
+    described = []
+    for page in pages:
+        blocks = re.split(r"\n\s*\n|\n(?=- )", (REPO / page).read_text(encoding="utf-8"))  # paragraphs, bullets
+        described += [(page, block) for block in blocks if "`--json`" in block and "`random_seed`" in block]
+    assert [page for page, _ in described] == pages, described  # one description on each page
+    for page, block in described:  # `temperature` was null with --greedy before: why the seed is too is what is new
+        assert "null" in block and ("draws nothing" in block or "不抽随机数" in block), f"{page}: {block}"
