@@ -161,6 +161,19 @@ def test_a_c_locale_gets_escapes_not_a_traceback(tmp_path):
     assert [line for line in stderr.splitlines() if "cannot show" in line and "(ascii)" in line], stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")
+def test_a_full_standard_output_is_named(tmp_path, fox_run):
+    """`> /dev/full` (or a full disk under `> out.txt`) said "Error: file: No space left on device": a
+    failed write to a stream names no file, and "file" named nothing the user could free or change."""
+    shutil.copytree(fox_run, tmp_path / "checkpoints" / "run")
+    full = charlm_in_shell("$CHARLM sample run --length 5 > /dev/full", tmp_path)
+    said = "Error: standard output: No space left on device; free space on its disk (or raise the file size limit"
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.decode().splitlines() == [
+        f"{said}, ulimit -f), or send it elsewhere (--output FILE where a command has it)"
+    ]
+
+
 def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
     """A process started with stdout or stdin closed (`>&-`, `<&-`) has sys.stdout or sys.stdin None:
     `charlm sample` raised AttributeError on its first write, --interactive and `--seed-file -` on their read."""
