@@ -88,7 +88,8 @@ class Group(click.Group):
                 click.echo(one_line(str(e)) or "interrupted; checkpoints already written are intact")
             sys.exit(130)
         except OSError as e:  # a file error no stage turned into a CharLMError: still one line
-            raise click.ClickException(one_line(f"{e.filename or 'file'}: {e.strerror or e}")) from None
+            said = f"{e.filename}: {e.strerror or e}" if e.filename else console.unnamed_write(e)
+            raise click.ClickException(one_line(said)) from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller --hidden, --layers or --batch-size") from None
 

@@ -14,6 +14,7 @@ from typing import TextIO
 
 import click
 
+from . import files
 from .errors import CharLMError
 
 ERRORS = "charlm-console"  # the name of the encode error handler below
@@ -64,3 +65,15 @@ def opened(name: str, user: str, fix: str) -> TextIO:
         shown, closing = {"stdin": ("input", "<&-"), "stdout": ("output", ">&-")}[name]
         raise CharLMError(f"{user}: standard {shown} is closed ({closing}); {fix}")
     return stream
+
+
+def unnamed_write(error: OSError) -> str:
+    """The message of an OSError that names no file. Every file charlm writes itself is named where its write
+    fails (`files.cannot_write`): one found without room is a stream, standard output (`> /dev/full`, a full
+    disk under `> out.txt`; a full stderr could not show the message), where "file: No space left" named nothing."""
+    if error.errno in files.NO_ROOM:
+        return (
+            f"standard output: {error.strerror}{files.write_remedy(error)}, or send it elsewhere "
+            "(--output FILE where a command has it)"
+        )
+    return f"file: {error.strerror or error}"

@@ -23,6 +23,7 @@ from . import files
 from .decode_errors import binary_file, nul_offset, text_encoding, undecodable
 from .errors import CharLMError, one_line_path
 from .fields import SHOWN, said, value_refused
+from .locales import arrived_as_bytes
 
 CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
 
@@ -227,6 +228,8 @@ def check_characters(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         char = text[e.start]
+        if locale_fault := arrived_as_bytes(text):  # a C locale's command line: UTF-8 read as bytes
+            raise CharLMError(f"{what}: {locale_fault}") from None
         if "\udc80" <= char <= "\udcff":
             problem = f"byte 0x{ord(char) - 0xDC00:02x} at character {e.start} is not valid UTF-8"
         else:

@@ -28,6 +28,7 @@ from .decode_errors import Undecodable, is_utf8
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
 from .fields import about_option, call, paths_given, said
+from .locales import cannot_name
 from .scoring import check_scored, scored_ids
 from .sources import CorpusChanged, catalog_name, files_changed, recorded_sources, same_text, source_parts
 from .tokens import TokenCorpus, cache_key, corpus_options, load_corpus, prepared_files, text_digest
@@ -220,6 +221,8 @@ def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
     moved = runs_record(corpus, run_dir).get("sources")  # a hand edit: anything
     if isinstance(moved, list) and moved and all(isinstance(s, str) for s in moved) and not missing(moved):
         return moved
+    if unnamed := cannot_name(gone[0]):  # there, but not to be asked for in this locale
+        raise CharLMError(f"{gone[0]}: {unnamed}")
     resume = call("train", "NEW", said("resume", run_dir))
     raise CharLMError(
         f"{gone[0]}: no such file or folder, where {run_dir} read its corpus; if the text moved, resume on it "

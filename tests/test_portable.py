@@ -161,6 +161,39 @@ def test_a_c_locale_gets_escapes_not_a_traceback(tmp_path):
     assert [line for line in stderr.splitlines() if "cannot show" in line and "(ascii)" in line], stderr
 
 
+C_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}  # ASCII, UTF-8 mode off
+
+
+def test_utf8_text_under_a_c_locale_is_said_to_be_the_locales_fault(tmp_path):
+    """Under a C locale Python reads the command line as ASCII and cannot name a path in Chinese: a UTF-8
+    `--seed 床` was called "not valid UTF-8; give the text in UTF-8", which it was, and the corpus a run
+    recorded as 诗.txt "no such file or folder", though it was there. Both say the locale is the cause."""
+    (tmp_path / "诗.txt").write_text("床前明月光，疑是地上霜。\n" * 40, encoding="utf-8")
+    charlm.train(
+        tmp_path / "诗.txt", out=str(tmp_path / "checkpoints" / "zh"), layers=1, hidden=8, max_steps=1, quiet=True
+    )
+    result = charlm_in_shell("$CHARLM sample zh --seed 床 --length 5; $CHARLM eval zh", tmp_path, **C_LOCALE)
+    lines = result.stderr.decode("utf-8", "replace").splitlines()
+    assert result.stdout == b"" and len(lines) == 2, lines
+    assert lines[0].startswith("Error: --seed: the text is UTF-8, but the terminal's locale (ascii) is not"), lines[0]
+    assert lines[1].startswith(f"Error: {tmp_path / '诗.txt'}: the terminal's locale (ascii) cannot name it"), lines[1]
+    for line in lines:
+        assert line.endswith("set PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"), line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")
+def test_a_full_standard_output_is_named(tmp_path, fox_run):
+    """`> /dev/full` (or a full disk under `> out.txt`) said "Error: file: No space left on device": a
+    failed write to a stream names no file, and "file" named nothing the user could free or change."""
+    shutil.copytree(fox_run, tmp_path / "checkpoints" / "run")
+    full = charlm_in_shell("$CHARLM sample run --length 5 > /dev/full", tmp_path)
+    said = "Error: standard output: No space left on device; free space on its disk (or raise the file size limit"
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.decode().splitlines() == [
+        f"{said}, ulimit -f), or send it elsewhere (--output FILE where a command has it)"
+    ]
+
+
 def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
     """A process started with stdout or stdin closed (`>&-`, `<&-`) has sys.stdout or sys.stdin None:
     `charlm sample` raised AttributeError on its first write, --interactive and `--seed-file -` on their read."""
