@@ -118,14 +118,18 @@ class Trainer:
                 self.say_nothing_to_train()
             else:
                 self.check_patience_resumed()
-            started, stopping = time.perf_counter() - progress.elapsed, False
+            run_start, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
-                loss, seconds = self.timed_step(share)
-                stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop)
+                step_start = time.perf_counter()
+                loss = train_state.train_step(self.state, share)
+                seconds = time.perf_counter() - step_start
+                threads.record(seconds, self.state.windows.tokens_per_step)  # the thread count follows the CPU
+                stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop)
                 self.ending = stopping or self.spent(max_seconds) >= 1.0  # as the loop's test after this step
                 self.hooks_if_due()
-                self.report(loss, seconds)
-            stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
+                self.reporter.step(loss, seconds)  # the progress bar, and the metrics' chars/s
+                self.compare_with_probe()
+            stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop, now=True) or stopping
             self.ending = True
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
             if stopping and scoring and self.saved_step != progress.step:
@@ -155,22 +159,6 @@ class Trainer:
         threads.configure(self.config.threads, self.device)
         self.schedule_probe_check(max_seconds)
         return stop
-
-    def timed_step(self, share: float) -> tuple[torch.Tensor, float]:
-        """One training step (`train_state.train_step`) and its seconds, told here to the thread count's
-        governor, which follows the CPU this process gets (threads.py); `report` passes them on to the
-        metrics' chars/s."""
-        stepped = time.perf_counter()
-        loss = train_state.train_step(self.state, share)
-        seconds = time.perf_counter() - stepped
-        threads.record(seconds, self.state.windows.tokens_per_step)
-        return loss, seconds
-
-    def report(self, loss: torch.Tensor, seconds: float) -> None:
-        """The progress bar's step, and once the run has settled, a warning if it trains well below the
-        probed speed (`compare_with_probe`)."""
-        self.reporter.step(loss, seconds)
-        self.compare_with_probe()
 
     def spent(self, max_seconds: float | None) -> float:
         """How much of the budget is spent: steps or time, whichever runs out first."""
