@@ -160,12 +160,6 @@ class Trainer:
         self.schedule_probe_check(max_seconds)
         return stop
 
-    def spent(self, max_seconds: float | None) -> float:
-        """How much of the budget is spent: steps or time, whichever runs out first."""
-        by_steps = self.progress.step / self.config.max_steps if self.config.max_steps else 0.0
-        by_time = self.clock / max_seconds if max_seconds else 0.0
-        return max(by_steps, by_time)
-
     def open_run(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
         """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
         the start lines (`start_notes`, said only once the folder is the run's: a run refused it says the
@@ -215,6 +209,70 @@ class Trainer:
                 f"started from step {self.saved_step}; {run_notes.kept_note(self.run_dir, ahead)}"
             )
 
+    def start_notes(self) -> list[str]:
+        """The lines a run starts with (`open_run`), for `charlm train` and `charlm.train` alike: what trains on
+        what, where, and from which step (a resumed run's line would read as a new run's without it); a
+        fine-tune's base and the characters its text adds, so a stray one is seen before it is learned (a
+        resume: that it goes on)."""
+        model = self.model
+        resumed = (
+            "" if self.saved_step is None else f", resumed at step {self.saved_step} ({self.saved_at:.0f}s trained)"
+        )
+        precision = precision_text(self.device, self.precision, type(model.core))
+        hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)
+        training = (
+            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
+            f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
+            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}{self.resume.said()}"
+        )
+        notes = [training]
+        if self.base and self.saved_step is not None:  # its new characters were said when it started
+            notes.append(f"continuing the fine-tune of {self.base.describe(SHORT_DIGEST)}")
+        elif self.base:
+            added = finetune.new_characters_note(self.corpus, self.base.vocab_size, self.config)
+            notes.append(f"fine-tuning from {self.base.describe(SHORT_DIGEST)}; {added}")
+        return notes
+
+    @property
+    def shown_dir(self) -> str:
+        """The run folder as the lines that name it show it: a folder renamed by hand to a space, quoted."""
+        return one_line_path(self.run_dir)
+
+    def schedule_probe_check(self, max_seconds: float | None) -> None:
+        """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
+        if max_seconds:
+            settled = max(SETTLED[0], SETTLED[1] * max_seconds)
+            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
+
+    def resumed_spent(self, max_seconds: float | None) -> bool:
+        """Whether this resume's limits were spent before its first step: a resume taken up all the same,
+        as it gave the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` recorded."""
+        return self.saved_step is not None and self.spent(max_seconds) >= 1.0
+
+    def say_nothing_to_train(self) -> None:
+        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
+        if self.ranks.leader:
+            spent = limits_spent(self.config, self.progress, self.run_dir)
+            self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
+
+    def check_patience_resumed(self) -> None:
+        """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
+        nothing else says why the limits given were not trained to."""
+        if self.decide_patience(resuming=True):
+            moved_to = self.corpus.sources if self.text_moved else None
+            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, moved_to))
+
+    def resumed_idle(self, max_seconds: float | None) -> bool:
+        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `decide_patience`):
+        its progress bar would show steps never taken, drawn full above and below the line that says why."""
+        return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
+
+    def spent(self, max_seconds: float | None) -> float:
+        """How much of the budget is spent: steps or time, whichever runs out first."""
+        by_steps = self.progress.step / self.config.max_steps if self.config.max_steps else 0.0
+        by_time = self.clock / max_seconds if max_seconds else 0.0
+        return max(by_steps, by_time)
+
     def keep_time(self, elapsed: float, stop: StopFlag, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;
         under torchrun every rank takes rank 0's clock and any rank's stop request, shared every
@@ -248,12 +306,6 @@ class Trainer:
             self.save()
         elif step % NAN_CHECK_EVERY == 0:
             self.check_diverged()
-
-    def schedule_probe_check(self, max_seconds: float | None) -> None:
-        """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
-        if max_seconds:
-            settled = max(SETTLED[0], SETTLED[1] * max_seconds)
-            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
 
     def compare_with_probe(self) -> None:
         """Once, when the run has settled: say so (`run_notes.slow_note`) if it trains well below the speed
@@ -306,27 +358,6 @@ class Trainer:
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
 
-    def resumed_spent(self, max_seconds: float | None) -> bool:
-        """Whether this resume's limits were spent before its first step: a resume taken up all the same,
-        as it gave the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` recorded."""
-        return self.saved_step is not None and self.spent(max_seconds) >= 1.0
-
-    def say_nothing_to_train(self) -> None:
-        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
-        if self.ranks.leader:
-            spent = limits_spent(self.config, self.progress, self.run_dir)
-            self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
-
-    def resumed_idle(self, max_seconds: float | None) -> bool:
-        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `decide_patience`):
-        its progress bar would show steps never taken, drawn full above and below the line that says why."""
-        return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
-
-    def patience_spent(self) -> bool:
-        """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
-        patience, progress = self.config.patience, self.progress
-        return bool(patience and progress.step) and progress.worse_evaluations >= patience
-
     def decide_patience(self, resuming: bool = False) -> bool:
         """Stop once validation has not improved for --patience evaluations in a row: the text is being
         memorized and best.pt already holds the best weights. Every rank takes rank 0's word (`out_of_patience`);
@@ -340,24 +371,10 @@ class Trainer:
         self.out_of_patience = bool(decided)
         return out
 
-    def check_patience_resumed(self) -> None:
-        """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
-        nothing else says why the limits given were not trained to."""
-        if self.decide_patience(resuming=True):
-            moved_to = self.corpus.sources if self.text_moved else None
-            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, moved_to))
-
-    def say(self, line: str) -> None:
-        """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid."""
-        if not self.config.quiet:
-            self.say_always(line)
-
-    @staticmethod
-    def say_always(line: str) -> None:
-        """A line under the progress bar that --quiet does not silence: a checkpoint not written, or written
-        aside, and why a resume trains nothing; unsaid, a quiet run would lose its steps, or end untrained,
-        without a word."""
-        tqdm.write(line, file=sys.stderr)
+    def patience_spent(self) -> bool:
+        """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
+        patience, progress = self.config.patience, self.progress
+        return bool(patience and progress.step) and progress.worse_evaluations >= patience
 
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,
@@ -366,22 +383,6 @@ class Trainer:
         block = f"--- sample at step {self.progress.step} (val {self.progress.val_bpc:.3f} bpc) ---\n{text.strip()}\n"
         tqdm.write(block)
         self.samples.append(block + "\n")  # best effort, as metrics.jsonl: checkpoints decide what stops a run
-
-    def checkpoint(self) -> Checkpoint:
-        """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
-        return Checkpoint(
-            model_config=self.model.config,
-            vocab=self.corpus.vocab,
-            weights=self.result.state_dict(),
-            config=self.config,
-            corpus=self.corpus.record(),
-            progress=self.progress,
-            device=str(self.state.device),
-            precision=self.state.precision,
-            **self.recorded_hardware(),
-            training=train_state.capture(self.state),
-            base=self.base,
-        )
 
     def save(self, improved: bool = False, warn: bool = True) -> bool:
         """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns (unless not
@@ -416,6 +417,22 @@ class Trainer:
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
         return improved
 
+    def checkpoint(self) -> Checkpoint:
+        """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
+        return Checkpoint(
+            model_config=self.model.config,
+            vocab=self.corpus.vocab,
+            weights=self.result.state_dict(),
+            config=self.config,
+            corpus=self.corpus.record(),
+            progress=self.progress,
+            device=str(self.state.device),
+            precision=self.state.precision,
+            **self.recorded_hardware(),
+            training=train_state.capture(self.state),
+            base=self.base,
+        )
+
     def write_files(self, checkpoint: Checkpoint, improved: bool) -> tuple[str | None, bool]:
         """Rank 0's write of latest.pt (and best.pt): why it failed (None: written), and whether best.pt
         holds this step. The lock is looked at again just before each rename: a folder removed and taken by
@@ -432,35 +449,6 @@ class Trainer:
             return str(e), improved and self.run_dir / runs.BEST in e.saved
         return None, improved
 
-    def start_notes(self) -> list[str]:
-        """The lines a run starts with (`open_run`), for `charlm train` and `charlm.train` alike: what trains on
-        what, where, and from which step (a resumed run's line would read as a new run's without it); a
-        fine-tune's base and the characters its text adds, so a stray one is seen before it is learned (a
-        resume: that it goes on)."""
-        model = self.model
-        resumed = (
-            "" if self.saved_step is None else f", resumed at step {self.saved_step} ({self.saved_at:.0f}s trained)"
-        )
-        precision = precision_text(self.device, self.precision, type(model.core))
-        hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)
-        training = (
-            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
-            f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
-            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}{self.resume.said()}"
-        )
-        notes = [training]
-        if self.base and self.saved_step is not None:  # its new characters were said when it started
-            notes.append(f"continuing the fine-tune of {self.base.describe(SHORT_DIGEST)}")
-        elif self.base:
-            added = finetune.new_characters_note(self.corpus, self.base.vocab_size, self.config)
-            notes.append(f"fine-tuning from {self.base.describe(SHORT_DIGEST)}; {added}")
-        return notes
-
-    @property
-    def shown_dir(self) -> str:
-        """The run folder as the lines that name it show it: a folder renamed by hand to a space, quoted."""
-        return one_line_path(self.run_dir)
-
     def check_diverged(self) -> None:
         """Stop, writing nothing, once training has diverged: a loss was NaN or infinite, or the weights
         (the raw ones and their average) hold what no checkpoint reader takes (`unsound_weight`). The
@@ -473,6 +461,20 @@ class Trainer:
         if why:
             raise CharLMError(run_notes.diverged_message(why, self.config.lr, self.run_dir, self.saved_step))
 
+    # -- lines under the progress bar ----------------------------------------------------------
+    def say(self, line: str) -> None:
+        """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid."""
+        if not self.config.quiet:
+            self.say_always(line)
+
+    @staticmethod
+    def say_always(line: str) -> None:
+        """A line under the progress bar that --quiet does not silence: a checkpoint not written, or written
+        aside, and why a resume trains nothing; unsaid, a quiet run would lose its steps, or end untrained,
+        without a word."""
+        tqdm.write(line, file=sys.stderr)
+
+    # -- resuming ------------------------------------------------------------------------------
     def restore(self, checkpoint: Checkpoint, read_from: tuple[int, ...] | None = None) -> None:
         """Continue from a checkpoint of this run (train_state.restore), on the same corpus; `read_from`:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
