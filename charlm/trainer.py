@@ -60,7 +60,7 @@ class Trainer:
         self.model, self.device, self.precision = self.state.model, self.state.device, self.state.precision
         self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
-        self.stopped_early = False
+        self.stopped_early = False  # a signal stopped the run before its limits (commands/train.py says so)
         self.ending = False  # this step is the run's last (limits or --patience spent, a signal): so is its save
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
         self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
@@ -69,7 +69,7 @@ class Trainer:
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
         self.text_moved = False  # a resume read the run's text at a path its checkpoint does not record
         self.resume = ResumeRecord()  # what this resume changed, and the run's earlier resumes (`restore`)
-        self.saved_at = 0.0
+        self.saved_at = 0.0  # the clock at the last save, or failed save: --checkpoint-every's seconds count from it
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
         self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and tokens at the start)
@@ -133,8 +133,8 @@ class Trainer:
             self.ending = True
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
             if stopping and scoring and self.saved_step != progress.step:
-                # before the scoring, which a big model's kill soon after a signal (docker's 10 s) cut short; a
-                # failure is tried again after it, which says it
+                # saved before the scoring: a kill follows a stop signal soon (docker's after 10 s), and a big
+                # model's scoring may outlast it; a failed save is tried again, and said, by the scoring's save
                 self.save(warn=False)
             if stopping and self.ranks.leader:
                 self.say(run_notes.stopping_note(progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
@@ -387,9 +387,8 @@ class Trainer:
     def save(self, improved: bool = False, warn: bool = True) -> bool:
         """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns (unless not
         `warn`: a stop's save tried again soon). Returns whether best.pt holds this step (`improved`, and
-        written, whatever else failed). The other ranks
-        wait for rank 0's write while its heartbeat goes on (`leader_first`): a huge model's write to a
-        slow disk, longer than --peer-timeout, had them name rank 0 stuck in the collective after it."""
+        written, whatever else failed). The other ranks wait for rank 0's write while its heartbeat goes on
+        (`leader_first`), not a clock: a huge model's write to a slow disk may outlast --peer-timeout."""
         self.check_diverged()
         checkpoint, error, best_written = self.checkpoint(), None, improved
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
