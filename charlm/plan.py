@@ -100,7 +100,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     check_before_measuring(as_given, corpus, out)  # its refusals name --eval-also as typed, not as the run keeps it
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
 
-    def say(line: str) -> str:  # kept as written, said as the caller writes options
+    def say(line: str) -> str:  # the reason kept in the command line's words, said in the caller's (`as_said`)
         if not config.quiet:
             tqdm.write(as_said(line, Config), file=sys.stderr)
         return line
@@ -270,8 +270,8 @@ def eval_cadence(config: Config, train_tokens: int) -> int:
 
 
 def passes_said(passes: float) -> str:
-    """The passes a reason names: a short run's "0.0027 passes" meant nothing to a reader, and "about 0.0"
-    read as none; below a tenth of a pass dropout is at its floor whatever the figure."""
+    """The passes a reason names, to a tenth: below a tenth of a pass dropout is at its floor whatever the
+    figure, and "about 0.0" would read as none."""
     return "under a tenth of a pass" if passes < 0.1 else f"about {passes:.1f} passes"
 
 
@@ -374,7 +374,7 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
 def check_kept_eval_also(config: Config, run_dir: Path) -> None:
     """Refuse a resume whose --eval-also, kept from the run's start (not given now), is no longer there: a
     text or a run moved or deleted since. The resume may give it again at its new path, or '' to score no
-    second text; the bare "no such file" named a path the user never typed on this resume."""
+    second text. Said here, naming the run that kept it: this resume never typed the path."""
     kept = config.eval_also
     if kept and not Path(kept).exists():
         raise CharLMError(
