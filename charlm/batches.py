@@ -60,7 +60,8 @@ class Windows:
     """The windows of `streams`, in order. `position` is the column the next window starts at.
 
     When the streams run out, a new epoch starts again at column 0; `next` then says the hidden
-    state must start fresh, since the text before column 0 is the end of another stream.
+    state must start fresh: row i's state was left by the end of stream i, but the text before
+    its column 0 is the end of stream i - 1.
     """
 
     streams: torch.Tensor | np.ndarray
@@ -70,7 +71,7 @@ class Windows:
 
     @property
     def tokens_per_step(self) -> int:
-        """Tokens a full window feeds: one per stream per column (what a training step's time is for)."""
+        """Tokens a full window feeds: one per stream per column (the work threads.py weighs a step's time by)."""
         return self.streams.shape[0] * self.seq_len
 
     @property

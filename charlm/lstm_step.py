@@ -220,13 +220,13 @@ class RowStepper:
 
     def __init__(self, model: CharLM, capacity: int, dtype: torch.dtype = torch.float32, pad: bool = True):
         self.model, self.capacity = model, capacity
-        # A GRU or RNN steps through the model, whose kernels gave a row other bits from 9 rows up (at
-        # 256 cells): it goes in blocks of ROW_BLOCK rows, one shape whatever the number of rows.
         if not pad:
             self.padded = lambda rows: rows
         elif model.config.cell == "lstm":
             self.padded = padded_rows
         else:
+            # A GRU or RNN steps through the model, whose kernels give a row other bits from 9 rows up (at
+            # 256 cells): it goes in blocks of ROW_BLOCK rows, one shape whatever the number of rows.
             self.padded = lambda rows: max(1, -(-rows // ROW_BLOCK)) * ROW_BLOCK
         size = self.padded(capacity)
         self.ids = torch.zeros(size, dtype=torch.long, device=model.device)
@@ -275,6 +275,7 @@ class RowStepper:
             self.load(row, logits[row, -1], map_state(lambda s, row=row: s[:, row : row + 1], state))
 
     def move(self, src: int, dst: int) -> None:
+        """Row `dst` takes row `src`'s state and logits: the caller keeps live rows packed at the front."""
         self.logits[dst] = self.logits[src]
         if self.fused is None:
             self.state[:, dst] = self.state[:, src]
@@ -292,18 +293,18 @@ class RowStepper:
         """`step`, in inference mode; rows needing no padding step on `ids` as they are, copied nowhere,
         where they are on the model's device (a caller's CPU ids for a GPU model are copied there)."""
         rows = ids.size(0)
-        padded, live_logits = self.views(rows)
+        step_ids, live_logits = self.views(rows)
         as_given = self.padded(rows) == rows and ids.device == self.device and ids.dtype == torch.long
         if as_given:
-            padded = ids
+            step_ids = ids
         else:
-            padded[:rows] = ids
+            step_ids[:rows] = ids
         if self.fused is not None:
-            self.fused(padded)
+            self.fused(step_ids)
         else:
-            for start in range(0, padded.size(0), ROW_BLOCK):
+            for start in range(0, step_ids.size(0), ROW_BLOCK):
                 block = slice(start, start + ROW_BLOCK)
-                logits, state = self.model(padded[block].unsqueeze(1), self.state[:, block].contiguous())
+                logits, state = self.model(step_ids[block].unsqueeze(1), self.state[:, block].contiguous())
                 self.state[:, block] = state
                 self.logits[block] = logits[:, -1]
         return live_logits

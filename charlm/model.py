@@ -225,11 +225,18 @@ class CharLM(nn.Module):
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     """The adaptive head's cluster edges for `--head` and the training text's count of each id: () for a
     full head. The frequent characters covering HEAD_COVERAGE[0] of the text get full-width rows; the
-    next ones up to HEAD_COVERAGE[1] a quarter-width cluster; the rest a sixteenth-width one."""
+    next ones up to HEAD_COVERAGE[1] a quarter-width cluster; the rest a sixteenth-width one. Under 4 ids:
+    a full head, whatever `head`."""
     if head == "full" or (head == "auto" and len(counts) < ADAPTIVE_MIN_VOCAB) or len(counts) < 4:
         return ()
     edges = [frequent_characters(counts, share) for share in HEAD_COVERAGE]
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
+
+
+def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -> int:
+    """How many of the most frequent ids it takes to cover `share` of the text (at least 1)."""
+    covered = torch.cumsum(torch.sort(counts.double(), descending=True).values, 0) / max(counts.sum().item(), 1)
+    return max(1, int(torch.searchsorted(covered, share).item()) + 1)
 
 
 def narrowest_hidden(cutoffs: tuple[int, ...]) -> int:
@@ -279,12 +286,6 @@ class Embedding(nn.Embedding):
             return super().forward(ids)
         known = ids != UNSEEN
         return super().forward(torch.where(known, ids, 0)) * known.unsqueeze(-1).to(self.weight.dtype)
-
-
-def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -> int:
-    """How many of the most frequent ids it takes to cover `share` of the text (at least 1)."""
-    covered = torch.cumsum(torch.sort(counts.double(), descending=True).values, 0) / max(counts.sum().item(), 1)
-    return max(1, int(torch.searchsorted(covered, share).item()) + 1)
 
 
 def grow_vocab(model: CharLM, vocab: Vocabulary) -> CharLM:

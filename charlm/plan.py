@@ -81,28 +81,6 @@ class RunPlan:
             raise CharLMError(f"a run's plan leaves {', '.join(unset)} unset")
 
 
-def planned_tokens(config: Config, tokens_per_second: float | None) -> float | None:
-    """Tokens the run's limits let it train on: --max-steps' worth or --max-time's at the given
-    speed, whichever is fewer (None: no limit it can be told from)."""
-    limits = [config.max_steps * config.batch_size * config.seq_len] if config.max_steps else []
-    if config.max_seconds() and tokens_per_second:
-        limits.append(config.max_seconds() * tokens_per_second)
-    return min(limits, default=None)
-
-
-def fitted_dropout(passes: float) -> float:
-    """Dropout for a run that reads its training text `passes` times (`DROPOUT_RULE`)."""
-    (few, low), (many, high) = DROPOUT_RULE
-    share = min(max(math.log(max(passes, 1e-9) / few) / math.log(many / few), 0.0), 1.0)
-    return round(low + share * (high - low), 2)
-
-
-def eval_cadence(config: Config, train_tokens: int) -> int:
-    """Steps between evaluations: once per pass over the training text, within `EVAL_EVERY_RANGE`."""
-    steps_per_pass = train_tokens / (config.batch_size * config.seq_len)
-    return int(min(max(steps_per_pass, EVAL_EVERY_RANGE[0]), EVAL_EVERY_RANGE[1]))
-
-
 def plan(
     config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, start: Start | None = None, out: str | None = None
 ) -> RunPlan:
@@ -122,7 +100,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     check_before_measuring(as_given, corpus, out)  # its refusals name --eval-also as typed, not as the run keeps it
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
 
-    def say(line: str) -> str:  # kept as written, said as the caller writes options
+    def say(line: str) -> str:  # the reason kept in the command line's words, said in the caller's (`as_said`)
         if not config.quiet:
             tqdm.write(as_said(line, Config), file=sys.stderr)
         return line
@@ -155,6 +133,21 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record, head_cutoffs=head)
 
 
+def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:
+    """Refuse now, not after seconds of measuring sizes, a run that could not start anyway: a bad
+    --eval-also, or an --out taken since `check_out`."""
+    read_eval_also(config, corpus.vocab, tell=True)
+    check_out(out)
+
+
+def check_out(out: str | None) -> None:
+    """Refuse before the corpus is read (minutes for a big one) a new run whose folder cannot be: an --out
+    that holds a run, a name or path too long, a file where the run folder goes."""
+    if out is not None:
+        free_out_folder(out)
+    write_checks.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))
+
+
 def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: Callable[[str], str]) -> Config:
     """A fine-tuning run's options that come from starting on a trained model, each with its reason in
     `reasons`: the base's architecture, finetune.DEFAULTS' gentler values where not given, said as a
@@ -169,33 +162,6 @@ def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: 
         config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
         reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in {start.named()}")
     return config
-
-
-def fitted_to_passes(
-    config: Config, corpus: TokenCorpus, probed: float | None, say: Callable[[str], str]
-) -> tuple[Config, dict[str, str]]:
-    """--dropout and --eval-every where unset, and why: both follow the passes the run will make over
-    its training text, its --max-steps' or its --max-time's at the `probed` chars/s (`planned_tokens`)."""
-    reasons = {}
-    train_tokens = len(corpus.train_ids)
-    planned = planned_tokens(config, probed and probed / corpus.chars_per_token)
-    passes = (planned or 0.0) / max(train_tokens, 1)
-    if config.dropout is None:
-        config = dataclasses.replace(config, dropout=fitted_dropout(passes))
-        reasons["dropout"] = say(f"--dropout {config.dropout:g} fits {passes_said(passes)} over the training text")
-    if config.eval_every is None:
-        config = dataclasses.replace(config, eval_every=eval_cadence(config, train_tokens))
-        reasons["eval_every"] = (
-            f"--eval-every {config.eval_every}: once per pass over the training text, at most "
-            f"{EVAL_EVERY_RANGE[1]} steps apart"
-        )
-    return config, reasons
-
-
-def passes_said(passes: float) -> str:
-    """The passes a reason names: a short run's "0.0027 passes" meant nothing to a reader, and "about 0.0"
-    read as none; below a tenth of a pass dropout is at its floor whatever the figure."""
-    return "under a tenth of a pass" if passes < 0.1 else f"about {passes:.1f} passes"
 
 
 def planned_head(config: Config, corpus: TokenCorpus, start: Start | None) -> tuple[tuple[int, ...], str]:
@@ -225,36 +191,6 @@ def planned_head(config: Config, corpus: TokenCorpus, start: Start | None) -> tu
     return cutoffs, auto_head_reason(cutoffs, len(corpus.vocab), unit)
 
 
-def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:
-    """Refuse now, not after seconds of measuring sizes, a run that could not start anyway: a bad
-    --eval-also, or an --out taken since `check_out`."""
-    read_eval_also(config, corpus.vocab, tell=True)
-    check_out(out)
-
-
-def check_out(out: str | None) -> None:
-    """Refuse before the corpus is read (minutes for a big one) a new run whose folder cannot be: an --out
-    that holds a run, a name or path too long, a file where the run folder goes."""
-    if out is not None:
-        free_out_folder(out)
-    write_checks.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))
-
-
-def planned_hidden(
-    config: Config, corpus: TokenCorpus, ranks: Ranks, probe: sizing.Probe, say: Callable[[str], str]
-) -> tuple[int, str, float | None]:
-    """The hidden size for a run that left it unset, why, and the chars/s the probe measured at it
-    (None: not timed). With --max-steps alone the steps say what the run will see, so nothing is timed;
-    with --max-time the sizes are timed (sizing.measure_sizes). The choice is said. A run has one limit
-    or both: `api.start_run` refuses one without before its text is read."""
-    if config.max_seconds() is None:
-        hidden, reason = sizing.fit_to_chars(sizing.step_chars(config, corpus), sizing.parameters_of(config, corpus))
-        return hidden, say(reason), None
-    hidden, measured = sizing.measure_sizes(config, corpus, probe)
-    probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
-    return hidden, say(sizing.describe(hidden, measured, ranks.world)), probed
-
-
 def planned_batch(
     config: Config, device: torch.device, probe: sizing.Probe, world: int, say: Callable[[str], str]
 ) -> tuple[int, str]:
@@ -273,6 +209,70 @@ def planned_batch(
     batch, measured = sizing.choose_batch(lambda streams: probe(hidden, streams), candidates)
     together = sizing.measured_together(world)
     return batch, say(sizing.describe_batch(batch, measured, f" at --hidden {hidden} on {device}{together}"))
+
+
+def planned_hidden(
+    config: Config, corpus: TokenCorpus, ranks: Ranks, probe: sizing.Probe, say: Callable[[str], str]
+) -> tuple[int, str, float | None]:
+    """The hidden size for a run that left it unset, why, and the chars/s the probe measured at it
+    (None: not timed). With --max-steps alone the steps say what the run will see, so nothing is timed;
+    with --max-time the sizes are timed (sizing.measure_sizes). The choice is said. A run has one limit
+    or both: `api.start_run` refuses one without before its text is read."""
+    if config.max_seconds() is None:
+        hidden, reason = sizing.fit_to_chars(sizing.step_chars(config, corpus), sizing.parameters_of(config, corpus))
+        return hidden, say(reason), None
+    hidden, measured = sizing.measure_sizes(config, corpus, probe)
+    probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
+    return hidden, say(sizing.describe(hidden, measured, ranks.world)), probed
+
+
+def fitted_to_passes(
+    config: Config, corpus: TokenCorpus, probed: float | None, say: Callable[[str], str]
+) -> tuple[Config, dict[str, str]]:
+    """--dropout and --eval-every where unset, and why: both follow the passes the run will make over
+    its training text, its --max-steps' or its --max-time's at the `probed` chars/s (`planned_tokens`)."""
+    reasons = {}
+    train_tokens = len(corpus.train_ids)
+    planned = planned_tokens(config, probed and probed / corpus.chars_per_token)
+    passes = (planned or 0.0) / max(train_tokens, 1)
+    if config.dropout is None:
+        config = dataclasses.replace(config, dropout=fitted_dropout(passes))
+        reasons["dropout"] = say(f"--dropout {config.dropout:g} fits {passes_said(passes)} over the training text")
+    if config.eval_every is None:
+        config = dataclasses.replace(config, eval_every=eval_cadence(config, train_tokens))
+        reasons["eval_every"] = (
+            f"--eval-every {config.eval_every}: once per pass over the training text, at most "
+            f"{EVAL_EVERY_RANGE[1]} steps apart"
+        )
+    return config, reasons
+
+
+def planned_tokens(config: Config, tokens_per_second: float | None) -> float | None:
+    """Tokens the run's limits let it train on: --max-steps' worth or --max-time's at the given
+    speed, whichever is fewer (None: no limit it can be told from)."""
+    limits = [config.max_steps * config.batch_size * config.seq_len] if config.max_steps else []
+    if config.max_seconds() and tokens_per_second:
+        limits.append(config.max_seconds() * tokens_per_second)
+    return min(limits, default=None)
+
+
+def fitted_dropout(passes: float) -> float:
+    """Dropout for a run that reads its training text `passes` times (`DROPOUT_RULE`)."""
+    (few, low), (many, high) = DROPOUT_RULE
+    share = min(max(math.log(max(passes, 1e-9) / few) / math.log(many / few), 0.0), 1.0)
+    return round(low + share * (high - low), 2)
+
+
+def eval_cadence(config: Config, train_tokens: int) -> int:
+    """Steps between evaluations: once per pass over the training text, within `EVAL_EVERY_RANGE`."""
+    steps_per_pass = train_tokens / (config.batch_size * config.seq_len)
+    return int(min(max(steps_per_pass, EVAL_EVERY_RANGE[0]), EVAL_EVERY_RANGE[1]))
+
+
+def passes_said(passes: float) -> str:
+    """The passes a reason names, to a tenth: below a tenth of a pass dropout is at its floor whatever the
+    figure, and "about 0.0" would read as none."""
+    return "under a tenth of a pass" if passes < 0.1 else f"about {passes:.1f} passes"
 
 
 def new_run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
@@ -352,22 +352,6 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     return RunPlan(config, run_dir, reasons, None, saved.base, head_cutoffs=saved.model_config.head_cutoffs)
 
 
-def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:
-    """What a run its limits have already stopped has trained, and its limits, or "" where they are not
-    spent: limits count the whole run, so a resume of such a run would train nothing."""
-    max_seconds = config.max_seconds()
-    if not (config.max_steps and progress.step >= config.max_steps) and not (
-        max_seconds and progress.elapsed >= max_seconds
-    ):
-        return ""
-    limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
-    limits += [said("max_time", config.max_time)] * bool(max_seconds)
-    return (
-        f"{one_line_path(run_dir)} has already trained {progress.step} steps in {progress.elapsed:.0f}s, "
-        f"its {' and '.join(limits)}"
-    )
-
-
 def check_not_behind(saved: Checkpoint, path: Path) -> None:
     """Refuse to resume from a checkpoint (best.pt, a copy) behind its folder's latest.pt: the resumed
     run writes latest.pt, and the steps it held past this checkpoint would be lost without a word. A
@@ -390,7 +374,7 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
 def check_kept_eval_also(config: Config, run_dir: Path) -> None:
     """Refuse a resume whose --eval-also, kept from the run's start (not given now), is no longer there: a
     text or a run moved or deleted since. The resume may give it again at its new path, or '' to score no
-    second text; the bare "no such file" named a path the user never typed on this resume."""
+    second text. Said here, naming the run that kept it: this resume never typed the path."""
     kept = config.eval_also
     if kept and not Path(kept).exists():
         raise CharLMError(
@@ -398,6 +382,22 @@ def check_kept_eval_also(config: Config, run_dir: Path) -> None:
             f"deleted); resume with its new path, {said('eval_also', metavar='NEW')}, or with "
             f"{said('eval_also', '')} to score it no more"
         )
+
+
+def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:
+    """What a run its limits have already stopped has trained, and its limits, or "" where they are not
+    spent: limits count the whole run, so a resume of such a run would train nothing."""
+    max_seconds = config.max_seconds()
+    if not (config.max_steps and progress.step >= config.max_steps) and not (
+        max_seconds and progress.elapsed >= max_seconds
+    ):
+        return ""
+    limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
+    limits += [said("max_time", config.max_time)] * bool(max_seconds)
+    return (
+        f"{one_line_path(run_dir)} has already trained {progress.step} steps in {progress.elapsed:.0f}s, "
+        f"its {' and '.join(limits)}"
+    )
 
 
 def check_eval_also(config: Config) -> None:

@@ -60,7 +60,7 @@ class Trainer:
         self.model, self.device, self.precision = self.state.model, self.state.device, self.state.precision
         self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
-        self.stopped_early = False
+        self.stopped_early = False  # a signal stopped the run before its limits (commands/train.py says so)
         self.ending = False  # this step is the run's last (limits or --patience spent, a signal): so is its save
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
         self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
@@ -69,7 +69,7 @@ class Trainer:
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
         self.text_moved = False  # a resume read the run's text at a path its checkpoint does not record
         self.resume = ResumeRecord()  # what this resume changed, and the run's earlier resumes (`restore`)
-        self.saved_at = 0.0
+        self.saved_at = 0.0  # the clock at the last save, or failed save: --checkpoint-every's seconds count from it
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
         self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and tokens at the start)
@@ -118,19 +118,23 @@ class Trainer:
                 self.say_nothing_to_train()
             else:
                 self.check_patience_resumed()
-            started, stopping = time.perf_counter() - progress.elapsed, False
+            run_start, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
-                loss, seconds = self.timed_step(share)
-                stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop)
+                step_start = time.perf_counter()
+                loss = train_state.train_step(self.state, share)
+                seconds = time.perf_counter() - step_start
+                threads.record(seconds, self.state.windows.tokens_per_step)  # the thread count follows the CPU
+                stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop)
                 self.ending = stopping or self.spent(max_seconds) >= 1.0  # as the loop's test after this step
                 self.hooks_if_due()
-                self.report(loss, seconds)
-            stopping = self.stopped_early = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
+                self.reporter.step(loss, seconds)  # the progress bar, and the metrics' chars/s
+                self.compare_with_probe()
+            stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop, now=True) or stopping
             self.ending = True
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
             if stopping and scoring and self.saved_step != progress.step:
-                # before the scoring, which a big model's kill soon after a signal (docker's 10 s) cut short; a
-                # failure is tried again after it, which says it
+                # saved before the scoring: a kill follows a stop signal soon (docker's after 10 s), and a big
+                # model's scoring may outlast it; a failed save is tried again, and said, by the scoring's save
                 self.save(warn=False)
             if stopping and self.ranks.leader:
                 self.say(run_notes.stopping_note(progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
@@ -155,28 +159,6 @@ class Trainer:
         threads.configure(self.config.threads, self.device)
         self.schedule_probe_check(max_seconds)
         return stop
-
-    def timed_step(self, share: float) -> tuple[torch.Tensor, float]:
-        """One training step (`train_state.train_step`) and its seconds, told here to the thread count's
-        governor, which follows the CPU this process gets (threads.py); `report` passes them on to the
-        metrics' chars/s."""
-        stepped = time.perf_counter()
-        loss = train_state.train_step(self.state, share)
-        seconds = time.perf_counter() - stepped
-        threads.record(seconds, self.state.windows.tokens_per_step)
-        return loss, seconds
-
-    def report(self, loss: torch.Tensor, seconds: float) -> None:
-        """The progress bar's step, and once the run has settled, a warning if it trains well below the
-        probed speed (`compare_with_probe`)."""
-        self.reporter.step(loss, seconds)
-        self.compare_with_probe()
-
-    def spent(self, max_seconds: float | None) -> float:
-        """How much of the budget is spent: steps or time, whichever runs out first."""
-        by_steps = self.progress.step / self.config.max_steps if self.config.max_steps else 0.0
-        by_time = self.clock / max_seconds if max_seconds else 0.0
-        return max(by_steps, by_time)
 
     def open_run(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
         """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
@@ -227,6 +209,70 @@ class Trainer:
                 f"started from step {self.saved_step}; {run_notes.kept_note(self.run_dir, ahead)}"
             )
 
+    def start_notes(self) -> list[str]:
+        """The lines a run starts with (`open_run`), for `charlm train` and `charlm.train` alike: what trains on
+        what, where, and from which step (a resumed run's line would read as a new run's without it); a
+        fine-tune's base and the characters its text adds, so a stray one is seen before it is learned (a
+        resume: that it goes on)."""
+        model = self.model
+        resumed = (
+            "" if self.saved_step is None else f", resumed at step {self.saved_step} ({self.saved_at:.0f}s trained)"
+        )
+        precision = precision_text(self.device, self.precision, type(model.core))
+        hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)
+        training = (
+            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
+            f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
+            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}{self.resume.said()}"
+        )
+        notes = [training]
+        if self.base and self.saved_step is not None:  # its new characters were said when it started
+            notes.append(f"continuing the fine-tune of {self.base.describe(SHORT_DIGEST)}")
+        elif self.base:
+            added = finetune.new_characters_note(self.corpus, self.base.vocab_size, self.config)
+            notes.append(f"fine-tuning from {self.base.describe(SHORT_DIGEST)}; {added}")
+        return notes
+
+    @property
+    def shown_dir(self) -> str:
+        """The run folder as the lines that name it show it: a folder renamed by hand to a space, quoted."""
+        return one_line_path(self.run_dir)
+
+    def schedule_probe_check(self, max_seconds: float | None) -> None:
+        """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
+        if max_seconds:
+            settled = max(SETTLED[0], SETTLED[1] * max_seconds)
+            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
+
+    def resumed_spent(self, max_seconds: float | None) -> bool:
+        """Whether this resume's limits were spent before its first step: a resume taken up all the same,
+        as it gave the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` recorded."""
+        return self.saved_step is not None and self.spent(max_seconds) >= 1.0
+
+    def say_nothing_to_train(self) -> None:
+        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
+        if self.ranks.leader:
+            spent = limits_spent(self.config, self.progress, self.run_dir)
+            self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
+
+    def check_patience_resumed(self) -> None:
+        """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
+        nothing else says why the limits given were not trained to."""
+        if self.decide_patience(resuming=True):
+            moved_to = self.corpus.sources if self.text_moved else None
+            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, moved_to))
+
+    def resumed_idle(self, max_seconds: float | None) -> bool:
+        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `decide_patience`):
+        its progress bar would show steps never taken, drawn full above and below the line that says why."""
+        return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
+
+    def spent(self, max_seconds: float | None) -> float:
+        """How much of the budget is spent: steps or time, whichever runs out first."""
+        by_steps = self.progress.step / self.config.max_steps if self.config.max_steps else 0.0
+        by_time = self.clock / max_seconds if max_seconds else 0.0
+        return max(by_steps, by_time)
+
     def keep_time(self, elapsed: float, stop: StopFlag, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;
         under torchrun every rank takes rank 0's clock and any rank's stop request, shared every
@@ -260,12 +306,6 @@ class Trainer:
             self.save()
         elif step % NAN_CHECK_EVERY == 0:
             self.check_diverged()
-
-    def schedule_probe_check(self, max_seconds: float | None) -> None:
-        """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
-        if max_seconds:
-            settled = max(SETTLED[0], SETTLED[1] * max_seconds)
-            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
 
     def compare_with_probe(self) -> None:
         """Once, when the run has settled: say so (`run_notes.slow_note`) if it trains well below the speed
@@ -318,27 +358,6 @@ class Trainer:
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
 
-    def resumed_spent(self, max_seconds: float | None) -> bool:
-        """Whether this resume's limits were spent before its first step: a resume taken up all the same,
-        as it gave the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` recorded."""
-        return self.saved_step is not None and self.spent(max_seconds) >= 1.0
-
-    def say_nothing_to_train(self) -> None:
-        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
-        if self.ranks.leader:
-            spent = limits_spent(self.config, self.progress, self.run_dir)
-            self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
-
-    def resumed_idle(self, max_seconds: float | None) -> bool:
-        """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `decide_patience`):
-        its progress bar would show steps never taken, drawn full above and below the line that says why."""
-        return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
-
-    def patience_spent(self) -> bool:
-        """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
-        patience, progress = self.config.patience, self.progress
-        return bool(patience and progress.step) and progress.worse_evaluations >= patience
-
     def decide_patience(self, resuming: bool = False) -> bool:
         """Stop once validation has not improved for --patience evaluations in a row: the text is being
         memorized and best.pt already holds the best weights. Every rank takes rank 0's word (`out_of_patience`);
@@ -352,24 +371,10 @@ class Trainer:
         self.out_of_patience = bool(decided)
         return out
 
-    def check_patience_resumed(self) -> None:
-        """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
-        nothing else says why the limits given were not trained to."""
-        if self.decide_patience(resuming=True):
-            moved_to = self.corpus.sources if self.text_moved else None
-            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, moved_to))
-
-    def say(self, line: str) -> None:
-        """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid."""
-        if not self.config.quiet:
-            self.say_always(line)
-
-    @staticmethod
-    def say_always(line: str) -> None:
-        """A line under the progress bar that --quiet does not silence: a checkpoint not written, or written
-        aside, and why a resume trains nothing; unsaid, a quiet run would lose its steps, or end untrained,
-        without a word."""
-        tqdm.write(line, file=sys.stderr)
+    def patience_spent(self) -> bool:
+        """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
+        patience, progress = self.config.patience, self.progress
+        return bool(patience and progress.step) and progress.worse_evaluations >= patience
 
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,
@@ -379,28 +384,11 @@ class Trainer:
         tqdm.write(block)
         self.samples.append(block + "\n")  # best effort, as metrics.jsonl: checkpoints decide what stops a run
 
-    def checkpoint(self) -> Checkpoint:
-        """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
-        return Checkpoint(
-            model_config=self.model.config,
-            vocab=self.corpus.vocab,
-            weights=self.result.state_dict(),
-            config=self.config,
-            corpus=self.corpus.record(),
-            progress=self.progress,
-            device=str(self.state.device),
-            precision=self.state.precision,
-            **self.recorded_hardware(),
-            training=train_state.capture(self.state),
-            base=self.base,
-        )
-
     def save(self, improved: bool = False, warn: bool = True) -> bool:
         """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns (unless not
         `warn`: a stop's save tried again soon). Returns whether best.pt holds this step (`improved`, and
-        written, whatever else failed). The other ranks
-        wait for rank 0's write while its heartbeat goes on (`leader_first`): a huge model's write to a
-        slow disk, longer than --peer-timeout, had them name rank 0 stuck in the collective after it."""
+        written, whatever else failed). The other ranks wait for rank 0's write while its heartbeat goes on
+        (`leader_first`), not a clock: a huge model's write to a slow disk may outlast --peer-timeout."""
         self.check_diverged()
         checkpoint, error, best_written = self.checkpoint(), None, improved
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
@@ -428,6 +416,22 @@ class Trainer:
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
         return improved
 
+    def checkpoint(self) -> Checkpoint:
+        """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
+        return Checkpoint(
+            model_config=self.model.config,
+            vocab=self.corpus.vocab,
+            weights=self.result.state_dict(),
+            config=self.config,
+            corpus=self.corpus.record(),
+            progress=self.progress,
+            device=str(self.state.device),
+            precision=self.state.precision,
+            **self.recorded_hardware(),
+            training=train_state.capture(self.state),
+            base=self.base,
+        )
+
     def write_files(self, checkpoint: Checkpoint, improved: bool) -> tuple[str | None, bool]:
         """Rank 0's write of latest.pt (and best.pt): why it failed (None: written), and whether best.pt
         holds this step. The lock is looked at again just before each rename: a folder removed and taken by
@@ -444,35 +448,6 @@ class Trainer:
             return str(e), improved and self.run_dir / runs.BEST in e.saved
         return None, improved
 
-    def start_notes(self) -> list[str]:
-        """The lines a run starts with (`open_run`), for `charlm train` and `charlm.train` alike: what trains on
-        what, where, and from which step (a resumed run's line would read as a new run's without it); a
-        fine-tune's base and the characters its text adds, so a stray one is seen before it is learned (a
-        resume: that it goes on)."""
-        model = self.model
-        resumed = (
-            "" if self.saved_step is None else f", resumed at step {self.saved_step} ({self.saved_at:.0f}s trained)"
-        )
-        precision = precision_text(self.device, self.precision, type(model.core))
-        hardware = hardware_said(str(self.device), precision, self.ranks.world, with_index=True)
-        training = (
-            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
-            f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
-            f"{self.corpus.vocab.size_text()}; {hardware}; run folder {self.shown_dir}{resumed}{self.resume.said()}"
-        )
-        notes = [training]
-        if self.base and self.saved_step is not None:  # its new characters were said when it started
-            notes.append(f"continuing the fine-tune of {self.base.describe(SHORT_DIGEST)}")
-        elif self.base:
-            added = finetune.new_characters_note(self.corpus, self.base.vocab_size, self.config)
-            notes.append(f"fine-tuning from {self.base.describe(SHORT_DIGEST)}; {added}")
-        return notes
-
-    @property
-    def shown_dir(self) -> str:
-        """The run folder as the lines that name it show it: a folder renamed by hand to a space, quoted."""
-        return one_line_path(self.run_dir)
-
     def check_diverged(self) -> None:
         """Stop, writing nothing, once training has diverged: a loss was NaN or infinite, or the weights
         (the raw ones and their average) hold what no checkpoint reader takes (`unsound_weight`). The
@@ -485,6 +460,20 @@ class Trainer:
         if why:
             raise CharLMError(run_notes.diverged_message(why, self.config.lr, self.run_dir, self.saved_step))
 
+    # -- lines under the progress bar ----------------------------------------------------------
+    def say(self, line: str) -> None:
+        """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid."""
+        if not self.config.quiet:
+            self.say_always(line)
+
+    @staticmethod
+    def say_always(line: str) -> None:
+        """A line under the progress bar that --quiet does not silence: a checkpoint not written, or written
+        aside, and why a resume trains nothing; unsaid, a quiet run would lose its steps, or end untrained,
+        without a word."""
+        tqdm.write(line, file=sys.stderr)
+
+    # -- resuming ------------------------------------------------------------------------------
     def restore(self, checkpoint: Checkpoint, read_from: tuple[int, ...] | None = None) -> None:
         """Continue from a checkpoint of this run (train_state.restore), on the same corpus; `read_from`:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
