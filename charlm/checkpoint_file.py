@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import io
 import json
+import pickle
 import re
 import zipfile
 from collections.abc import Callable
@@ -164,8 +165,10 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str]) -> tuple[in
         raise CharLMError(f"{one_line_path(path)}: refused: {hazard}; {advice(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused it: a global (code) or worse
         raise CharLMError(f"{one_line_path(path)}: refused: {_refusal(str(e))}; {advice(path)}") from None
+    except Exception as e:  # noqa: BLE001 -- read, but malformed: torch >= 2.14 checks a sparse tensor's indices here
+        raise damaged_checkpoint(path, _first_line(str(e)), advice) from None
     if not isinstance(payload, dict):  # our header over a body that is not ours: damage, as above
         raise damaged_checkpoint(path, "its body holds no checkpoint", advice)
     return version, payload
@@ -207,5 +210,9 @@ def _refusal(message: str) -> str:
         name = code.group(1).removeprefix("builtins.")
         return f"the checkpoint holds code ({name}), not only tensors and plain values"
     after = message.partition("WeightsUnpickler error:")[2] or message
-    reason = next((line.strip() for line in after.splitlines() if line.strip()), "unreadable")
-    return f"the checkpoint holds more than tensors and plain values ({reason[:120]})"
+    return f"the checkpoint holds more than tensors and plain values ({_first_line(after)})"
+
+
+def _first_line(message: str) -> str:
+    """The first line of torch's `message` that says something, cut short: it goes inside charlm's one line."""
+    return next((line.strip() for line in message.splitlines() if line.strip()), "unreadable")[:120]

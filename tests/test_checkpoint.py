@@ -1079,3 +1079,19 @@ def test_torchs_notice_on_reading_a_sparse_tensor_leaves_the_error_one_line(trai
     monkeypatch.setattr(torch, "load", load_as_torch_2_14)
     for command in (["info", path], ["sample", path, "--length", "5"]):
         assert_one_line_error(cli(*command), f"{path}: damaged checkpoint", DAMAGE["sparse weight"][1])
+
+
+def out_of_bounds_sparse(weight: torch.Tensor) -> torch.Tensor:
+    """A sparse tensor of `weight`'s shape with an index past its first dimension, as torch builds one
+    unchecked (check_invariants=False): what a damaged or crafted file can hold."""
+    indices = torch.tensor([[0, weight.shape[0] + 5], [0, 0]])
+    return torch.sparse_coo_tensor(indices, torch.ones(2), weight.shape, check_invariants=False)
+
+
+def test_a_sparse_weight_with_an_index_out_of_bounds_is_damage_on_every_torch(trained):
+    """torch 2.14's torch.load(weights_only=True) checks a sparse tensor's indices and raises on one out
+    of bounds, where torch 2.13 read it and charlm refused its layout as damage: the same file was then
+    "refused: the checkpoint holds more than tensors and plain values", as if it held code."""
+    path = str(rewritten(trained, set_first_weight(out_of_bounds_sparse)))
+    for command in (["info", path], ["sample", path, "--length", "5"]):
+        assert_one_line_error(cli(*command), f"{path}: damaged checkpoint (")
