@@ -51,7 +51,7 @@ from .distributed import SINGLE, Ranks
 from .errors import CharLMError, one_line_path
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
-from .model import CORES, HEAD_DIVISION, auto_head_reason, head_cutoffs, narrowest_hidden
+from .model import ADAPTIVE_FEWEST_IDS, CORES, HEAD_DIVISION, auto_head_reason, head_cutoffs, narrowest_hidden
 from .runtext import eval_also_kept, read_eval_also
 from .tokens import TokenCorpus
 from .train_state import check_data
@@ -170,6 +170,11 @@ def planned_head(config: Config, corpus: TokenCorpus, start: Start | None) -> tu
     built with this head, so the reason run.json keeps is the head the checkpoint holds."""
     if start is not None:
         return start.checkpoint.model_config.head_cutoffs, f"as in {start.named()}"
+    if config.head == "adaptive" and len(corpus.vocab) < ADAPTIVE_FEWEST_IDS:  # a given value is kept or refused
+        raise CharLMError(
+            f"{said('head', 'adaptive')} needs {ADAPTIVE_FEWEST_IDS} ids or more; this text's vocabulary has "
+            f"{len(corpus.vocab)}: give {said('head', 'full')}"
+        )
     cutoffs = head_cutoffs(config.head, torch.from_numpy(corpus.train_counts))
     narrowest = narrowest_hidden(cutoffs)
     too_narrow = config.hidden is not None and config.hidden < narrowest  # unset: fitted, from sizing.CANDIDATES
