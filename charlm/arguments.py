@@ -45,7 +45,7 @@ def check_file_name(function: str, argument: str, value: object) -> None:
     """Refuses a path no file can have (`path_names.unnameable`), naming the argument, before a look for it
     raises Python's ValueError or OSError ("File name too long") from deep inside."""
     if is_path(value) and (why := path_names.unnameable(value)):
-        raise CharLMError(f"charlm.{function}: {argument} {SHOWN.repr(str(value))} names no file: {why}")
+        raise CharLMError(f"charlm.{function}: {argument} {SHOWN.repr(str(value))}: {why}")
 
 
 def check_model(function: str, model: object) -> None:

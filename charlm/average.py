@@ -18,6 +18,9 @@ UPDATE_EVERY = 4  # steps between updates; each is one pass over the weights
 
 
 class WeightAverage:
+    """A copy of the model whose weights trail the trained ones (`--weight-average`): the run scores, saves
+    and samples from it, so an early stop keeps weights that lean towards no stream's latest text."""
+
     def __init__(self, model: CharLM, decay: float):
         """`decay` per step: the average's memory is 1 / (1 - decay) steps, or a tenth of the steps
         so far while that is shorter, so it never drags the first random weights along."""

@@ -1,9 +1,10 @@
 """Text that only a locale whose encoding is not UTF-8 gets wrong (`LC_ALL=C` with UTF-8 mode off: ASCII).
 
 Python reads the command line, and names files to the OS, in the locale's encoding: there a UTF-8 `--seed`
-arrives as its bytes (surrogate escapes), and a path in Chinese cannot be named at all. The text is fine; the
-locale is not, and the message says so in one wording, where the user would otherwise re-save good text or
-look for a file that is there.
+arrives as its bytes (surrogate escapes), and a path in Chinese cannot be named at all unless it came from
+the command line as those bytes (a run's record, a Python caller's path). The text is fine; the locale is
+not, and the message says so in one wording, where the user would otherwise re-save good text or look for
+a file that is there.
 """
 
 import codecs

@@ -43,6 +43,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
+ADAPTIVE_FEWEST_IDS = 4  # --head adaptive: a smaller vocabulary has no rare ids worth a cluster (plan refuses it)
 HEAD_DIVISION = 4  # each cluster of the adaptive head is this many times narrower than the one before
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
 RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
@@ -225,9 +226,9 @@ class CharLM(nn.Module):
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     """The adaptive head's cluster edges for `--head` and the training text's count of each id: () for a
     full head. The frequent characters covering HEAD_COVERAGE[0] of the text get full-width rows; the
-    next ones up to HEAD_COVERAGE[1] a quarter-width cluster; the rest a sixteenth-width one. Under 4 ids:
-    a full head, whatever `head`."""
-    if head == "full" or (head == "auto" and len(counts) < ADAPTIVE_MIN_VOCAB) or len(counts) < 4:
+    next ones up to HEAD_COVERAGE[1] a quarter-width cluster; the rest a sixteenth-width one. Under
+    ADAPTIVE_FEWEST_IDS ids: a full head, whatever `head`."""
+    if head == "full" or (head == "auto" and len(counts) < ADAPTIVE_MIN_VOCAB) or len(counts) < ADAPTIVE_FEWEST_IDS:
         return ()
     edges = [frequent_characters(counts, share) for share in HEAD_COVERAGE]
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))

@@ -9,6 +9,7 @@ from pathlib import Path, PurePath
 
 from .errors import CharLMError
 from .fields import SHOWN
+from .locales import cannot_name
 
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
@@ -68,15 +69,16 @@ def fits(name: str, limit: int = NAME_MAX) -> bool:
 
 def unnameable(path: str | Path) -> str | None:
     """Why no file can be at `path`, and what to do, or None: a NUL character, a character no name encodes
-    (a lone surrogate), a name in it over NAME_MAX bytes or the whole over PATH_MAX. Path.exists raises for
-    these (ValueError, "File name too long") where it answers False for a name that is not there."""
+    (a lone surrogate, or one the locale's encoding has no bytes for: `locales.cannot_name`), a name in it
+    over NAME_MAX bytes or the whole over PATH_MAX. Path.exists raises for these (ValueError, "File name
+    too long") where it answers False for a name that is not there."""
     text = os.fspath(path)
     if "\0" in text:
         return "a NUL character, which no file name holds; remove it"
     try:
         longest, whole = max(map(name_bytes, Path(text).parts), default=0), name_bytes(text)
     except UnicodeEncodeError:
-        return "a character no file name can be written in (a lone surrogate); remove it"
+        return cannot_name(text) or "a character no file name can be written in (a lone surrogate); remove it"
     if longest > NAME_MAX:
         return f"a name of {longest:,} bytes, over the {NAME_MAX} a file name may have; give a shorter one"
     if whole > PATH_MAX:

@@ -1,16 +1,20 @@
 """Plan a run once, then train it plainly.
 
-`plan` turns the options a user gave into a `RunPlan` with nothing left unset: the batch (16, but
-measured on a CUDA GPU given --max-time), the hidden size (fitted to --max-time or --max-steps,
-sizing.py), dropout and the evaluation cadence (from the passes the run will make over its text),
-and the run folder. Rank 0 decides; where it measures, every rank times the same steps at once
-(sizing.Probe: the job's speed, not one process's), and every rank takes rank 0's plan as one
-object; the trainer then builds exactly what the plan says and never sizes anything. `reasons` says
-why each value was chosen, and what `--head auto` and `--precision auto` choose on this text and
-device. run.json keeps them in the command line's words whoever started the run, so a resume from
-the CLI or from Python carries on one record; charlm.train says them as Python keywords
-(`fields.as_said`): a flag turns into a keyword mechanically, where a keyword could not be told from
-a word of the text the other way round.
+`plan` decides a run before it starts: it turns the options a user gave into a `RunPlan` with nothing
+left unset, and the trainer builds exactly what the plan says and never sizes anything.
+
+What it decides: the batch (16, but measured on a CUDA GPU given --max-time), the hidden size (fitted
+to --max-time or --max-steps, sizing.py), dropout and the evaluation cadence (from the passes the run
+will make over its text), the head, and the run folder.
+
+Why: `reasons` says why each value was chosen, and what `--head auto` and `--precision auto` choose
+on this text and device. run.json keeps them in the command line's words whoever started the run, so
+a resume from the CLI or from Python carries on one record; charlm.train says them as Python keywords
+(`fields.as_said`): a flag turns into a keyword mechanically, where a keyword could not be told from a
+word of the text the other way round.
+
+Several processes (ranks): rank 0 decides; where it measures, every rank times the same steps at once
+(sizing.Probe: the job's speed, not one process's), and every rank takes rank 0's plan as one object.
 
 The rules:
 - dropout follows the passes over the training text: a text read a few times is underfitted and
@@ -51,7 +55,7 @@ from .distributed import SINGLE, Ranks
 from .errors import CharLMError, one_line_path
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
-from .model import CORES, HEAD_DIVISION, auto_head_reason, head_cutoffs, narrowest_hidden
+from .model import ADAPTIVE_FEWEST_IDS, CORES, HEAD_DIVISION, auto_head_reason, head_cutoffs, narrowest_hidden
 from .runtext import eval_also_kept, read_eval_also
 from .tokens import TokenCorpus
 from .train_state import check_data
@@ -170,6 +174,11 @@ def planned_head(config: Config, corpus: TokenCorpus, start: Start | None) -> tu
     built with this head, so the reason run.json keeps is the head the checkpoint holds."""
     if start is not None:
         return start.checkpoint.model_config.head_cutoffs, f"as in {start.named()}"
+    if config.head == "adaptive" and len(corpus.vocab) < ADAPTIVE_FEWEST_IDS:  # a given value is kept or refused
+        raise CharLMError(
+            f"{said('head', 'adaptive')} needs {ADAPTIVE_FEWEST_IDS} ids or more; this text's vocabulary has "
+            f"{len(corpus.vocab)}: give {said('head', 'full')}"
+        )
     cutoffs = head_cutoffs(config.head, torch.from_numpy(corpus.train_counts))
     narrowest = narrowest_hidden(cutoffs)
     too_narrow = config.hidden is not None and config.hidden < narrowest  # unset: fitted, from sizing.CANDIDATES

@@ -11,11 +11,12 @@ and now and then the same at a neighbouring count, half or twice as many, taking
 faster. A drop in speed triggers a new comparison at once; comparisons that change nothing are made
 less and less often.
 
-Training, evaluation and sampling report their work with `record(seconds, units, work)`. Speeds are
-only compared within one kind of work, each measured in windows of its own: an evaluation character
-costs a fraction of a training one, and a step of 8 samples' characters an eighth of a lone sample's,
-so a window of the cheaper work would otherwise look like a machine that got faster, and the work
-after it like one that slowed down: a kind names its rows ("sample 8 rows", "score 16 pieces").
+Training, evaluation and sampling report their work with `record(seconds, tokens, work)`: characters,
+or a sentencepiece model's pieces. Speeds are only compared within one kind of work, each measured in
+windows of its own: an evaluation token costs a fraction of a training one, and a step of 8 samples'
+tokens an eighth of a lone sample's, so a window of the cheaper work would otherwise look like a
+machine that got faster, and the work after it like one that slowed down: a kind names its rows
+("sample 8 rows", "score 16 pieces"). No speed is compared with a characters-per-second figure.
 `--threads N` pins the count instead. GPUs are left alone (their work does not run on these threads).
 
 A Python caller's sampling and scoring (`charlm.generate`, `charlm.stream`, `charlm.bits_per_char`,
@@ -69,18 +70,19 @@ class Governor:
         self.most, self.set_threads = most, set_threads
         self.threads = threads or most
         self.set_threads(self.threads)
-        self.windows: dict[str, list[float]] = {}  # per kind of work, the window being measured: seconds, units
+        self.windows: dict[str, list[float]] = {}  # per kind of work, the window being measured: seconds, tokens
         self.since_comparison = 0.0  # work seconds since the last comparison ended
         self.explore_after = EXPLORE_AFTER[0]
         self.best_recent: dict[str, float] = {}  # per kind of work, the best speed at the current count
         self.trial: tuple[int, float, str] | None = None  # (count being tried, the current count's speed, work)
         self.upward = False  # which neighbour the next comparison tries
 
-    def record(self, seconds: float, units: float, work: str = "train") -> None:
-        """`units` of work (characters) of kind `work` took `seconds` at the current thread count."""
+    def record(self, seconds: float, tokens: float, work: str = "train") -> None:
+        """`tokens` (characters, or sentencepiece pieces) of kind `work` took `seconds` at the current
+        thread count."""
         window = self.windows.setdefault(work, [0.0, 0.0])
         window[0] += seconds
-        window[1] += units
+        window[1] += tokens
         if window[0] < WINDOW_SECONDS:
             return
         speed = window[1] / window[0]
@@ -98,7 +100,8 @@ class Governor:
     def calibrate(self, measure: Callable[[], float]) -> list[float]:
         """Before work whose speed must be known (the size probe), take the faster of the current count
         and its neighbour right away; `measure()` runs a short timed stretch and returns its speed.
-        Returns the two speeds measured at the count kept: the caller's timing of that work, not to redo."""
+        Returns the two speeds measured at the count kept: the caller's timing of that work, not to redo.
+        They are in `measure`'s unit (the probe's chars/s), so the recorded windows start again after."""
         speeds: dict[int, list[float]] = {}
         for count in (self.threads, self.neighbour()):
             self.set_threads(count)
@@ -365,10 +368,10 @@ def calibrate(measure: Callable[[], float]) -> list[float]:
     return [] if governor is None else governor.calibrate(measure)
 
 
-def record(seconds: float, units: float, work: str = "train") -> None:
-    """Report work done (of kind `work`: train, or score or sample with their rows), so the thread count
+def record(seconds: float, tokens: float, work: str = "train") -> None:
+    """Report `tokens` done (of kind `work`: train, or score or sample with their rows), so the thread count
     can follow the CPU this process gets: to the governor of a Python caller's call while it runs
     (`for_python_caller`), else to the one `configure` started in this thread (`command_governor`)."""
     governor = _callers.active or command_governor()
     if governor is not None:
-        governor.record(seconds, units, work)
+        governor.record(seconds, tokens, work)

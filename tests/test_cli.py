@@ -197,6 +197,18 @@ def test_an_adaptive_head_too_narrow_for_its_clusters_is_one_line_naming_hidden_
     assert not os.path.exists("checkpoints/narrow")
 
 
+def test_an_adaptive_head_on_a_vocabulary_under_4_ids_is_one_line_naming_head(tmp_path):
+    """`--head adaptive` on a two-character text (3 ids with the unknown one) trained a full head silently,
+    and run.json said the head was as "given"."""
+    two_characters = tmp_path / "ab.txt"
+    two_characters.write_text("abbab" * 400, encoding="utf-8")
+    result = cli("train", str(two_characters), "--out", "tiny", "--head", "adaptive", "--max-steps", "2", *TINY_ARGS)
+    assert_one_line_error(
+        result, "--head adaptive needs 4 ids or more; this text's vocabulary has 3", "give --head full"
+    )
+    assert not os.path.exists("checkpoints/tiny")
+
+
 def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained_here, fox_file):
     """`charlm info` showed only `head auto`, never whether the model got the adaptive head, and a run
     of `charlm train hongloumeng` as "corpus hongloumeng hongloumeng"."""

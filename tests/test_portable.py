@@ -165,18 +165,28 @@ C_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}  # ASC
 
 
 def test_utf8_text_under_a_c_locale_is_said_to_be_the_locales_fault(tmp_path):
-    """Under a C locale Python reads the command line as ASCII and cannot name a path in Chinese: a UTF-8
-    `--seed 床` was called "not valid UTF-8; give the text in UTF-8", which it was, and the corpus a run
-    recorded as 诗.txt "no such file or folder", though it was there. Both say the locale is the cause."""
+    """Under a C locale Python reads the command line as ASCII and cannot name a path in Chinese that did not
+    come from it: a UTF-8 `--seed 床` was called "not valid UTF-8; give the text in UTF-8", which it was, the
+    corpus a run recorded as 诗.txt "no such file or folder", though it was there, and charlm.train("诗.txt")
+    "a character no file name can be written in (a lone surrogate)". All say the locale is the cause. (诗.txt
+    typed on the command line is read: it goes back to the OS as the bytes it came as.)"""
     (tmp_path / "诗.txt").write_text("床前明月光，疑是地上霜。\n" * 40, encoding="utf-8")
     charlm.train(
         tmp_path / "诗.txt", out=str(tmp_path / "checkpoints" / "zh"), layers=1, hidden=8, max_steps=1, quiet=True
     )
-    result = charlm_in_shell("$CHARLM sample zh --seed 床 --length 5; $CHARLM eval zh", tmp_path, **C_LOCALE)
+    from_python = "import sys, charlm\ntry: charlm.train('\\u8bd7.txt', max_steps=1)\nexcept charlm.CharLMError as e: "
+    from_python += "sys.stderr.buffer.write(b'Error: ' + str(e).encode() + b'\\n')"
+    result = charlm_in_shell(
+        f"$CHARLM sample zh --seed 床 --length 5; $CHARLM eval zh; {shlex.quote(sys.executable)} -c "
+        f"{shlex.quote(from_python)}",
+        tmp_path,
+        **C_LOCALE,
+    )
     lines = result.stderr.decode("utf-8", "replace").splitlines()
-    assert result.stdout == b"" and len(lines) == 2, lines
+    assert result.stdout == b"" and len(lines) == 3, lines
     assert lines[0].startswith("Error: --seed: the text is UTF-8, but the terminal's locale (ascii) is not"), lines[0]
     assert lines[1].startswith(f"Error: {tmp_path / '诗.txt'}: the terminal's locale (ascii) cannot name it"), lines[1]
+    assert lines[2].startswith("Error: charlm.train: paths '诗.txt': the terminal's locale (ascii) cannot"), lines[2]
     for line in lines:
         assert line.endswith("set PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"), line
 
