@@ -29,7 +29,7 @@ from charlm.fields import on_command_line
 from charlm.serve.metrics import Metrics
 from charlm.stopping import StopFlag
 
-from .conftest import REPO, TINY_ARGS, block_import, trained_once
+from .conftest import REPO, TINY_ARGS, assert_one_line_error, block_import, cli, trained_once
 
 # Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
 # text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
@@ -179,6 +179,16 @@ def test_utf8_text_under_a_c_locale_is_said_to_be_the_locales_fault(tmp_path):
     assert lines[1].startswith(f"Error: {tmp_path / '诗.txt'}: the terminal's locale (ascii) cannot name it"), lines[1]
     for line in lines:
         assert line.endswith("set PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"), line
+
+
+@pytest.mark.parametrize("option", ["--stop", "--ban"])
+def test_utf8_stop_and_ban_under_a_c_locale_are_said_to_be_the_locales_fault(monkeypatch, option):
+    """Under a C locale `--ban 春` arrived as three surrogate escapes: the ban held nothing, 春 was still
+    written, and the one warning said "the model never writes '\\udce6' '\\udc98' '\\udca5'", which it
+    does; `--stop 春` never stopped, said the same way. Both are refused, saying the locale is the cause."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")  # how Python reads argv under LC_ALL=C
+    result = cli("sample", "no-such-run", option, "春".encode().decode("ascii", "surrogateescape"))
+    assert_one_line_error(result, f"{option}: the text is UTF-8, but the terminal's locale (ascii) is not")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")
