@@ -24,6 +24,7 @@ import charlm
 from charlm import api, checkpoint, checkpoint_file, processes, run_lock, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
+from charlm.corpus import check_characters
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.serve.metrics import Metrics
@@ -189,6 +190,15 @@ def test_utf8_stop_and_ban_under_a_c_locale_are_said_to_be_the_locales_fault(mon
     monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")  # how Python reads argv under LC_ALL=C
     result = cli("sample", "no-such-run", option, "春".encode().decode("ascii", "surrogateescape"))
     assert_one_line_error(result, f"{option}: the text is UTF-8, but the terminal's locale (ascii) is not")
+
+
+def test_bytes_not_utf8_under_a_c_locale_are_named_where_they_are(monkeypatch):
+    """Under a C locale the seed 你 followed by a byte 0xff was said to hold "byte 0xe4 at character 0", the
+    first byte of 你, which is UTF-8: a user re-saved what was right. The byte is 0xff, after 你, as a
+    UTF-8 locale says."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    with pytest.raises(CharLMError, match="^--seed: byte 0xff at character 1 is not valid UTF-8"):
+        check_characters(("你".encode() + b"\xff").decode("ascii", "surrogateescape"), "--seed")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")
