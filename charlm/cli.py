@@ -410,6 +410,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
 
     Each RUN (a run folder, run name, corpus name, .pt file or exported model folder; default: the
     latest run) is a model whose id is its run name. Needs `pip install 'charlm[serve]'`."""
+    console.opened("stdout", "charlm serve", "its address and log go there: redirect it (> FILE, or > /dev/null)")
     from .serve import serve as run_server
 
     run_server(list(targets), ServeConfig(**{k: v for k, v in given.items() if v is not None}))

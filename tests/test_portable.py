@@ -229,6 +229,15 @@ def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
         assert line.startswith(f"Error: {option}: standard input is closed"), line
 
 
+def test_serve_with_standard_output_closed_is_named_not_a_traceback(tmp_path):
+    """`charlm serve >&-` died in uvicorn's log setup, which asks sys.stdout (None) whether it is a
+    terminal: a 40-line traceback ending in "Unable to configure formatter 'default'"."""
+    closed = charlm_in_shell("$CHARLM serve >&-", tmp_path)
+    lines = closed.stderr.decode().splitlines()
+    assert closed.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("Error: charlm serve: standard output is closed (>&-)"), lines[0]
+
+
 def test_a_folder_removed_under_the_shell_is_named(tmp_path):
     """A shell in a folder that was removed since (`cd d && rmdir ../d`) starts charlm with no working
     folder: torch's MKL died loading ("Intel oneMKL FATAL ERROR"), `charlm runs` said "file: No such file"."""
