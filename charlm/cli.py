@@ -104,6 +104,8 @@ def main(ctx: click.Context) -> None:
     # torch 2.14 notes that it checks a sparse tensor as weights_only reads one: no charlm file holds one,
     # and the reader refuses the tensor in its own line, which the note would stand above as a second
     warnings.filterwarnings("ignore", "Validating sparse tensor invariants", UserWarning)
+    # and that a body is not of the pickle protocol torch.save writes (charlm's: 2), a file charlm refuses too
+    warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
     ctx.with_resource(on_command_line(ctx.invoked_subcommand or ""))  # until it ends: advice names it
 
 
@@ -408,6 +410,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
 
     Each RUN (a run folder, run name, corpus name, .pt file or exported model folder; default: the
     latest run) is a model whose id is its run name. Needs `pip install 'charlm[serve]'`."""
+    console.opened("stdout", "charlm serve", "its address and log go there: redirect it (> FILE, or > /dev/null)")
     from .serve import serve as run_server
 
     run_server(list(targets), ServeConfig(**{k: v for k, v in given.items() if v is not None}))

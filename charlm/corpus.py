@@ -23,7 +23,7 @@ from . import files
 from .decode_errors import binary_file, nul_offset, text_encoding, undecodable
 from .errors import CharLMError, one_line_path
 from .fields import SHOWN, said, value_refused
-from .locales import arrived_as_bytes
+from .locales import arrived_as_bytes, read_as_utf8
 
 CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
 
@@ -226,14 +226,16 @@ def check_characters(text: str, what: str) -> None:
         return
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        char = text[e.start]
+    except UnicodeEncodeError:
         if locale_fault := arrived_as_bytes(text):  # a C locale's command line: UTF-8 read as bytes
             raise CharLMError(f"{what}: {locale_fault}") from None
+        typed = read_as_utf8(text)  # else its first byte, UTF-8 or not, would be named
+        start = next(at for at, char in enumerate(typed) if "\ud800" <= char <= "\udfff")
+        char = typed[start]
         if "\udc80" <= char <= "\udcff":
-            problem = f"byte 0x{ord(char) - 0xDC00:02x} at character {e.start} is not valid UTF-8"
+            problem = f"byte 0x{ord(char) - 0xDC00:02x} at character {start} is not valid UTF-8"
         else:
-            problem = f"lone surrogate U+{ord(char):04X} at character {e.start} is not a character"
+            problem = f"lone surrogate U+{ord(char):04X} at character {start} is not a character"
         raise CharLMError(f"{what}: {problem}; give the text in UTF-8") from None
 
 

@@ -32,6 +32,18 @@ def arrived_as_bytes(text: str) -> str:
     return f"the text is UTF-8, but the terminal's locale ({encoding}) is not and Python read its bytes; {ADVICE}"
 
 
+def read_as_utf8(text: str) -> str:
+    """`text`, a command line's, with its bytes read as UTF-8 where the locale's encoding read them otherwise (and
+    failed): a C locale's 你 and a byte 0xff are then 你 and 0xff, as a UTF-8 locale reads them, not four bytes."""
+    encoding = locale_encoding()
+    if encoding is None:
+        return text
+    try:
+        return text.encode(encoding, "surrogateescape").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # characters from elsewhere (a Python caller)
+        return text
+
+
 def cannot_name(path: str) -> str:
     """The clause for `path` (a run's record of its text, a file given to Python) where the locale's encoding
     has no bytes for some character of it, so the OS cannot be asked for it; else ""."""

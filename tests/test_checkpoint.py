@@ -1081,6 +1081,19 @@ def test_torchs_notice_on_reading_a_sparse_tensor_leaves_the_error_one_line(trai
         assert_one_line_error(cli(*command), f"{path}: damaged checkpoint", DAMAGE["sparse weight"][1])
 
 
+def test_torchs_notice_of_a_newer_pickle_protocol_leaves_the_error_one_line(tmp_path):
+    """torch.load(weights_only=True) warns "Detected pickle protocol 5 in the checkpoint ..." of a body that
+    torch.save did not write as charlm's does (protocol 2): the CLI printed its 300 characters as a warning line
+    above its own one-line refusal of the same file."""
+    saved = io.BytesIO()
+    torch.save({"model": torch.zeros(2)}, saved, pickle_protocol=5)
+    body = saved.getvalue()
+    header = {"version": checkpoint_file.VERSION, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    path = tmp_path / "protocol5.pt"
+    path.write_bytes(checkpoint_file.MAGIC + json.dumps(header).encode() + b"\n" + body)
+    assert_one_line_error(cli("info", str(path)), f"{path}: ")
+
+
 def out_of_bounds_sparse(weight: torch.Tensor) -> torch.Tensor:
     """A sparse tensor of `weight`'s shape with an index past its first dimension, as torch builds one
     unchecked (check_invariants=False): what a damaged or crafted file can hold."""

@@ -24,12 +24,13 @@ import charlm
 from charlm import api, checkpoint, checkpoint_file, processes, run_lock, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
+from charlm.corpus import check_characters
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.serve.metrics import Metrics
 from charlm.stopping import StopFlag
 
-from .conftest import REPO, TINY_ARGS, block_import, trained_once
+from .conftest import REPO, TINY_ARGS, assert_one_line_error, block_import, cli, trained_once
 
 # Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
 # text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
@@ -191,6 +192,25 @@ def test_utf8_text_under_a_c_locale_is_said_to_be_the_locales_fault(tmp_path):
         assert line.endswith("set PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"), line
 
 
+@pytest.mark.parametrize("option", ["--stop", "--ban"])
+def test_utf8_stop_and_ban_under_a_c_locale_are_said_to_be_the_locales_fault(monkeypatch, option):
+    """Under a C locale `--ban 春` arrived as three surrogate escapes: the ban held nothing, 春 was still
+    written, and the one warning said "the model never writes '\\udce6' '\\udc98' '\\udca5'", which it
+    does; `--stop 春` never stopped, said the same way. Both are refused, saying the locale is the cause."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")  # how Python reads argv under LC_ALL=C
+    result = cli("sample", "no-such-run", option, "春".encode().decode("ascii", "surrogateescape"))
+    assert_one_line_error(result, f"{option}: the text is UTF-8, but the terminal's locale (ascii) is not")
+
+
+def test_bytes_not_utf8_under_a_c_locale_are_named_where_they_are(monkeypatch):
+    """Under a C locale the seed 你 followed by a byte 0xff was said to hold "byte 0xe4 at character 0", the
+    first byte of 你, which is UTF-8: a user re-saved what was right. The byte is 0xff, after 你, as a
+    UTF-8 locale says."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    with pytest.raises(CharLMError, match="^--seed: byte 0xff at character 1 is not valid UTF-8"):
+        check_characters(("你".encode() + b"\xff").decode("ascii", "surrogateescape"), "--seed")
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")
 def test_a_full_standard_output_is_named(tmp_path, fox_run):
     """`> /dev/full` (or a full disk under `> out.txt`) said "Error: file: No space left on device": a
@@ -217,6 +237,15 @@ def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
     assert "standard output is closed" in lines[0] and "> /dev/null" in lines[0], lines[0]
     for line, option in zip(lines[1:], ("--interactive", "--seed-file -")):
         assert line.startswith(f"Error: {option}: standard input is closed"), line
+
+
+def test_serve_with_standard_output_closed_is_named_not_a_traceback(tmp_path):
+    """`charlm serve >&-` died in uvicorn's log setup, which asks sys.stdout (None) whether it is a
+    terminal: a 40-line traceback ending in "Unable to configure formatter 'default'"."""
+    closed = charlm_in_shell("$CHARLM serve >&-", tmp_path)
+    lines = closed.stderr.decode().splitlines()
+    assert closed.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("Error: charlm serve: standard output is closed (>&-)"), lines[0]
 
 
 def test_a_folder_removed_under_the_shell_is_named(tmp_path):

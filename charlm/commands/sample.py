@@ -24,6 +24,7 @@ from ..corpus import check_characters, read_seed_file
 from ..decode_errors import undecodable
 from ..errors import BiasError, CharLMError
 from ..fields import said
+from ..locales import arrived_as_bytes
 from .completion import run_names
 from .options import device_option, options_of
 
@@ -152,7 +153,11 @@ def one_run(run: str | None, option: str | None) -> str | None:
 def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
     """The sampling options given, one config per temperature of a `--temperature` list; `--ban`'s
     characters (a combining mark with the one before it) as a logit bias of -100 each. `\\n` and `\\t` in --stop and --ban are a line break and
-    a tab, so a shell user can write `--stop '\\n\\n'` for a blank line."""
+    a tab, so a shell user can write `--stop '\\n\\n'` for a blank line. A C locale's UTF-8 text is refused:
+    read as its bytes, a ban of 春 would ban nothing and a stop never stop."""
+    for option, text in (("--stop", given.get("stop")), ("--ban", ban)):
+        if text and (locale_fault := arrived_as_bytes(text)):
+            raise CharLMError(f"{option}: {locale_fault}")
     if "stop" in given:
         given["stop"] = unescaped(given["stop"])
     if ban:
