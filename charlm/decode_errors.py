@@ -60,11 +60,11 @@ def undecodable(
     one is to be converted), and is right for those after it only if they are in it too."""
     # UTF-16 without its byte order mark (Notepad's "Unicode" exports can lack it): not binary for its NULs
     wide = utf16_text(raw) if start == 0 and not raw.startswith(BYTE_ORDER_MARKS) else None
-    if not isinstance(error, UnicodeDecodeError):  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
+    if complaint := stream_complaint(error):
         order = wide or utf16_without_bom(raw)
         hint = f" or pass {said('encoding', order)}" if order else f" or pass another {said('encoding')}"
         return Undecodable(
-            f"{one_line_path(path)}: cannot be read as {encoding} ({error}); convert it to UTF-8"
+            f"{one_line_path(path)}: cannot be read as {encoding} ({complaint}); convert it to UTF-8"
             f"{hint if encoding_option else ''}"
         )
     at = start + error.start
@@ -96,6 +96,18 @@ def undecodable(
             "misread the rest)"
         )
     return Undecodable(f"{invalid}; convert it to UTF-8{encoding_hint(likely, encoding, encoding_option, place)}")
+
+
+def stream_complaint(error: UnicodeError) -> str | None:
+    """A decoder's complaint about the text as a whole, not a byte of it: UTF-16's and UTF-32's without their
+    byte order mark. Python 3.12 raises it as a bare UnicodeError, 3.13 as a UnicodeDecodeError over the first
+    bytes, which read as a bad byte would blame one that is fine ('h') or call UTF-32 text binary for its NULs.
+    None for a bad byte."""
+    if not isinstance(error, UnicodeDecodeError):
+        return str(error)
+    if error.reason == "Stream does not start with BOM":
+        return f"{error.encoding.upper()} stream does not start with BOM"  # 3.12's words, on every Python
+    return None
 
 
 def likely_encoding(data: bytes, at_start: bool, before: bytes) -> str | None:

@@ -2,22 +2,32 @@
 step: all three must compute the same gates, cell states and hidden states; and the equations the docs
 write out for a reader, evaluated as written, against the reference cells."""
 
+import ast
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
-import charlm.cells
 from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.lstm_step import FusedLSTMStep
 
 from .conftest import REPO, make_model
 
+
+def docstrings_as_written(path: Path, function: str) -> str:
+    """The module's docstring and `function`'s, indented as the source writes them: Python 3.13's `__doc__`
+    drops a function docstring's indent, and with it the one that marks its equations out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    (defined,) = (node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function)
+    return f"{ast.get_docstring(tree, clean=False)}\n{ast.get_docstring(defined, clean=False)}"
+
+
 # Where the cells' equations are written out for a reader: each page's indented blocks of `name = ...` lines.
 EQUATION_PAGES = {
     "docs/how-it-works.md": (REPO / "docs/how-it-works.md").read_text(encoding="utf-8"),
     "docs/how-it-works.zh.md": (REPO / "docs/how-it-works.zh.md").read_text(encoding="utf-8"),
-    "charlm/cells.py": f"{charlm.cells.__doc__}\n{gru_cell.__doc__}",
+    "charlm/cells.py": docstrings_as_written(REPO / "charlm/cells.py", "gru_cell"),
 }
 GATES = {"lstm": "ifgo", "gru": "rzn"}  # each cell's gates, in the order torch stacks their weight rows
 

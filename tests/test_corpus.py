@@ -363,12 +363,16 @@ def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_
         codecs.unregister(answers_everything)
 
 
-def test_a_decoder_that_refuses_a_file_its_own_way_is_one_line(tmp_path):
-    """UTF-16's decoder raises a bare UnicodeError on a file without its byte order mark."""
+@pytest.mark.parametrize("encoding, written", [("utf-16", "utf-8"), ("utf-32", "utf-32-le")])
+def test_a_decoder_that_refuses_a_file_its_own_way_is_one_line(tmp_path, encoding, written):
+    """UTF-16's and UTF-32's decoders refuse a file without their byte order mark: Python 3.12 with a bare
+    UnicodeError, 3.13 with a UnicodeDecodeError at its first bytes, which blamed byte 0x68 ('h') or called
+    a UTF-32 file binary for its NULs. Both say why, the same way."""
     path = tmp_path / "plain.txt"
-    path.write_text("hello world\n", encoding="utf-8")
-    with pytest.raises(CharLMError, match="cannot be read as utf-16 .*does not start with BOM.* another encoding$"):
-        read_texts([str(path)], encoding="utf-16")
+    path.write_text("hello world\n", encoding=written)
+    why = f"cannot be read as {encoding} \\({encoding.upper()} stream does not start with BOM\\)"
+    with pytest.raises(CharLMError, match=f"^{re.escape(str(path))}: {why}; convert it to UTF-8 or pass another"):
+        read_texts([str(path)], encoding=encoding)
 
 
 def test_a_seed_file_that_does_not_decode_suggests_no_option_sample_lacks(tmp_path):
