@@ -26,8 +26,10 @@ def arrived_as_bytes(text: str) -> str:
     if encoding is None:
         return ""
     try:
-        text.encode(encoding, "surrogateescape").decode("utf-8")
+        as_utf8 = text.encode(encoding, "surrogateescape").decode("utf-8")
     except UnicodeError:  # characters from elsewhere (a Python caller), or bytes that are not UTF-8 either
+        return ""
+    if as_utf8 == text:  # ASCII: read alike in every locale, nothing was misread
         return ""
     return f"the text is UTF-8, but the terminal's locale ({encoding}) is not and Python read its bytes; {ADVICE}"
 

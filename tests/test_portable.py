@@ -202,6 +202,15 @@ def test_utf8_stop_and_ban_under_a_c_locale_are_said_to_be_the_locales_fault(mon
     assert_one_line_error(result, f"{option}: the text is UTF-8, but the terminal's locale (ascii) is not")
 
 
+@pytest.mark.parametrize(("option", "ascii_text"), [("--stop", "\\n\\n"), ("--ban", "xyz")])
+def test_ascii_stop_and_ban_under_a_c_locale_are_read(monkeypatch, option, ascii_text):
+    """ASCII reads the same in every locale, yet under a C locale the documented `--stop '\\n\\n'` was
+    refused as "the text is UTF-8, but the terminal's locale (ascii) is not": no byte had arrived undecoded."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    result = cli("sample", "no-such-run", option, ascii_text)
+    assert_one_line_error(result, "no-such-run: no such checkpoint file or run folder")
+
+
 def test_bytes_not_utf8_under_a_c_locale_are_named_where_they_are(monkeypatch):
     """Under a C locale the seed 你 followed by a byte 0xff was said to hold "byte 0xe4 at character 0", the
     first byte of 你, which is UTF-8: a user re-saved what was right. The byte is 0xff, after 你, as a
