@@ -48,9 +48,13 @@ def read_as_utf8(text: str) -> str:
 
 def cannot_name(path: str) -> str:
     """The clause for `path` (a run's record of its text, a file given to Python) where the locale's encoding
-    has no bytes for some character of it, so the OS cannot be asked for it; else ""."""
+    has no bytes for some character of it that UTF-8 has, so the OS cannot be asked for it; else ""."""
     encoding = locale_encoding()
     if encoding is None:
+        return ""
+    try:
+        path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate: no locale names it, and the advice would lead to the next error
         return ""
     try:
         path.encode(encoding, "surrogateescape")
