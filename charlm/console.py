@@ -1,4 +1,5 @@
-"""Output that a console or pipe cannot encode: written as escapes, with one warning, never a traceback.
+"""The standard streams where they fail: text a console or pipe cannot encode, a stream closed (`opened`),
+a full one (`unnamed_write`); each said in one line, never a traceback.
 
 Where stdout's encoding is a legacy code page (Windows with output redirected or piped: cp1252, or
 cp936 for characters outside GBK), printing a Chinese sample would raise UnicodeEncodeError mid-text,

@@ -26,8 +26,10 @@ def arrived_as_bytes(text: str) -> str:
     if encoding is None:
         return ""
     try:
-        text.encode(encoding, "surrogateescape").decode("utf-8")
+        as_utf8 = text.encode(encoding, "surrogateescape").decode("utf-8")
     except UnicodeError:  # characters from elsewhere (a Python caller), or bytes that are not UTF-8 either
+        return ""
+    if as_utf8 == text:  # ASCII: read alike in every locale, nothing was misread
         return ""
     return f"the text is UTF-8, but the terminal's locale ({encoding}) is not and Python read its bytes; {ADVICE}"
 
@@ -46,9 +48,13 @@ def read_as_utf8(text: str) -> str:
 
 def cannot_name(path: str) -> str:
     """The clause for `path` (a run's record of its text, a file given to Python) where the locale's encoding
-    has no bytes for some character of it, so the OS cannot be asked for it; else ""."""
+    has no bytes for some character of it that UTF-8 has, so the OS cannot be asked for it; else ""."""
     encoding = locale_encoding()
     if encoding is None:
+        return ""
+    try:
+        path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate: no locale names it, and the advice would lead to the next error
         return ""
     try:
         path.encode(encoding, "surrogateescape")

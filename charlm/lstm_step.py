@@ -187,7 +187,7 @@ class FusedLSTMStep:
             self.adaptive = model.head
             self.head_rows = torch.zeros(-(-batch // ROW_BLOCK) * ROW_BLOCK, hidden, device=device)
         self.logits = torch.empty(batch, model.config.vocab_size, device=device)
-        self.views: dict[int, StepViews] = {}  # per number of rows stepped
+        self.row_views: dict[int, StepViews] = {}  # per number of rows stepped: `views_of`
 
     def load_row(self, row: int, state: State) -> None:
         """Row `row` takes a state of batch 1: h into the hidden columns of each layer's `xh`, c into `cell`."""
@@ -211,9 +211,9 @@ class FusedLSTMStep:
         """ids (rows,) -> logits (rows, vocab) for the first `rows` samples (all of them, except when a
         `RowStepper` steps fewer); the buffer is reused by the next call."""
         m = ids.size(0)
-        views = self.views.get(m)
+        views = self.row_views.get(m)
         if views is None:
-            views = self.views[m] = self.views_of(m)
+            views = self.row_views[m] = self.views_of(m)
         for n, (xh, cell, hidden, following) in enumerate(views.layers):
             looked_up = torch.index_select(self.table, 0, ids, out=views.table_rows) if n == 0 else None
             self.products[n](xh, add=looked_up, out=views.gates)  # every gate's pre-activation, (i, f, o, g)

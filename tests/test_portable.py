@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, processes, run_lock, runs, scoring, train_state
+from charlm import api, checkpoint, checkpoint_file, path_names, processes, run_lock, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
 from charlm.corpus import check_characters
@@ -200,6 +200,24 @@ def test_utf8_stop_and_ban_under_a_c_locale_are_said_to_be_the_locales_fault(mon
     monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")  # how Python reads argv under LC_ALL=C
     result = cli("sample", "no-such-run", option, "春".encode().decode("ascii", "surrogateescape"))
     assert_one_line_error(result, f"{option}: the text is UTF-8, but the terminal's locale (ascii) is not")
+
+
+@pytest.mark.parametrize(("option", "ascii_text"), [("--stop", "\\n\\n"), ("--ban", "xyz")])
+def test_ascii_stop_and_ban_under_a_c_locale_are_read(monkeypatch, option, ascii_text):
+    """ASCII reads the same in every locale, yet under a C locale the documented `--stop '\\n\\n'` was
+    refused as "the text is UTF-8, but the terminal's locale (ascii) is not": no byte had arrived undecoded."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    result = cli("sample", "no-such-run", option, ascii_text)
+    assert_one_line_error(result, "no-such-run: no such checkpoint file or run folder")
+
+
+def test_a_lone_surrogate_path_under_a_c_locale_is_not_the_locales_fault(monkeypatch):
+    """`charlm.train('\\ud800.txt')` under a C locale said the locale could not name it and to set
+    PYTHONUTF8=1, which only led to the next error: no locale names a lone surrogate."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    assert path_names.unnameable("novel\ud800.txt") == (
+        "a character no file name can be written in (a lone surrogate); remove it"
+    )
 
 
 def test_bytes_not_utf8_under_a_c_locale_are_named_where_they_are(monkeypatch):
