@@ -211,6 +211,18 @@ def test_bytes_not_utf8_under_a_c_locale_are_named_where_they_are(monkeypatch):
         check_characters(("你".encode() + b"\xff").decode("ascii", "surrogateescape"), "--seed")
 
 
+def test_a_stop_the_model_never_writes_under_a_c_locale_names_its_characters_as_utf8_does(monkeypatch, fox_run):
+    """Under a C locale `--stop $'你\\xff'` (not all UTF-8, so taken) was said to hold four characters the
+    model never writes, '\\udce4' '\\udcbd' '\\udca0' '\\udcff': the bytes of 你, which a UTF-8 locale
+    names '你', as it does here."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    stop = ("你".encode() + b"\xff").decode("ascii", "surrogateescape")
+    result = cli("sample", str(fox_run), "--stop", stop, "--length", "5")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "never writes" in line]
+    assert len(warned) == 1 and "the model never writes '你' '\\udcff', so no sample stops there" in warned[0], warned
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")
 def test_a_full_standard_output_is_named(tmp_path, fox_run):
     """`> /dev/full` (or a full disk under `> out.txt`) said "Error: file: No space left on device": a
