@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, processes, run_lock, runs, scoring, train_state
+from charlm import api, checkpoint, checkpoint_file, console, processes, run_lock, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
 from charlm.corpus import check_characters
@@ -30,7 +30,7 @@ from charlm.fields import on_command_line
 from charlm.serve.metrics import Metrics
 from charlm.stopping import StopFlag
 
-from .conftest import REPO, TINY_ARGS, assert_one_line_error, block_import, cli, trained_once
+from .conftest import REPO, TINY_ARGS, assert_one_line_error, block_import, cli, file_size_limit, trained_once
 
 # Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
 # text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
@@ -229,11 +229,23 @@ def test_a_full_standard_output_is_named(tmp_path, fox_run):
     failed write to a stream names no file, and "file" named nothing the user could free or change."""
     shutil.copytree(fox_run, tmp_path / "checkpoints" / "run")
     full = charlm_in_shell("$CHARLM sample run --length 5 > /dev/full", tmp_path)
-    said = "Error: standard output: No space left on device; free space on its disk (or raise the file size limit"
     assert full.returncode == 1, full.stderr
+    said = "Error: standard output: No space left on device; free space where it goes, or send it elsewhere"
     assert full.stderr.decode().splitlines() == [
-        f"{said}, ulimit -f), or send it elsewhere (--output FILE where a command has it)"
-    ]
+        f"{said} (--output FILE where a command has it)"
+    ]  # not "free space on its disk (or raise the file size limit, ulimit -f)": /dev/full has neither
+
+
+def test_standard_output_past_the_file_size_limit_says_to_raise_it(tmp_path):
+    """`charlm sample RUN > out.txt` under `ulimit -f` fails with EFBIG, where raising the limit is the remedy
+    and no disk is full: a stream said a file's words, "free space on its disk (or raise ...)"."""
+    with open(tmp_path / "out.txt", "wb", buffering=0) as out, file_size_limit(10), pytest.raises(OSError) as too_large:
+        out.write(b"x" * 100)  # written up to the limit
+        out.write(b"x")
+    assert console.unnamed_write(too_large.value) == (
+        "standard output: File too large; raise the file size limit (ulimit -f), or send it elsewhere "
+        "(--output FILE where a command has it)"
+    )
 
 
 def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
