@@ -10,6 +10,7 @@ Such characters are written as `\\uXXXX` instead, and the first one says how to 
 from __future__ import annotations
 
 import codecs
+import errno
 import sys
 from typing import TextIO
 
@@ -71,10 +72,11 @@ def opened(name: str, user: str, fix: str) -> TextIO:
 def unnamed_write(error: OSError) -> str:
     """The message of an OSError that names no file. Every file charlm writes itself is named where its write
     fails (`files.cannot_write`): one found without room is a stream, standard output (`> /dev/full`, a full
-    disk under `> out.txt`; a full stderr could not show the message), where "file: No space left" named nothing."""
+    disk under `> out.txt`; a full stderr could not show the message), where "file: No space left" named nothing.
+    Not files.write_remedy's words: a device (/dev/full) has no disk to free, and only a file a size limit."""
     if error.errno in files.NO_ROOM:
+        remedy = "raise the file size limit (ulimit -f)" if error.errno == errno.EFBIG else "free space where it goes"
         return (
-            f"standard output: {error.strerror}{files.write_remedy(error)}, or send it elsewhere "
-            "(--output FILE where a command has it)"
+            f"standard output: {error.strerror}; {remedy}, or send it elsewhere (--output FILE where a command has it)"
         )
     return f"file: {error.strerror or error}"

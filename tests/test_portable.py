@@ -21,7 +21,18 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, path_names, processes, run_lock, runs, scoring, train_state
+from charlm import (
+    api,
+    checkpoint,
+    checkpoint_file,
+    console,
+    path_names,
+    processes,
+    run_lock,
+    runs,
+    scoring,
+    train_state,
+)
 from charlm.cli import main
 from charlm.config import Config
 from charlm.corpus import check_characters
@@ -30,7 +41,7 @@ from charlm.fields import on_command_line
 from charlm.serve.metrics import Metrics
 from charlm.stopping import StopFlag
 
-from .conftest import REPO, TINY_ARGS, assert_one_line_error, block_import, cli, trained_once
+from .conftest import REPO, TINY_ARGS, assert_one_line_error, block_import, cli, file_size_limit, trained_once
 
 # Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
 # text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
@@ -229,17 +240,41 @@ def test_bytes_not_utf8_under_a_c_locale_are_named_where_they_are(monkeypatch):
         check_characters(("你".encode() + b"\xff").decode("ascii", "surrogateescape"), "--seed")
 
 
+def test_a_stop_the_model_never_writes_under_a_c_locale_names_its_characters_as_utf8_does(monkeypatch, fox_run):
+    """Under a C locale `--stop $'你\\xff'` (not all UTF-8, so taken) was said to hold four characters the
+    model never writes, '\\udce4' '\\udcbd' '\\udca0' '\\udcff': the bytes of 你, which a UTF-8 locale
+    names '你', as it does here."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    stop = ("你".encode() + b"\xff").decode("ascii", "surrogateescape")
+    result = cli("sample", str(fox_run), "--stop", stop, "--length", "5")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "never writes" in line]
+    assert len(warned) == 1 and "the model never writes '你' '\\udcff', so no sample stops there" in warned[0], warned
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")
 def test_a_full_standard_output_is_named(tmp_path, fox_run):
     """`> /dev/full` (or a full disk under `> out.txt`) said "Error: file: No space left on device": a
     failed write to a stream names no file, and "file" named nothing the user could free or change."""
     shutil.copytree(fox_run, tmp_path / "checkpoints" / "run")
     full = charlm_in_shell("$CHARLM sample run --length 5 > /dev/full", tmp_path)
-    said = "Error: standard output: No space left on device; free space on its disk (or raise the file size limit"
     assert full.returncode == 1, full.stderr
+    said = "Error: standard output: No space left on device; free space where it goes, or send it elsewhere"
     assert full.stderr.decode().splitlines() == [
-        f"{said}, ulimit -f), or send it elsewhere (--output FILE where a command has it)"
-    ]
+        f"{said} (--output FILE where a command has it)"
+    ]  # not "free space on its disk (or raise the file size limit, ulimit -f)": /dev/full has neither
+
+
+def test_standard_output_past_the_file_size_limit_says_to_raise_it(tmp_path):
+    """`charlm sample RUN > out.txt` under `ulimit -f` fails with EFBIG, where raising the limit is the remedy
+    and no disk is full: a stream said a file's words, "free space on its disk (or raise ...)"."""
+    with open(tmp_path / "out.txt", "wb", buffering=0) as out, file_size_limit(10), pytest.raises(OSError) as too_large:
+        out.write(b"x" * 100)  # written up to the limit
+        out.write(b"x")
+    assert console.unnamed_write(too_large.value) == (
+        "standard output: File too large; raise the file size limit (ulimit -f), or send it elsewhere "
+        "(--output FILE where a command has it)"
+    )
 
 
 def test_closed_standard_streams_are_named_not_a_traceback(tmp_path, fox_run):
