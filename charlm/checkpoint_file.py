@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import pickle
-import pickletools
 import re
 import zipfile
 from collections.abc import Callable
@@ -162,17 +161,14 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str]) -> tuple[in
         raise damaged_checkpoint(path, f"{len(data):,} bytes, not {whole:,}", advice)
     if hashlib.sha256(body).hexdigest() != digest:
         raise damaged_checkpoint(path, "checksum mismatch", advice)
-    try:
-        with zipfile.ZipFile(io.BytesIO(body)) as archive:
-            records = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):  # torch's legacy format, or cut: never loaded
-        raise damaged_checkpoint(path, "its body is not an archive as torch.save writes one", advice) from None
-    if hazard := _memory_hazard(records):  # before torch.load, which would allocate it
+    if hazard := _memory_hazard(body):  # before torch.load, which would allocate it
         raise CharLMError(f"{one_line_path(path)}: refused: {hazard}; {advice(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- torch >= 2.14 also checks a sparse tensor's indices here
-        raise _unloadable(path, body, e, advice) from None
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused it: a global (code) or worse
+        raise CharLMError(f"{one_line_path(path)}: refused: {_refusal(str(e))}; {advice(path)}") from None
+    except Exception as e:  # noqa: BLE001 -- read, but malformed: torch >= 2.14 checks a sparse tensor's indices here
+        raise damaged_checkpoint(path, _first_line(str(e)), advice) from None
     if not isinstance(payload, dict):  # our header over a body that is not ours: damage, as above
         raise damaged_checkpoint(path, "its body holds no checkpoint", advice)
     return version, payload
@@ -184,12 +180,17 @@ def damaged_checkpoint(path: Path, why: str, advice: Callable[[Path], str]) -> C
     return CharLMError(f"{one_line_path(path)}: damaged checkpoint ({why}); {advice(path)}")
 
 
-def _memory_hazard(records: list[zipfile.ZipInfo]) -> str:
-    """Why torch.load of an archive could need far more memory than the file ("" where it cannot): what
-    torch.save writes, uncompressed records (`serialize`), is read without holding more than the file. A
-    record compressed (a zip bomb: a few MB of the file unpacked to tens of GB) or of a size it does not
-    have would be allocated whole first. (A body that is no archive, as torch's legacy format whose
-    storages are of any size its header claims, is never loaded.)"""
+def _memory_hazard(body: bytes) -> str:
+    """Why torch.load of a payload could need far more memory than the file ("" where it cannot): only what
+    torch.save writes, a zip archive of uncompressed records (`serialize`), is read without holding more
+    than the file. A record compressed (a zip bomb: a few MB of the file unpacked to tens of GB) or of a
+    size it does not have, or a body of torch's legacy format (storages of any size its header claims),
+    would be allocated whole first."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return "its body is not an archive as torch.save writes one"
     for record in records:
         if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
             return (
@@ -199,56 +200,17 @@ def _memory_hazard(records: list[zipfile.ZipInfo]) -> str:
     return ""
 
 
-def _unloadable(path: Path, body: bytes, error: Exception, advice: Callable[[Path], str]) -> CharLMError:
-    """Why torch.load did not read a body whose checksum matched. "refused" is for a pickle that imports
-    what torch does not allow (code, a security refusal); a pickle that does not parse, or that torch
-    finds malformed, holds no code: it is damage, whatever torch's weights-only unpickler calls it."""
-    opcodes, malformed = _pickle_opcodes(body)
-    if malformed:  # cut within a class name, torch read the cut name as a global: "holds code (torch.LongSto)"
-        return damaged_checkpoint(path, f"malformed pickle: {malformed}"[:120], advice)
-    if isinstance(error, pickle.UnpicklingError) and (code := _code(str(error), opcodes)):
-        return CharLMError(f"{one_line_path(path)}: refused: {code}; {advice(path)}")
-    return damaged_checkpoint(path, _torch_reason(str(error)), advice)
-
-
-def _pickle_opcodes(body: bytes) -> tuple[dict[str, object], str]:
-    """The archive's pickle, parsed (never run): each opcode's name and its last argument, or why it does
-    not parse (then no opcodes); neither where the archive holds no pickle (torch.load says why)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(body)) as archive:
-            pickled = next((archive.read(r) for r in archive.infolist() if r.filename.endswith("/data.pkl")), None)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        return {}, ""
-    if pickled is None:
-        return {}, ""
-    try:
-        return {opcode.name: argument for opcode, argument, _ in pickletools.genops(pickled)}, ""
-    except ValueError as e:
-        return {}, str(e)
-
-
-def _code(message: str, opcodes: dict[str, object]) -> str:
-    """What a pickle that torch refused imports, as a refusal says it ("" where it imports nothing)."""
+def _refusal(message: str) -> str:
+    """Why torch's weights-only unpickler refused a payload, without its paragraphs of advice on
+    loading untrusted files anyway."""
     # any global not allowed ("Unsupported global: GLOBAL x") or of a module torch blocks (os, posix, nt,
     # sys: "unsupported GLOBAL posix.system whose module posix is blocked", told amid paragraphs of advice)
-    if found := re.search(r"GLOBAL (\S+)", message):  # a builtin by its bare name: torch >= 2.7 gives it so,
-        name = found.group(1).removeprefix("builtins.")  # 2.4 to 2.6 as builtins.getattr
-    elif "INST" in opcodes:  # imports as GLOBAL does, and torch stops at it unread ("Unsupported operand 105")
-        name = str(opcodes["INST"]).replace(" ", ".")
-    elif "STACK_GLOBAL" in opcodes:  # the same, naming it from the stack ("Unsupported operand 147")
-        name = "STACK_GLOBAL"
-    elif "must be imported to load" in message:  # torch.nested's or torch.distributed's classes
-        return f"the checkpoint holds more than tensors and plain values ({_torch_reason(message)})"
-    else:
-        return ""
-    return f"the checkpoint holds code ({name}), not only tensors and plain values"
-
-
-def _torch_reason(message: str) -> str:
-    """The line of torch.load's error that says what it found, without its paragraphs of advice on
-    loading untrusted files anyway."""
-    reason = message.partition("WeightsUnpickler error:")[2] or message
-    return _first_line(reason.removeprefix("Weights only load failed."))
+    code = re.search(r"GLOBAL (\S+)", message)
+    if code:  # a builtin by its bare name: torch >= 2.7 gives it so, 2.4 to 2.6 as builtins.getattr
+        name = code.group(1).removeprefix("builtins.")
+        return f"the checkpoint holds code ({name}), not only tensors and plain values"
+    after = message.partition("WeightsUnpickler error:")[2] or message
+    return f"the checkpoint holds more than tensors and plain values ({_first_line(after)})"
 
 
 def _first_line(message: str) -> str:
