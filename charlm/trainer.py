@@ -144,13 +144,15 @@ class Trainer:
         return self.result
 
     def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> StopFlag:
-        """What the loop holds while it runs, each released by `stack` when it ends: rank 0's run folder
-        (`open_run`), the signal handlers that ask it to stop (the flag returned), --detect-anomaly; and
+        """What the loop holds while it runs, each released by `stack` when it ends: the signal handlers that
+        ask it to stop (the flag returned), rank 0's run folder (`open_run`), --detect-anomaly; and
         what it starts from: the model in training mode, the CPU threads, when to compare the speed with
         the size probe's."""
+        # The handlers first: a Ctrl-C as the start line shows (the notebook's stop button) stops the run at
+        # its first step, saved, rather than raising in the middle of making the bar, which stayed open.
+        stop = stack.enter_context(StopFlag(launcher_pid()).installed())
         if self.ranks.leader:
             self.open_run(stack, max_seconds)
-        stop = stack.enter_context(StopFlag(launcher_pid()).installed())
         if self.config.detect_anomaly:
             with warnings.catch_warnings():  # torch's warning that it is slow: the option's help says so
                 warnings.filterwarnings("ignore", "Anomaly Detection has been enabled")

@@ -32,6 +32,7 @@ from charlm.errors import CharLMError
 from charlm.export import export
 from charlm.fields import python_help, said
 from charlm.inference_context import INSIDE, inference
+from charlm.reporting import Reporter
 from charlm.vocab import UNKNOWN, Vocab
 
 from .conftest import (
@@ -1258,6 +1259,23 @@ def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tin
     ):
         charlm.train(fox_file, out="cut", **tiny)
     assert latest("cut").progress.step == 10 and not Path("checkpoints/cut/.lock").exists()
+
+
+def test_ctrl_c_as_the_run_starts_saves_it_and_leaves_no_bar_open(fox_file, tiny, monkeypatch):
+    """In a notebook the stop button pressed as the run's start line showed (its bar being made) raised a bare
+    KeyboardInterrupt: nothing saved, no call to go on with, and the bar never closed, so every later bar
+    in the kernel drew a line below it per redraw (tqdm's nested position)."""
+    from tqdm.auto import tqdm
+
+    class SignalledReporter(Reporter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr("charlm.trainer.Reporter", SignalledReporter)
+    with pytest.raises(KeyboardInterrupt, match=r"checkpoints/early holds step 1: resume with charlm\.train"):
+        charlm.train(fox_file, out="early", **{**tiny, "quiet": False})
+    assert not tqdm._instances and latest("early").progress.step == 1
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
