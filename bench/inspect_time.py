@@ -1,0 +1,105 @@
+"""`charlm inspect`'s wall time under two or more git revisions of charlm, side by side in one run: what a
+change to inspect saves (the machine is shared: compare the ratios, not the seconds).
+
+    python -m bench.inspect_time RUN (FILE | --held-out) [--revisions 3642388,HEAD] [--rounds 5]
+
+Each revision's charlm/ is taken out of git (`git archive`) into a temporary folder. Round after round,
+the order rotated so that none always runs first, each revision runs `python -m charlm inspect RUN ...
+--quiet --output PAGE` as a process of its own with its folder first on PYTHONPATH, as a user runs it:
+Python and torch starting, the model read, the n-gram fitted, the text traced, the page written.
+Prints each round's seconds, then each revision's median and its ratio to the first revision's, round
+by round (median [lowest, highest]), with the machine's load average before and after.
+
+3642388 is the last commit whose inspect ran the model over the text twice (a trace, then the
+surprises); from ace318e it runs once (`charlm.tracing.trace_and_surprise`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+from bench.common import errors_in_one_line
+from charlm import runs
+from charlm.errors import counted
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def checkout(revision: str, folder: Path) -> str:
+    """`revision`'s charlm/ written into `folder`; its short commit id."""
+    archive = ["git", "archive", "--format=zip", revision, "charlm"]
+    found = subprocess.run(archive, cwd=REPO, capture_output=True, check=False)
+    if found.returncode:
+        raise SystemExit(f"--revisions: {revision}: {found.stderr.decode().strip() or 'git archive failed'}")
+    zipfile.ZipFile(io.BytesIO(found.stdout)).extractall(folder)
+    short = ["git", "rev-parse", "--short", f"{revision}^{{commit}}"]
+    return subprocess.run(short, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def inspect_seconds(revision: str, folder: Path, arguments: list[str], page: Path) -> float:
+    """Wall seconds of one `python -m charlm inspect ARGUMENTS` with `folder`'s charlm (`revision`'s) first
+    on the path."""
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "PYTHONPATH": path}
+    command = [sys.executable, "-m", "charlm", "inspect", *arguments, "--quiet", "--output", str(page)]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        said = (done.stderr.strip() or done.stdout.strip() or f"status {done.returncode}").splitlines()[-1]
+        raise SystemExit(f"charlm inspect at {revision}: {said}")
+    return seconds
+
+
+def load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a run folder or checkpoint")
+    parser.add_argument("file", nargs="?", help="the text to inspect (or --held-out)")
+    parser.add_argument("--held-out", action="store_true", help="the run's held-out text")
+    parser.add_argument("--revisions", default="3642388,HEAD", help="git revisions of charlm, the first the baseline")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    runs.resolve(args.run)  # a run that is not there said at once, in charlm's words
+    arguments = [args.run, *([args.file] if args.file else []), *(["--held-out"] if args.held_out else [])]
+    revisions = args.revisions.split(",")
+    with tempfile.TemporaryDirectory(prefix="inspect-time-") as scratch:
+        folders = {revision: Path(scratch, f"rev{i}") for i, revision in enumerate(revisions)}
+        commits = {revision: checkout(revision, folder) for revision, folder in folders.items()}
+        print(
+            f"charlm inspect {' '.join(arguments)}; torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load()}"
+        )
+        measured: dict[str, list[float]] = {revision: [] for revision in revisions}
+        for turn in range(args.rounds):
+            order = revisions[turn % len(revisions) :] + revisions[: turn % len(revisions)]
+            for revision in order:
+                page = Path(scratch, "page.html")
+                measured[revision].append(inspect_seconds(revision, folders[revision], arguments, page))
+            print(f"round {turn + 1}: " + "; ".join(f"{r} {measured[r][-1]:.2f} s" for r in order))
+    first = revisions[0]
+    print(
+        f"load average {load()} at the end; {counted(args.rounds, 'round')}; medians, ratios to {first} round by round:"
+    )
+    for revision, seconds in measured.items():
+        ratios = sorted(s / b for s, b in zip(seconds, measured[first]))
+        ratio = f", {statistics.median(ratios):.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]" if revision != first else ""
+        print(f"{revision} ({commits[revision]}): {statistics.median(seconds):.2f} s{ratio}")
+
+
+if __name__ == "__main__":
+    with errors_in_one_line():
+        main()
