@@ -1,5 +1,5 @@
-"""`charlm inspect`'s wall time under two or more git revisions of charlm, side by side in one run: what a
-change to inspect saves (the machine is shared: compare the ratios, not the seconds).
+"""`charlm inspect`'s wall and CPU time under two or more git revisions of charlm, side by side in one run:
+what a change to inspect saves (the machine is shared: compare the ratios, not the seconds).
 
     python -m bench.inspect_time RUN (FILE | --held-out) [--revisions 3642388,HEAD] [--rounds 5]
 
@@ -7,8 +7,9 @@ Each revision's charlm/ is taken out of git (`git archive`) into a temporary fol
 the order rotated so that none always runs first, each revision runs `python -m charlm inspect RUN ...
 --quiet --output PAGE` as a process of its own with its folder first on PYTHONPATH, as a user runs it:
 Python and torch starting, the model read, the n-gram fitted, the text traced, the page written.
-Prints each round's seconds, then each revision's median and its ratio to the first revision's, round
-by round (median [lowest, highest]), with the machine's load average before and after.
+Prints each round's wall and CPU seconds (CPU: the process's and its threads', which waiting for a core
+does not add to), then each revision's medians and their ratios to the first revision's, round by round
+(median [lowest, highest]), with the machine's load average before and after.
 
 3642388 is the last commit whose inspect ran the model over the text twice (a trace, then the
 surprises); from ace318e it runs once (`charlm.tracing.trace_and_surprise`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,19 +49,26 @@ def checkout(revision: str, folder: Path) -> str:
     return subprocess.run(short, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def inspect_seconds(revision: str, folder: Path, arguments: list[str], page: Path) -> float:
-    """Wall seconds of one `python -m charlm inspect ARGUMENTS` with `folder`'s charlm (`revision`'s) first
-    on the path."""
+def inspect_seconds(revision: str, folder: Path, arguments: list[str], page: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (the process's and its threads', user and system) of one `python -m charlm
+    inspect ARGUMENTS` with `folder`'s charlm (`revision`'s) first on the path. CPU seconds are the steadier
+    on a shared machine: waiting for a core adds to the wall time only."""
     path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
     environment = {**os.environ, "PYTHONPATH": path}
     command = [sys.executable, "-m", "charlm", "inspect", *arguments, "--quiet", "--output", str(page)]
-    start = time.perf_counter()
+    start, before = time.perf_counter(), cpu_seconds()
     done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if done.returncode:
         said = (done.stderr.strip() or done.stdout.strip() or f"status {done.returncode}").splitlines()[-1]
         raise SystemExit(f"charlm inspect at {revision}: {said}")
-    return seconds
+    return seconds, cpu_seconds() - before
+
+
+def cpu_seconds() -> float:
+    """User and system seconds of this process's children that have ended."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def load() -> str:
@@ -83,21 +92,29 @@ def main() -> None:
         print(
             f"charlm inspect {' '.join(arguments)}; torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load()}"
         )
-        measured: dict[str, list[float]] = {revision: [] for revision in revisions}
+        measured: dict[str, list[tuple[float, float]]] = {revision: [] for revision in revisions}
         for turn in range(args.rounds):
             order = revisions[turn % len(revisions) :] + revisions[: turn % len(revisions)]
             for revision in order:
                 page = Path(scratch, "page.html")
                 measured[revision].append(inspect_seconds(revision, folders[revision], arguments, page))
-            print(f"round {turn + 1}: " + "; ".join(f"{r} {measured[r][-1]:.2f} s" for r in order))
+            times = (f"{r} {measured[r][-1][0]:.2f} s (CPU {measured[r][-1][1]:.2f} s)" for r in order)
+            print(f"round {turn + 1}: " + "; ".join(times))
     first = revisions[0]
-    print(
-        f"load average {load()} at the end; {counted(args.rounds, 'round')}; medians, ratios to {first} round by round:"
-    )
-    for revision, seconds in measured.items():
-        ratios = sorted(s / b for s, b in zip(seconds, measured[first]))
-        ratio = f", {statistics.median(ratios):.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]" if revision != first else ""
-        print(f"{revision} ({commits[revision]}): {statistics.median(seconds):.2f} s{ratio}")
+    print(f"load average {load()} at the end; {counted(args.rounds, 'round')}; medians, and ratios to {first} round")
+    print("by round: median [lowest, highest]")
+    for revision, timings in measured.items():
+        print(f"{revision} ({commits[revision]}): " + "; ".join(
+            summary(kind, [t[k] for t in timings], [t[k] for t in measured[first]], revision != first)
+            for k, kind in enumerate(("wall", "CPU"))
+        ))  # fmt: skip
+
+
+def summary(kind: str, seconds: list[float], baseline: list[float], compared: bool) -> str:
+    """`kind`'s median seconds, and where `compared` the median, lowest and highest ratio to `baseline`'s round by round."""
+    ratios = sorted(s / b for s, b in zip(seconds, baseline))
+    ratio = f" {statistics.median(ratios):.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]" if compared else ""
+    return f"{kind} {statistics.median(seconds):.2f} s{ratio}"
 
 
 if __name__ == "__main__":

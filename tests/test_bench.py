@@ -836,8 +836,10 @@ def test_inspect_time_times_charlm_inspect_under_each_revision(fox_file, tiny):
     """bench.inspect_time runs `charlm inspect` under each revision's charlm in turn and gives the ratio."""
     charlm.train(fox_file, out="run", **tiny)
     out = run_bench("inspect_time", "checkpoints/run", str(fox_file), "--revisions", "@,HEAD", "--rounds", "2")
-    assert re.search(r"round 1: @ [\d.]+ s; HEAD [\d.]+ s\nround 2: HEAD [\d.]+ s; @ [\d.]+ s\n", out), out
-    assert re.search(r"\nHEAD \(\w+\): [\d.]+ s, [\d.]+ \[[\d.]+, [\d.]+\]\n$", out), out
+    timed = r"[\d.]+ s \(CPU [\d.]+ s\)"
+    assert re.search(rf"round 1: @ {timed}; HEAD {timed}\nround 2: HEAD {timed}; @ {timed}\n", out), out
+    ratio = r"[\d.]+ s [\d.]+ \[[\d.]+, [\d.]+\]"
+    assert re.search(rf"\n@ \(\w+\): wall [\d.]+ s; CPU [\d.]+ s\nHEAD \(\w+\): wall {ratio}; CPU {ratio}\n$", out), out
 
 
 @pytest.mark.parametrize(
