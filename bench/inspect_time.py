@@ -11,6 +11,11 @@ Prints each round's wall and CPU seconds (CPU: the process's and its threads', w
 does not add to), then each revision's medians and their ratios to the first revision's, round by round
 (median [lowest, highest]), with the machine's load average before and after.
 
+--passes times instead, in this process and this checkout, only what the change was about: the model
+reading the text as inspect reads it, twice (`trace`, then `scoring.surprise`: inspect before ace318e)
+against once (`trace_and_surprise`), in turn, --rounds times each, with their medians and ratio. On
+one thread, in CPU seconds: a core shared with other work then slows neither.
+
 3642388 is the last commit whose inspect ran the model over the text twice (a trace, then the
 surprises); from ace318e it runs once (`charlm.tracing.trace_and_surprise`).
 """
@@ -31,9 +36,15 @@ from pathlib import Path
 
 import torch
 
+import charlm
 from bench.common import errors_in_one_line
 from charlm import runs
+from charlm.corpus import read_texts
 from charlm.errors import counted
+from charlm.inspection import MAX_CHARS
+from charlm.runtext import held_out_text
+from charlm.scoring import surprise
+from charlm.tracing import trace, trace_and_surprise
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,8 +93,11 @@ def main() -> None:
     parser.add_argument("--held-out", action="store_true", help="the run's held-out text")
     parser.add_argument("--revisions", default="3642388,HEAD", help="git revisions of charlm, the first the baseline")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--passes", action="store_true", help="time the model's passes alone, in this process")
     args = parser.parse_args()
-    runs.resolve(args.run)  # a run that is not there said at once, in charlm's words
+    found = runs.resolve(args.run)  # a run that is not there said at once, in charlm's words
+    if args.passes:
+        return time_passes(found, args.file, args.rounds)
     arguments = [args.run, *([args.file] if args.file else []), *(["--held-out"] if args.held_out else [])]
     revisions = args.revisions.split(",")
     with tempfile.TemporaryDirectory(prefix="inspect-time-") as scratch:
@@ -105,16 +119,41 @@ def main() -> None:
     print("by round: median [lowest, highest]")
     for revision, timings in measured.items():
         print(f"{revision} ({commits[revision]}): " + "; ".join(
-            summary(kind, [t[k] for t in timings], [t[k] for t in measured[first]], revision != first)
+            f"{kind} " + summary([t[k] for t in timings], [t[k] for t in measured[first]], revision != first)
             for k, kind in enumerate(("wall", "CPU"))
         ))  # fmt: skip
 
 
-def summary(kind: str, seconds: list[float], baseline: list[float], compared: bool) -> str:
-    """`kind`'s median seconds, and where `compared` the median, lowest and highest ratio to `baseline`'s round by round."""
+def time_passes(found: Path, file: str | None, rounds: int) -> None:
+    """CPU seconds of reading the inspected text twice (trace, surprise) and once (trace_and_surprise), in turn."""
+    torch.set_num_threads(1)
+    model = charlm.load(found)
+    text = read_texts([file], "utf-8", model.vocab.normalize, limit=MAX_CHARS) if file else held_out_text(found, True)
+    text = text[:MAX_CHARS]
+    reads = {  # as inspect calls them: no distributions kept, the unknown symbol's note its own
+        "twice": lambda: (
+            trace(model, text, "", probs=False, warn=False),
+            surprise(model, text, context="", warn=False),
+        ),
+        "once": lambda: trace_and_surprise(model, text, "", probs=False, warn=False),
+    }
+    print(f"{found}: {len(text):,} characters; torch {torch.__version__}, one thread, CPU seconds")
+    measured = {name: [] for name in reads}
+    for _ in range(rounds):
+        for name, read in reads.items():
+            start = time.process_time()
+            read()
+            measured[name].append(time.process_time() - start)
+    print(f"load average {load()}; {counted(rounds, 'round')}; medians, and the ratio to twice round by round:")
+    for name, seconds in measured.items():
+        print(f"{name}: {summary(seconds, measured['twice'], name != 'twice')}")
+
+
+def summary(seconds: list[float], baseline: list[float], compared: bool) -> str:
+    """The median seconds, and where `compared` the median, lowest and highest ratio to `baseline`'s round by round."""
     ratios = sorted(s / b for s, b in zip(seconds, baseline))
     ratio = f" {statistics.median(ratios):.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]" if compared else ""
-    return f"{kind} {statistics.median(seconds):.2f} s{ratio}"
+    return f"{statistics.median(seconds):.2f} s{ratio}"
 
 
 if __name__ == "__main__":
