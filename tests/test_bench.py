@@ -832,6 +832,19 @@ def test_inspect_cell_and_inspect_shots_run(fox_file, tiny):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (955, 229)
 
 
+def test_inspect_time_times_charlm_inspect_under_each_revision(fox_file, tiny):
+    """bench.inspect_time runs `charlm inspect` under each revision's charlm in turn and gives the ratio, and with
+    --passes times the model reading the text twice against once."""
+    charlm.train(fox_file, out="run", **tiny)
+    out = run_bench("inspect_time", "checkpoints/run", str(fox_file), "--revisions", "@,HEAD", "--rounds", "2")
+    timed = r"[\d.]+ s \(CPU [\d.]+ s\)"
+    assert re.search(rf"round 1: @ {timed}; HEAD {timed}\nround 2: HEAD {timed}; @ {timed}\n", out), out
+    ratio = r"[\d.]+ s [\d.]+ \[[\d.]+, [\d.]+\]"
+    assert re.search(rf"\n@ \(\w+\): wall [\d.]+ s; CPU [\d.]+ s\nHEAD \(\w+\): wall {ratio}; CPU {ratio}\n$", out), out
+    out = run_bench("inspect_time", "checkpoints/run", str(fox_file), "--passes", "--rounds", "2")
+    assert re.search(r"\ntwice: [\d.]+ s\nonce: [\d.]+ s [\d.]+ \[[\d.]+, [\d.]+\]\n$", out), out
+
+
 @pytest.mark.parametrize(
     ("script", "words"),
     [
@@ -844,6 +857,7 @@ def test_inspect_cell_and_inspect_shots_run(fox_file, tiny):
         ("head_speed", ["nope.txt"]),
         ("inspect_cell", ["nope", "--held-out", "--cell", "0", "0"]),
         ("inspect_shots", ["nope.html", "--gates", "--out", "gates.png"]),  # before a browser starts
+        ("inspect_time", ["nope", "--held-out"]),  # before any revision is taken out of git
         ("mixture", ["nope", "nope.txt"]),
         ("parts", ["table", "nope.txt"]),  # before the table's download
         ("parts", ["speed", "nope.txt"]),
