@@ -367,9 +367,7 @@ def train(
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
-            raise KeyboardInterrupt(
-                interrupted_note(trainer.run_dir, trainer.saved_step, None, trainer.save_error)
-            ) from None
+            raise KeyboardInterrupt(interrupted_note(stopped_at=None, **trainer.kept())) from None
     if trainer.stop_signal is not None:
         pass_on_signal(trainer)
     if not trainer.config.quiet:  # where the run is kept: out=None names a folder the caller has not seen
@@ -380,13 +378,22 @@ def train(
 
 
 def interrupted_note(
-    run_dir: Path, saved_step: int | None, stopped_at: int | None = None, save_error: str | None = None
+    run_dir: Path,
+    saved_step: int | None,
+    stopped_at: int | None = None,
+    save_error: str | None = None,
+    last: bool = False,
+    scored: bool = True,
 ) -> str:
     """What charlm.train stopped by a signal keeps (`saved_step`; `save_error`: why its last save failed, under
-    --save-errors warn), at step `stopped_at` or at once (None: a second Ctrl-C), and the calls that go on with
-    it or sample it."""
-    load = "" if saved_step is None else f", or sample from its best with charlm.load({str(run_dir)!r})"
-    return f"charlm.train {stopped_note(run_dir, saved_step, stopped_at, save_error)}{load}"
+    --save-errors warn; `last`, `scored`: `Trainer.kept`), at step `stopped_at` or at once (None: a second
+    Ctrl-C), and the calls that go on with it (none from its last step) or sample it."""
+    note = stopped_note(run_dir, saved_step, stopped_at, save_error, last, scored)
+    if saved_step is None:
+        return f"charlm.train {note}"
+    return (
+        f"charlm.train {note}{'; sample' if last else ', or sample'} from its best with charlm.load({str(run_dir)!r})"
+    )
 
 
 def pass_on_signal(trainer: Trainer) -> None:
@@ -394,7 +401,7 @@ def pass_on_signal(trainer: Trainer) -> None:
     so a script stops rather than goes on as if training had finished: Ctrl-C raises KeyboardInterrupt
     (saying how to go on); another signal, or Ctrl-C where the caller handles it, reaches the caller's
     handler (SIGTERM's default ends the process)."""
-    note = interrupted_note(trainer.run_dir, trainer.saved_step, trainer.progress.step, trainer.save_error)
+    note = interrupted_note(stopped_at=trainer.progress.step, **trainer.kept())
     if signal.getsignal(trainer.stop_signal) is signal.default_int_handler:
         raise KeyboardInterrupt(note)
     print(note, file=sys.stderr)

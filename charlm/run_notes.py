@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from . import runs
 from .config import Config
 from .errors import one_line_path
-from .fields import said
+from .fields import path_typed, said
 
 if TYPE_CHECKING:
     from .checkpoint import Progress
@@ -102,12 +102,29 @@ def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int 
     return f"{note}; Ctrl-C again stops at once, keeping {kept}"
 
 
-def stopped_note(run_dir: Path, saved_step: int | None, stopped_at: int | None, save_error: str | None = None) -> str:
+def stopped_note(
+    run_dir: Path,
+    saved_step: int | None,
+    stopped_at: int | None,
+    save_error: str | None = None,
+    last: bool = False,
+    scored: bool = True,
+) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
-    and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike."""
+    and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
+    that is the run's `last` (its limits spent) leaves a resume nothing to train, only its score where that
+    was cut short (not `scored`), which `charlm eval` makes."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
     not_saved = f"{failed_save_note(save_error)}; " if save_error else ""
-    kept = unsaved_note(run_dir) if saved_step is None else kept_note(run_dir, saved_step)
+    if saved_step is None:
+        kept = unsaved_note(run_dir)
+    elif not last:
+        kept = kept_note(run_dir, saved_step)
+    elif scored:
+        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing is left to train"
+    else:
+        scores = f"charlm eval {path_typed(one_line_path(run_dir))} scores it"
+        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
     return f"{stopped}; {not_saved}{kept}"
 
 

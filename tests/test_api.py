@@ -1252,6 +1252,30 @@ def test_ctrl_c_after_a_failed_save_says_the_stop_was_not_saved(fox_file, tiny, 
     assert "; checkpoints/cut holds step 10: resume with charlm.train(resume='checkpoints/cut')" in str(stop.value)
 
 
+@pytest.mark.parametrize(
+    ("max_steps", "stopped", "kept"),
+    [
+        (20, "stopped at step 20", "step 20, the run's last: nothing is left to train"),
+        (13, "interrupted", "step 13, the run's last, its score not finished: charlm eval checkpoints/end scores it"),
+    ],
+)
+def test_ctrl_c_as_the_last_step_scores_says_nothing_is_left_to_train(
+    fox_file, tiny, monkeypatch, max_steps, stopped, kept
+):
+    """A Ctrl-C as the run's last step was scored (step 20, scored on its cadence; or a second one after a stop
+    at step 13, saved before its scoring) said "resume with charlm.train(resume='checkpoints/end')", which
+    trains nothing: the run holds its last step, and only its score may be left to make."""
+    ctrl_c_as_the_stop_scores(monkeypatch)
+    if max_steps == 13:
+        signalled_at(monkeypatch, 13, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        charlm.train(fox_file, out="end", **{**tiny, "max_steps": max_steps})
+    assert str(stop.value) == (
+        f"charlm.train {stopped}; checkpoints/end holds {kept}; sample from its best with charlm.load('checkpoints/end')"
+    )
+    assert latest("end").progress.step == max_steps
+
+
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tiny, monkeypatch):
     signalled_at(monkeypatch, 13, signal.SIGINT, signal.SIGINT)
     with pytest.raises(

@@ -34,6 +34,7 @@ from charlm import (
     train_state,
 )
 from charlm.cli import main
+from charlm.commands.sample import sample_configs
 from charlm.config import Config
 from charlm.corpus import check_characters
 from charlm.errors import CharLMError
@@ -250,6 +251,19 @@ def test_a_stop_the_model_never_writes_under_a_c_locale_names_its_characters_as_
     assert result.exit_code == 0, result.output
     warned = [line for line in result.output.splitlines() if "never writes" in line]
     assert len(warned) == 1 and "the model never writes '你' '\\udcff', so no sample stops there" in warned[0], warned
+
+
+def test_a_ban_the_model_never_writes_under_a_c_locale_is_read_as_utf8_does(monkeypatch, fox_run):
+    """Under a C locale `--ban $'你\\xff'` (not all UTF-8, so taken) banned the four bytes '\\udce4' '\\udcbd'
+    '\\udca0' '\\udcff', so 你 was still written, and was said to hold four characters the model never
+    writes: a UTF-8 locale bans 你 and the byte, and names them '你' '\\udcff', as it does here."""
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    ban = ("你".encode() + b"\xff").decode("ascii", "surrogateescape")
+    assert list(sample_configs({}, ban)[0].logit_bias) == ["你", "\udcff"]
+    result = cli("sample", str(fox_run), "--ban", ban, "--length", "5")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "never writes" in line]
+    assert len(warned) == 1 and "the model never writes '你' '\\udcff', so banning them" in warned[0], warned
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this OS")

@@ -24,7 +24,7 @@ from ..corpus import check_characters, read_seed_file
 from ..decode_errors import undecodable
 from ..errors import BiasError, CharLMError
 from ..fields import said
-from ..locales import arrived_as_bytes
+from ..locales import arrived_as_bytes, read_as_utf8
 from .completion import run_names
 from .options import device_option, options_of
 
@@ -154,7 +154,8 @@ def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
     """The sampling options given, one config per temperature of a `--temperature` list; `--ban`'s
     characters (a combining mark with the one before it) as a logit bias of -100 each. `\\n` and `\\t` in --stop and --ban are a line break and
     a tab, so a shell user can write `--stop '\\n\\n'` for a blank line. A C locale's UTF-8 text is refused:
-    read as its bytes, a ban of 春 would ban nothing and a stop never stop."""
+    read as its bytes, a ban of 春 would ban nothing and a stop never stop; in text that is not all UTF-8 (taken)
+    a ban's UTF-8 characters are read as a UTF-8 locale reads them."""
     for option, text in (("--stop", given.get("stop")), ("--ban", ban)):
         if text and (locale_fault := arrived_as_bytes(text)):
             raise CharLMError(f"{option}: {locale_fault}")
@@ -163,7 +164,8 @@ def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
     if ban:
         from ..decoding import characters
 
-        given["logit_bias"] = dict.fromkeys(characters(unescaped(ban)), -MAX_LOGIT_BIAS)
+        # 你 as a UTF-8 locale reads it, not the three bytes a C locale read it as, which would ban nothing
+        given["logit_bias"] = dict.fromkeys(characters(read_as_utf8(unescaped(ban))), -MAX_LOGIT_BIAS)
     temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
     return [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
 
