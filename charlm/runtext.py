@@ -245,7 +245,11 @@ def with_recorded_encoding(corpus: dict, config: Config, sources: list[str], run
     no text encoding is lost, not taken for an --encoding the user never gave."""
     info = runs_record(corpus, run_dir)
     encoding = info["config"].get("encoding") if isinstance(info.get("config"), dict) else None
-    if info.get("sources") != recorded_sources(sources) or not isinstance(encoding, str) or encoding == config.encoding:
+    if (
+        info.get("sources") != recorded_sources(sources, corpus["sources"])
+        or not isinstance(encoding, str)
+        or encoding == config.encoding
+    ):
         return config
     if text_codec(encoding) is None:
         return config
@@ -264,7 +268,7 @@ def misread(
     if runs_reading.encoding == config.encoding:
         return None
     try:
-        parts, _ = source_parts(sources, quiet=True)
+        parts, _ = source_parts(sources, quiet=True, recorded=corpus["sources"])
         options = corpus_options(runs_reading, base)
         if not same_text(corpus, cache_key(parts, options), lambda: text_digest(parts, runs_reading)):
             return None
@@ -279,7 +283,7 @@ def misread(
 
 def missing(sources: list[str]) -> list[str]:
     """The sources of a run's record that are no longer there (a catalog name is fetched again: never)."""
-    return [source for source in sources if not Path(source).exists() and not catalog_name(source)]
+    return [source for source in sources if not Path(source).exists() and not catalog_name(source, sources)]
 
 
 def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:

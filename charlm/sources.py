@@ -8,7 +8,7 @@ after the run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import catalog, files
@@ -17,27 +17,42 @@ from .errors import CharLMError, listed_in_brief
 from .shakespeare import shakespeare_files
 
 
-def catalog_name(source: str) -> bool:
+def catalog_name(source: str, recorded: Sequence[str] = ()) -> bool:
     """Whether `charlm train SOURCE` means a catalog corpus: no such path, and a bare name (no folder, no
-    suffix), so that an unknown one is told the catalog's names rather than only "no such file"."""
+    suffix), so that an unknown one is told the catalog's names rather than only "no such file". Among a
+    run's `recorded` sources, whose paths are all absolute (`recorded_sources`), a bare name is one whatever
+    is here now: a folder of that name made since in the working folder is not the run's text."""
     path = Path(source)
+    if source in recorded and not path.is_absolute():
+        return True
     return not path.exists() and (source in catalog.CATALOG or (path.name == source and not path.suffix))
 
 
-def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> tuple[list[list[Path]], str]:
+def source_parts(
+    sources: list[str] | tuple[str, ...], quiet: bool = False, recorded: Sequence[str] = ()
+) -> tuple[list[list[Path]], str]:
     """The files of the corpus a user named, in parts (`tokens.prepare`), and its name: no sources (or
-    "shakespeare") is the built-in one, its training plays and its held-out plays."""
-    if not sources or list(sources) == [DEFAULT_CORPUS]:
+    "shakespeare") is the built-in one, its training plays and its held-out plays. `recorded`: the sources
+    of the run whose text this is, whose catalog names are the catalog's (`catalog_name`)."""
+    if builtin(sources):
         train_file, val_file = shakespeare_files()
         return [[train_file], [val_file]], DEFAULT_CORPUS
-    named = [str(catalog.get(s, quiet)) if catalog_name(s) else s for s in sources]
+    named = [str(catalog.get(s, quiet)) if catalog_name(s, recorded) else s for s in sources]
     return [source_files(named)], corpus_name(sources)
 
 
-def recorded_sources(sources: list[str] | tuple[str, ...]) -> list[str]:
+def recorded_sources(sources: list[str] | tuple[str, ...], recorded: Sequence[str] = ()) -> list[str]:
     """`sources` as a run records them: files and folders as the user named them (`files.recorded_path`;
-    a resume reads through a link, and checks the text's digest, not its path); a catalog name as given."""
-    return [files.recorded_path(s) if Path(s).exists() else s for s in sources or []]
+    a resume reads through a link, and checks the text's digest, not its path); a catalog name as given
+    (one of the run's `recorded` sources too: `catalog_name`), which alone is no absolute path."""
+    if builtin(sources):  # "shakespeare" is the plays even beside a folder of that name
+        return list(sources or [])
+    return [files.recorded_path(s) if Path(s).exists() and not catalog_name(s, recorded) else s for s in sources or []]
+
+
+def builtin(sources: list[str] | tuple[str, ...]) -> bool:
+    """Whether `sources` name the built-in plays: none, or "shakespeare" as a name (`./shakespeare` is a path)."""
+    return not sources or list(sources) == [DEFAULT_CORPUS]
 
 
 class CorpusChanged(CharLMError):

@@ -335,12 +335,14 @@ def load_corpus(
     validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning
     run's base vocabulary; `run`: the corpus record of the run it must be (see `prepare`), whose name it keeps:
     a run resumed on its text at a new path is still found by the name it was started under."""
-    parts, name = source_parts(sources, quiet)
+    recorded = () if run is None else run["sources"]  # whose catalog names are the catalog's, whatever is here
+    parts, name = source_parts(sources, quiet, recorded)
     name = name if run is None else run["name"]
     ready = prepare(parts, config, quiet=quiet, base=base, run=run)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
-    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, recorded_sources(sources))
+    given = recorded_sources(sources, recorded)
+    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
 
 
 def prepared_rows(corpus: TokenCorpus) -> list[tuple[str, str]]:

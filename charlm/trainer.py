@@ -136,12 +136,20 @@ class Trainer:
                 # saved before the scoring: a kill follows a stop signal soon (docker's after 10 s), and a big
                 # model's scoring may outlast it; a failed save is tried again, and said, by the scoring's save
                 self.save(warn=False)
-            if stopping and self.ranks.leader:
-                self.say(run_notes.stopping_note(progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
+            if stopping:
+                self.say_stopping(stop, scoring)
             if scoring:
                 self.evaluate_and_save(on_cadence=False)
+                if not stopping and stop.requested:  # asked as the last step scored: a stop there, not lost
+                    stopping = self.stopped_early = True
+                    self.say_stopping(stop, scoring=False)
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
+
+    def say_stopping(self, stop: StopFlag, scoring: bool) -> None:
+        """Rank 0 says the run stops at this step (`run_notes.stopping_note`), saved, and whether it scores it."""
+        if self.ranks.leader:
+            self.say(run_notes.stopping_note(self.progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
 
     def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> StopFlag:
         """What the loop holds while it runs, each released by `stack` when it ends: the signal handlers that

@@ -1253,21 +1253,28 @@ def test_ctrl_c_after_a_failed_save_says_the_stop_was_not_saved(fox_file, tiny, 
 
 
 @pytest.mark.parametrize(
-    ("max_steps", "stopped", "kept"),
+    ("max_steps", "stop_at", "stopped", "kept"),
     [
-        (20, "stopped at step 20", "step 20, the run's last: nothing is left to train"),
-        (13, "interrupted", "step 13, the run's last, its score not finished: charlm eval checkpoints/end scores it"),
+        (20, None, "stopped at step 20", "step 20, the run's last: nothing is left to train"),
+        (13, None, "stopped at step 13", "step 13, the run's last: nothing is left to train"),
+        (
+            13,
+            13,
+            "interrupted",
+            "step 13, the run's last, its score not finished: charlm eval checkpoints/end scores it",
+        ),
     ],
 )
 def test_ctrl_c_as_the_last_step_scores_says_nothing_is_left_to_train(
-    fox_file, tiny, monkeypatch, max_steps, stopped, kept
+    fox_file, tiny, monkeypatch, max_steps, stop_at, stopped, kept
 ):
     """A Ctrl-C as the run's last step was scored (step 20, scored on its cadence; or a second one after a stop
     at step 13, saved before its scoring) said "resume with charlm.train(resume='checkpoints/end')", which
-    trains nothing: the run holds its last step, and only its score may be left to make."""
+    trains nothing: the run holds its last step, and only its score may be left to make. A lone Ctrl-C as the
+    last step, off the cadence (13), was scored was lost: charlm.train returned, and the script went on."""
     ctrl_c_as_the_stop_scores(monkeypatch)
-    if max_steps == 13:
-        signalled_at(monkeypatch, 13, signal.SIGINT)
+    if stop_at:
+        signalled_at(monkeypatch, stop_at, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as stop:
         charlm.train(fox_file, out="end", **{**tiny, "max_steps": max_steps})
     assert str(stop.value) == (

@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import json
 import shutil
 import threading
 import typing
@@ -17,7 +18,15 @@ from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
-from .conftest import SHARED_CORPORA, assert_one_line_error, cli, file_size_limit, shared_corpus, without_file_locks
+from .conftest import (
+    SHARED_CORPORA,
+    TINY_ARGS,
+    assert_one_line_error,
+    cli,
+    file_size_limit,
+    shared_corpus,
+    without_file_locks,
+)
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -355,3 +364,37 @@ def test_processes_fetching_one_corpus_at_once_all_get_it(tmp_path, damaged):
     assert {out.strip() for out, _ in results} == {str(Path("corpora") / "downloads" / "big.bin")}
     assert (tmp_path / "corpora" / "downloads" / "big.bin").read_bytes() == data
     assert cached() == ["big.bin"]
+
+
+def test_a_run_of_a_catalog_corpus_is_read_from_the_catalog_beside_a_folder_of_its_name(tmp_path, monkeypatch):
+    """A run of catalog corpus NAME records NAME, and read it back as typed: a path first, so a folder named NAME
+    made since in the working folder (its outputs, notes) was taken for the run's text: eval, inspect and a resume
+    said "folder holds no .txt files". A run's record holds every path absolute: its bare NAME is the catalog's."""
+    tiny_in_mirror(tmp_path, monkeypatch)
+    trained = cli("train", "tiny", "--out", "tiny", *TINY_ARGS, "--max-steps", "2")
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(Path("checkpoints/tiny/run.json").read_text())["sources"] == ["tiny"]
+    Path("tiny").mkdir()
+    (Path("tiny") / "notes.txt").write_text("other text, not the run's\n" * 20)
+    scored = cli("eval", "checkpoints/tiny")
+    assert scored.exit_code == 0 and "bits per character over 149 characters" in scored.output, scored.output
+    inspected = cli("inspect", "checkpoints/tiny", "--held-out")
+    assert inspected.exit_code == 0 and "on 150 characters (149 of them scored)" in inspected.output, inspected.output
+    resumed = cli("train", "--resume", "checkpoints/tiny", "--max-steps", "3")
+    assert resumed.exit_code == 0 and "done: step 3" in resumed.output, resumed.output
+    misread = cli("train", "--resume", "checkpoints/tiny", "--max-steps", "4", "--encoding", "utf-16")
+    assert_one_line_error(misread, "though they are the run's own files", "only the encoding differs")
+    assert json.loads(Path("checkpoints/tiny/run.json").read_text())["sources"] == ["tiny"]
+
+
+def test_a_run_of_a_folder_named_as_a_catalog_corpus_is_read_from_that_folder(tmp_path, monkeypatch):
+    """The reverse: `charlm train ./NAME`, a folder of .txt files named as a catalog corpus, records the folder's
+    path, and its run reads that folder back, not the catalog's text."""
+    tiny_in_mirror(tmp_path, monkeypatch)
+    Path("tiny").mkdir()
+    (Path("tiny") / "own.txt").write_text("a folder of its own text\n" * 40)
+    trained = cli("train", "./tiny", "--out", "own", *TINY_ARGS, "--max-steps", "2")
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(Path("checkpoints/own/run.json").read_text())["sources"] == [str(tmp_path / "tiny")]
+    (Path("tiny") / "own.txt").write_text("the folder's text edited\n" * 40)
+    assert_one_line_error(cli("eval", "checkpoints/own"), "changed")

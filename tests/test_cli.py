@@ -1500,6 +1500,19 @@ def test_a_second_ctrl_c_while_the_stop_scores_keeps_the_stop_step(fox_file, mon
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 26
 
 
+def test_ctrl_c_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_file, monkeypatch):
+    """A Ctrl-C as a run's last step (13, off its --eval-every 10) was scored was lost: `done: step 13`, exit 0, and
+    a script went on as if no one had asked it to stop. It stops as a Ctrl-C at step 20, scored on its cadence, does."""
+    ctrl_c_as_the_stop_scores(monkeypatch)
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "10", "--max-steps", "13")
+    assert result.exit_code == 130, result.output
+    assert (
+        result.stdout.splitlines()[-1]
+        == "stopped at step 13; checkpoints/run holds step 13, the run's last: nothing is left to train"
+    )
+    assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.val_step == 13
+
+
 def test_a_second_ctrl_c_after_the_stops_save_failed_says_it_was_not_saved(fox_file, monkeypatch):
     """Under --save-errors warn the stop's save before the scoring failed (its warning waits for the scoring's
     end), and a second Ctrl-C meanwhile ended `interrupted; RUN holds step 20` without a word of the stop's

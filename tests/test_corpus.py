@@ -19,6 +19,7 @@ from charlm import files, shakespeare
 from charlm.config import Config
 from charlm.corpus import iter_text, normalized, read_seed_file, read_texts
 from charlm.errors import CharLMError
+from charlm.sources import recorded_sources
 from charlm.tokens import load_corpus
 
 from .conftest import REPO, assert_one_line_error, cli, file_size_limit, trained_once
@@ -468,6 +469,16 @@ def test_builtin_shakespeare_holds_out_whole_plays():
     corpus = load_corpus([], Config(), quiet=True)
     assert corpus.name == "shakespeare" and len(corpus.train_ids) == len(train) and len(corpus.val_ids) == len(val)
     assert corpus.vocab.decode(corpus.val_ids[:5000]) == val[:5000]
+
+
+def test_the_builtin_plays_named_beside_a_folder_of_their_name_are_recorded_as_the_plays(tmp_path):
+    """`charlm train shakespeare` trains on the built-in plays, whatever is here, but a folder named shakespeare
+    in the working folder was recorded as the run's source: eval and a resume then read that folder ("the corpus
+    .../shakespeare changed since the run trained on it (n.txt added; train.txt, val.txt gone)")."""
+    (tmp_path / "shakespeare").mkdir()
+    (tmp_path / "shakespeare" / "notes.txt").write_text("my own notes\n")
+    assert recorded_sources(["shakespeare"]) == ["shakespeare"]
+    assert recorded_sources(["./shakespeare"]) == [str(tmp_path / "shakespeare")]  # typed as a path: the folder
 
 
 def test_the_plays_converted_on_a_full_disk_leave_no_half_file_and_say_what_to_do(tmp_path, monkeypatch):
