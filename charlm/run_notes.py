@@ -19,6 +19,9 @@ from .fields import path_typed, said
 if TYPE_CHECKING:
     from .checkpoint import Progress
 
+# how a run whose limits are spent goes on, in one wording: its stop line, a resume that trains nothing, one refused
+LARGER_LIMIT = "give a larger limit to go on"
+
 
 def kept_note(run_dir: Path, saved_step: int | None, *options: str) -> str:
     """What a stopped run keeps, and how to go on from it (with `options`, `said`): its last checkpoint, at
@@ -112,8 +115,8 @@ def stopped_note(
 ) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
     and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
-    that is the run's `last` (its limits spent) leaves a resume nothing to train, only its score where that
-    was cut short (not `scored`), which `charlm eval` makes."""
+    that is the run's `last` (its limits spent) leaves a resume nothing to train (`nothing_to_train_note`'s
+    words), only its score where that was cut short (not `scored`), which `charlm eval` makes."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
     not_saved = f"{failed_save_note(save_error)}; " if save_error else ""
     if saved_step is None:
@@ -121,7 +124,7 @@ def stopped_note(
     elif not last:
         kept = kept_note(run_dir, saved_step)
     elif scored:
-        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing is left to train"
+        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing to train; {LARGER_LIMIT}"
     else:
         scores = f"charlm eval {path_typed(one_line_path(run_dir))} scores it"
         kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
@@ -184,7 +187,7 @@ def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_g
 def nothing_to_train_note(spent: str, sources: list[str]) -> str:
     """Why a resume whose limits were spent before it started (`spent`: `plan.limits_spent`'s words) trains
     nothing, and what it did all the same: record its text's new path (`sources`)."""
-    return f"{spent}: nothing to train{moved_note(sources)}; give a larger limit to go on"
+    return f"{spent}: nothing to train{moved_note(sources)}; {LARGER_LIMIT}"
 
 
 def moved_note(sources: list[str]) -> str:
