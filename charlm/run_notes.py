@@ -8,6 +8,7 @@ peer's handler word a run alike, with or without its trainer.
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,30 +106,38 @@ def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int 
     return f"{note}; Ctrl-C again stops at once, keeping {kept}"
 
 
-def stopped_note(
-    run_dir: Path,
-    saved_step: int | None,
-    stopped_at: int | None,
-    save_error: str | None = None,
-    last: bool = False,
-    scored: bool = True,
-) -> str:
+@dataclass(frozen=True)
+class Kept:
+    """What a run's folder holds as a signal stops it (`Trainer.kept`), as `stopped_note` words it: the step
+    saved (None: nothing), why the last save failed (--save-errors warn), and whether the step saved is the
+    run's `last` (its limits spent: a resume trains nothing) and was `scored` (a second Ctrl-C may cut the
+    scoring short)."""
+
+    run_dir: Path
+    saved_step: int | None
+    save_error: str | None = None
+    last: bool = False
+    scored: bool = True
+
+
+def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
     and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
-    that is the run's `last` (its limits spent) leaves a resume nothing to train (`nothing_to_train_note`'s
-    words), only its score where that was cut short (not `scored`), which `charlm eval` makes."""
+    that is the run's last leaves a resume nothing to train (`nothing_to_train_note`'s words), only its
+    score where that was cut short, which `charlm eval` makes."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
-    not_saved = f"{failed_save_note(save_error)}; " if save_error else ""
+    not_saved = f"{failed_save_note(kept.save_error)}; " if kept.save_error else ""
+    run_dir, saved_step = kept.run_dir, kept.saved_step
     if saved_step is None:
-        kept = unsaved_note(run_dir)
-    elif not last:
-        kept = kept_note(run_dir, saved_step)
-    elif scored:
-        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing to train; {LARGER_LIMIT}"
+        holds = unsaved_note(run_dir)
+    elif not kept.last:
+        holds = kept_note(run_dir, saved_step)
+    elif kept.scored:
+        holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing to train; {LARGER_LIMIT}"
     else:
         scores = f"charlm eval {path_typed(one_line_path(run_dir))} scores it"
-        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
-    return f"{stopped}; {not_saved}{kept}"
+        holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
+    return f"{stopped}; {not_saved}{holds}"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:

@@ -604,7 +604,7 @@ RUN_NAMES = {
         "(No space left on device); training goes on (save_errors='warn')",
     ),
     "interrupted before a checkpoint": (
-        lambda fox, _: run_notes.stopped_note(BASE_RUN, None, None),
+        lambda fox, _: run_notes.stopped_note(run_notes.Kept(BASE_RUN, None), None),
         "interrupted; nothing was saved: train again (out='checkpoints/base' is still free)",
     ),
     "a folder lost": (
