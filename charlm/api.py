@@ -46,7 +46,7 @@ from .fields import (
     unset_dropped,
 )
 from .model import CharLM
-from .run_notes import done_note, lost_note, stopped_note
+from .run_notes import Kept, done_note, lost_note, stopped_note
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, run_sources, with_recorded_encoding
 from .sources import CorpusChanged
 from .tokens import TokenCorpus, load_corpus
@@ -367,7 +367,7 @@ def train(
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
-            raise KeyboardInterrupt(interrupted_note(stopped_at=None, **trainer.kept())) from None
+            raise KeyboardInterrupt(interrupted_note(trainer.kept(), stopped_at=None)) from None
     if trainer.stop_signal is not None:
         pass_on_signal(trainer)
     if not trainer.config.quiet:  # where the run is kept: out=None names a folder the caller has not seen
@@ -377,23 +377,14 @@ def train(
     return model.eval()  # ready for inference, as `load` returns it
 
 
-def interrupted_note(
-    run_dir: Path,
-    saved_step: int | None,
-    stopped_at: int | None = None,
-    save_error: str | None = None,
-    last: bool = False,
-    scored: bool = True,
-) -> str:
-    """What charlm.train stopped by a signal keeps (`saved_step`; `save_error`: why its last save failed, under
-    --save-errors warn; `last`, `scored`: `Trainer.kept`), at step `stopped_at` or at once (None: a second
+def interrupted_note(kept: Kept, stopped_at: int | None = None) -> str:
+    """What charlm.train stopped by a signal keeps (`Kept`), at step `stopped_at` or at once (None: a second
     Ctrl-C), and the calls that go on with it (none from its last step) or sample it."""
-    note = stopped_note(run_dir, saved_step, stopped_at, save_error, last, scored)
-    if saved_step is None:
+    note = stopped_note(kept, stopped_at)
+    if kept.saved_step is None:
         return f"charlm.train {note}"
-    return (
-        f"charlm.train {note}{'; sample' if last else ', or sample'} from its best with charlm.load({str(run_dir)!r})"
-    )
+    sample = "; sample" if kept.last else ", or sample"
+    return f"charlm.train {note}{sample} from its best with charlm.load({str(kept.run_dir)!r})"
 
 
 def pass_on_signal(trainer: Trainer) -> None:
@@ -401,7 +392,7 @@ def pass_on_signal(trainer: Trainer) -> None:
     so a script stops rather than goes on as if training had finished: Ctrl-C raises KeyboardInterrupt
     (saying how to go on); another signal, or Ctrl-C where the caller handles it, reaches the caller's
     handler (SIGTERM's default ends the process)."""
-    note = interrupted_note(stopped_at=trainer.progress.step, **trainer.kept())
+    note = interrupted_note(trainer.kept(), stopped_at=trainer.progress.step)
     if signal.getsignal(trainer.stop_signal) is signal.default_int_handler:
         raise KeyboardInterrupt(note)
     print(note, file=sys.stderr)

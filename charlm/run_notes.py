@@ -8,6 +8,7 @@ peer's handler word a run alike, with or without its trainer.
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,9 @@ from .fields import path_typed, said
 
 if TYPE_CHECKING:
     from .checkpoint import Progress
+
+# how a run whose limits are spent goes on, in one wording: its stop line, a resume that trains nothing, one refused
+LARGER_LIMIT = "give a larger limit to go on"
 
 
 def kept_note(run_dir: Path, saved_step: int | None, *options: str) -> str:
@@ -102,30 +106,38 @@ def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int 
     return f"{note}; Ctrl-C again stops at once, keeping {kept}"
 
 
-def stopped_note(
-    run_dir: Path,
-    saved_step: int | None,
-    stopped_at: int | None,
-    save_error: str | None = None,
-    last: bool = False,
-    scored: bool = True,
-) -> str:
+@dataclass(frozen=True)
+class Kept:
+    """What a run's folder holds as a signal stops it (`Trainer.kept`), as `stopped_note` words it: the step
+    saved (None: nothing), why the last save failed (--save-errors warn), and whether the step saved is the
+    run's `last` (its limits spent: a resume trains nothing) and was `scored` (a second Ctrl-C may cut the
+    scoring short)."""
+
+    run_dir: Path
+    saved_step: int | None
+    save_error: str | None = None
+    last: bool = False
+    scored: bool = True
+
+
+def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
     and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
-    that is the run's `last` (its limits spent) leaves a resume nothing to train, only its score where that
-    was cut short (not `scored`), which `charlm eval` makes."""
+    that is the run's last leaves a resume nothing to train (`nothing_to_train_note`'s words), only its
+    score where that was cut short, which `charlm eval` makes."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
-    not_saved = f"{failed_save_note(save_error)}; " if save_error else ""
+    not_saved = f"{failed_save_note(kept.save_error)}; " if kept.save_error else ""
+    run_dir, saved_step = kept.run_dir, kept.saved_step
     if saved_step is None:
-        kept = unsaved_note(run_dir)
-    elif not last:
-        kept = kept_note(run_dir, saved_step)
-    elif scored:
-        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing is left to train"
+        holds = unsaved_note(run_dir)
+    elif not kept.last:
+        holds = kept_note(run_dir, saved_step)
+    elif kept.scored:
+        holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing to train; {LARGER_LIMIT}"
     else:
         scores = f"charlm eval {path_typed(one_line_path(run_dir))} scores it"
-        kept = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
-    return f"{stopped}; {not_saved}{kept}"
+        holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
+    return f"{stopped}; {not_saved}{holds}"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:
@@ -184,7 +196,7 @@ def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_g
 def nothing_to_train_note(spent: str, sources: list[str]) -> str:
     """Why a resume whose limits were spent before it started (`spent`: `plan.limits_spent`'s words) trains
     nothing, and what it did all the same: record its text's new path (`sources`)."""
-    return f"{spent}: nothing to train{moved_note(sources)}; give a larger limit to go on"
+    return f"{spent}: nothing to train{moved_note(sources)}; {LARGER_LIMIT}"
 
 
 def moved_note(sources: list[str]) -> str:

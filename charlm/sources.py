@@ -34,7 +34,7 @@ def source_parts(
     """The files of the corpus a user named, in parts (`tokens.prepare`), and its name: no sources (or
     "shakespeare") is the built-in one, its training plays and its held-out plays. `recorded`: the sources
     of the run whose text this is, whose catalog names are the catalog's (`catalog_name`)."""
-    if builtin(sources):
+    if names_builtin_plays(sources):
         train_file, val_file = shakespeare_files()
         return [[train_file], [val_file]], DEFAULT_CORPUS
     named = [str(catalog.get(s, quiet)) if catalog_name(s, recorded) else s for s in sources]
@@ -45,12 +45,12 @@ def recorded_sources(sources: list[str] | tuple[str, ...], recorded: Sequence[st
     """`sources` as a run records them: files and folders as the user named them (`files.recorded_path`;
     a resume reads through a link, and checks the text's digest, not its path); a catalog name as given
     (one of the run's `recorded` sources too: `catalog_name`), which alone is no absolute path."""
-    if builtin(sources):  # "shakespeare" is the plays even beside a folder of that name
+    if names_builtin_plays(sources):  # "shakespeare" is the plays even beside a folder of that name
         return list(sources or [])
     return [files.recorded_path(s) if Path(s).exists() and not catalog_name(s, recorded) else s for s in sources or []]
 
 
-def builtin(sources: list[str] | tuple[str, ...]) -> bool:
+def names_builtin_plays(sources: list[str] | tuple[str, ...]) -> bool:
     """Whether `sources` name the built-in plays: none, or "shakespeare" as a name (`./shakespeare` is a path)."""
     return not sources or list(sources) == [DEFAULT_CORPUS]
 

@@ -277,18 +277,16 @@ class Trainer:
         its progress bar would show steps never taken, drawn full above and below the line that says why."""
         return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
 
-    def kept(self) -> dict:
-        """What the run folder keeps as a signal stops the run, as `run_notes.stopped_note` takes it: whether
-        its saved step is its `last` (its limits spent: a resume trains nothing), and whether that step was
-        `scored` (a second Ctrl-C may cut the scoring short)."""
+    def kept(self) -> run_notes.Kept:
+        """What the run folder keeps as a signal stops the run, for its stop line (`run_notes.stopped_note`)."""
         progress = self.progress
-        return {
-            "run_dir": self.run_dir,
-            "saved_step": self.saved_step,
-            "save_error": self.save_error,
-            "last": self.saved_step == progress.step and self.spent(self.config.max_seconds()) >= 1.0,
-            "scored": progress.val_step == progress.step,
-        }
+        return run_notes.Kept(
+            self.run_dir,
+            self.saved_step,
+            self.save_error,
+            last=self.saved_step == progress.step and self.spent(self.config.max_seconds()) >= 1.0,
+            scored=progress.val_step == progress.step,
+        )
 
     def spent(self, max_seconds: float | None) -> float:
         """How much of the budget is spent: steps or time, whichever runs out first."""

@@ -604,7 +604,7 @@ RUN_NAMES = {
         "(No space left on device); training goes on (save_errors='warn')",
     ),
     "interrupted before a checkpoint": (
-        lambda fox, _: run_notes.stopped_note(BASE_RUN, None, None),
+        lambda fox, _: run_notes.stopped_note(run_notes.Kept(BASE_RUN, None), None),
         "interrupted; nothing was saved: train again (out='checkpoints/base' is still free)",
     ),
     "a folder lost": (
@@ -1255,8 +1255,8 @@ def test_ctrl_c_after_a_failed_save_says_the_stop_was_not_saved(fox_file, tiny, 
 @pytest.mark.parametrize(
     ("max_steps", "stop_at", "stopped", "kept"),
     [
-        (20, None, "stopped at step 20", "step 20, the run's last: nothing is left to train"),
-        (13, None, "stopped at step 13", "step 13, the run's last: nothing is left to train"),
+        (20, None, "stopped at step 20", "step 20, the run's last: nothing to train; give a larger limit to go on"),
+        (13, None, "stopped at step 13", "step 13, the run's last: nothing to train; give a larger limit to go on"),
         (
             13,
             13,
@@ -1265,7 +1265,7 @@ def test_ctrl_c_after_a_failed_save_says_the_stop_was_not_saved(fox_file, tiny, 
         ),
     ],
 )
-def test_ctrl_c_as_the_last_step_scores_says_nothing_is_left_to_train(
+def test_ctrl_c_as_the_last_step_scores_says_nothing_to_train(
     fox_file, tiny, monkeypatch, max_steps, stop_at, stopped, kept
 ):
     """A Ctrl-C as the run's last step was scored (step 20, scored on its cadence; or a second one after a stop

@@ -1502,14 +1502,18 @@ def test_a_second_ctrl_c_while_the_stop_scores_keeps_the_stop_step(fox_file, mon
 
 def test_ctrl_c_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_file, monkeypatch):
     """A Ctrl-C as a run's last step (13, off its --eval-every 10) was scored was lost: `done: step 13`, exit 0, and
-    a script went on as if no one had asked it to stop. It stops as a Ctrl-C at step 20, scored on its cadence, does."""
+    a script went on as if no one had asked it to stop. It stops as a Ctrl-C at step 20, scored on its cadence, does,
+    in the words a resume of the spent run refuses with: "nothing is left to train" left out the larger limit."""
     ctrl_c_as_the_stop_scores(monkeypatch)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "10", "--max-steps", "13")
     assert result.exit_code == 130, result.output
     assert (
         result.stdout.splitlines()[-1]
-        == "stopped at step 13; checkpoints/run holds step 13, the run's last: nothing is left to train"
+        == "stopped at step 13; checkpoints/run holds step 13, the run's last: nothing to train; give a larger limit "
+        "to go on"
     )
+    resumed = cli("train", "--resume", "run")
+    assert resumed.exit_code == 1 and "; give a larger limit to go on" in resumed.output, resumed.output
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.val_step == 13
 
 

@@ -1765,8 +1765,8 @@ def said_of(message: Callable[[], object]) -> str:
         lambda: plan.limits_spent(charlm.Config(max_steps=10), train_state.Progress(step=10), RENAMED),
         lambda: plan.check_kept_eval_also(charlm.Config(eval_also="gone.txt"), RENAMED),
         lambda: refuse_added_limits({"max_steps": "+10", "max_time": None}, 20, 0.0, RENAMED),
-        lambda: api.interrupted_note(RENAMED, 5, stopped_at=7),
-        lambda: run_notes.stopped_note(RENAMED, 5, None),
+        lambda: api.interrupted_note(run_notes.Kept(RENAMED, 5), stopped_at=7),
+        lambda: run_notes.stopped_note(run_notes.Kept(RENAMED, 5), None),
         lambda: run_notes.not_saved_message("latest.pt: cannot write", 7, RENAMED, 5),
     ],
     ids=[
@@ -1791,9 +1791,11 @@ def test_a_message_naming_a_run_folder_renamed_to_end_in_a_space_shows_where_it_
 def test_a_run_stopped_before_its_first_checkpoint_names_its_renamed_folder_as_the_caller_types_it():
     """What a run stopped with nothing saved says to do is train into its folder again: the folder is named as
     the option's value, quoted as the caller types it, its trailing space kept."""
-    assert api.interrupted_note(RENAMED, None).endswith("(out='checkpoints/run ' is still free)")
+    assert api.interrupted_note(run_notes.Kept(RENAMED, None)).endswith("(out='checkpoints/run ' is still free)")
     with on_command_line():
-        assert run_notes.stopped_note(RENAMED, None, None).endswith("(--out 'checkpoints/run ' is still free)")
+        assert run_notes.stopped_note(run_notes.Kept(RENAMED, None), None).endswith(
+            "(--out 'checkpoints/run ' is still free)"
+        )
 
 
 STEP = 12345  # a step number past a thousand, where a message may write it as 12,345
@@ -1808,7 +1810,7 @@ STEP = 12345  # a step number past a thousand, where a message may write it as 1
         lambda: summary.resume_text({"step": STEP, "changed": {"lr": {"was": 0.002, "now": 0.001}}}),
         lambda: plan.limits_spent(charlm.Config(max_steps=STEP), train_state.Progress(step=STEP), Path("run")),
         lambda: refuse_added_limits({"max_steps": "+0", "max_time": None}, STEP, 0.0, Path("run")),
-        lambda: run_notes.stopped_note(Path("run"), STEP, STEP),
+        lambda: run_notes.stopped_note(run_notes.Kept(Path("run"), STEP), STEP),
         lambda: run_notes.stopping_note(STEP, None, Path("run"), STEP),
         lambda: run_notes.not_saved_message("latest.pt: cannot write", STEP, Path("run"), STEP),
     ],

@@ -106,7 +106,7 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
         try:
             trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once (the stop's failed save said here)
-            raise KeyboardInterrupt(run_notes.stopped_note(stopped_at=None, **trainer.kept())) from None
+            raise KeyboardInterrupt(run_notes.stopped_note(trainer.kept(), stopped_at=None)) from None
     else:
         trainer.fit()
     with peer_note(lambda: ended_note(trainer)), ranks.leaving():  # the others wait for rank 0's last lines
@@ -134,7 +134,7 @@ def say_ended(trainer: Trainer) -> int:
 
     config, run_dir = trainer.config, trainer.run_dir
     if trainer.stopped_early:  # `stopped at step N` begins the line a script reads (docs/scaling.md)
-        click.echo(one_line(run_notes.stopped_note(stopped_at=trainer.progress.step, **trainer.kept())))
+        click.echo(one_line(run_notes.stopped_note(trainer.kept(), stopped_at=trainer.progress.step)))
         return trainer.exit_status
     click.echo(one_line(run_notes.done_note(trainer.progress, run_dir, trainer.saved_step, trainer.save_error)))
     if not config.quiet and trainer.saved_step:
