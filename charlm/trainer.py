@@ -3,7 +3,8 @@
     trainer = Trainer(plan, corpus)      # builds the training state (train_state.py) the plan describes
     trainer.fit()                        # the loop below, in the plan's run folder
 
-`fit` reads top to bottom: take the run folder's lock and write run.json, then until the budget
+`fit` reads top to bottom: install the stop signals' handlers, take the run folder's lock and write
+run.json, then until the budget
 (steps or wall time) is spent: one training step (`train_state.train_step`), the clock, the
 evaluation and checkpoint hooks when due, the progress report. The final weights are always scored.
 Validation is scored in fp32 whatever the training precision, so bpc figures compare across
