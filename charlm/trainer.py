@@ -4,9 +4,9 @@
     trainer.fit()                        # the loop below, in the plan's run folder
 
 `fit` reads top to bottom: install the stop signals' handlers, take the run folder's lock and write
-run.json, then until the budget
-(steps or wall time) is spent: one training step (`train_state.train_step`), the clock, the
-evaluation and checkpoint hooks when due, the progress report. The final weights are always scored.
+run.json, then until the budget (steps or wall time) is spent: one training step
+(`train_state.train_step`), the clock, the evaluation and checkpoint hooks when due, the progress
+report. The final weights are always scored.
 Validation is scored in fp32 whatever the training precision, so bpc figures compare across
 precisions. Under torchrun the trainer is one rank of a data-parallel job: see `distributed.py`.
 """
