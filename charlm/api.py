@@ -46,7 +46,7 @@ from .fields import (
     unset_dropped,
 )
 from .model import CharLM
-from .run_notes import Kept, done_note, lost_note, stopped_note
+from .run_notes import Kept, done_note, lost_note, not_started_note, stopped_note
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, run_sources, with_recorded_encoding
 from .sources import CorpusChanged
 from .tokens import TokenCorpus, load_corpus
@@ -363,7 +363,10 @@ def train(
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
-        trainer = start_trainer(sources, options, out, resume, init_from)
+        try:
+            trainer = start_trainer(sources, options, out, resume, init_from)
+        except KeyboardInterrupt:  # the text read, the run planned: nothing of this start written yet
+            raise KeyboardInterrupt(f"charlm.train {not_started_note(resume is not False)}") from None
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once

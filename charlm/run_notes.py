@@ -86,6 +86,14 @@ def lost_note(run_dir: Path, saved: bool) -> str:
     return f"; {kept_note(run_dir, None)}"  # the ranks' last agreed step may be behind the one on disk
 
 
+def not_started_note(resuming: bool) -> str:
+    """What Ctrl-C before training began (its text read, its run planned) leaves: a resumed run as it was; of a
+    new run, nothing at all. `charlm train` and charlm.train's KeyboardInterrupt say it alike."""
+    if resuming:
+        return "interrupted before training resumed; the run's checkpoints are as they were"
+    return "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
+
+
 def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int | None, scoring: bool = True) -> str:
     """Said as a signal stops the run, once its step is saved (`Trainer.fit`): the scoring of the held-out text
     (`scoring`) takes seconds in silence (more on a busy machine), and a second Ctrl-C meanwhile keeps the

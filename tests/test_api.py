@@ -25,6 +25,7 @@ import torch
 
 import charlm
 from charlm import CharLM, api, batches, finetune, run_lock, run_notes, runs, scoring, threads, tracing, train_state
+from charlm import plan as plan_module
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
 from charlm.device_names import DEVICE_FORMS, STEP_DEVICE
@@ -1281,6 +1282,35 @@ def test_ctrl_c_as_the_last_step_scores_says_nothing_to_train(
         f"charlm.train {stopped}; checkpoints/end holds {kept}; sample from its best with charlm.load('checkpoints/end')"
     )
     assert latest("end").progress.step == max_steps
+
+
+@pytest.mark.parametrize("resuming", [False, True])
+def test_ctrl_c_before_training_starts_says_nothing_was_written(fox_file, tiny, monkeypatch, resuming):
+    """A notebook's stop button pressed while charlm.train read its text and planned the run raised a bare
+    KeyboardInterrupt, its message empty, where `charlm train` says what was (not) written and what to do."""
+    if resuming:
+        charlm.train(fox_file, out="cut", **{**tiny, "max_steps": 5})
+    planned = plan_module.resumed if resuming else plan_module.plan
+
+    def ctrl_c_as_it_plans(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return planned(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "resumed" if resuming else "plan", ctrl_c_as_it_plans)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        charlm.train(**({"resume": "checkpoints/cut"} if resuming else {"paths": fox_file, "out": "cut"}), **tiny)
+    if resuming:
+        assert (
+            str(stop.value)
+            == "charlm.train interrupted before training resumed; the run's checkpoints are as they were"
+        )
+        assert latest("cut").progress.step == 5
+    else:
+        assert str(stop.value) == (
+            "charlm.train interrupted before training started; no run folder or checkpoint was written, so "
+            "nothing needs cleaning up"
+        )
+        assert not Path("checkpoints/cut").exists()
 
 
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tiny, monkeypatch):

@@ -82,19 +82,12 @@ def train(
         try:
             trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
         except KeyboardInterrupt:  # the corpus read, the run planned: no checkpoint of this start yet
-            raise KeyboardInterrupt(not_started_note(resume is not None)) from None
+            raise KeyboardInterrupt(run_notes.not_started_note(resume is not None)) from None
         # a peer lost from here on: the line says where the run goes on from
         with peer_note(lambda: peer_lost_note(trainer)):
             status = train_ranks(trainer, ranks)
     if status:  # after rank 0's last lines (`Ranks.leaving`): torchrun stops every rank once one fails
         sys.exit(status)
-
-
-def not_started_note(resuming: bool) -> str:
-    """What Ctrl-C before training began leaves: a resumed run as it was; of a new run, nothing at all."""
-    if resuming:
-        return "interrupted before training resumed; the run's checkpoints are as they were"
-    return "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
 
 
 def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
