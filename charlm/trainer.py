@@ -141,7 +141,9 @@ class Trainer:
                 self.say_stopping(stop, scoring)
             if scoring:
                 self.evaluate_and_save(on_cadence=False)
-                if not stopping and stop.requested:  # asked as the last step scored: a stop there, not lost
+                # asked as the last step scored: a stop there, not lost, on every rank (any rank's, as in the loop;
+                # every rank comes here, `stopping` and `scoring` being shared); the saved elapsed is not moved
+                if not stopping and self.keep_time(progress.elapsed, stop, now=True):
                     stopping = self.stopped_early = True
                     self.say_stopping(stop, scoring=False)
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None

@@ -309,6 +309,29 @@ def test_a_signal_to_one_rank_alone_stops_every_rank_at_one_step(fox_file):
     assert "Traceback" not in err + peer_err
 
 
+# Rank 1 alone is sent SIGTERM as the run's last step, off its --eval-every, is scored.
+RANK_1_SIGNALLED_AS_THE_LAST_STEP_SCORES = """
+import os, signal
+from charlm import trainer
+evaluate = trainer.Trainer.evaluate_and_save
+def signalled(self, on_cadence=True):
+    if not on_cadence and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+    evaluate(self, on_cadence)
+trainer.Trainer.evaluate_and_save = signalled
+"""
+
+
+def test_a_signal_to_one_rank_as_the_last_step_scores_stops_every_rank(fox_file):
+    """SIGTERM to rank 1 alone as the last step (13, off --eval-every 5) was scored stopped rank 1 alone (143)
+    while rank 0 said done and exited 0: each read its own flag there. Every rank stops, as at any other step."""
+    prelude = RANK_1_SIGNALLED_AS_THE_LAST_STEP_SCORES
+    with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=13), prelude=prelude) as processes:
+        (out, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [128 + signal.SIGTERM] * 2, out + err + peer_err
+    assert out.splitlines()[-1].startswith("stopped at step 13; checkpoints/cut holds step 13, the run's last"), out
+
+
 # For a job where one rank cannot post (killed, stopped): the survivor waits GRACE for its post before it
 # names it, 5 s in the product; the test's ranks wait 1 s of it (4 s less a test, the same roll call).
 SHORT_GRACE = "from charlm import distributed\ndistributed.GRACE = 1.0"
