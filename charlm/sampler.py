@@ -25,7 +25,6 @@ from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
 from .generation import Batch, Healing, Row, primed_text, row_seeds, stop_texts
 from .inference_context import inference
-from .locales import read_as_utf8
 from .model import CharLM
 from .unseen import first_named
 from .vocab import Vocabulary
@@ -64,8 +63,7 @@ def batch_from_ids(
     """A batch of `num_samples` rows, each having read `ids` (read once), seeded `random_seed + i`, each
     stopping at `stops` (`stop_texts`): `form` and `bias` as `form_and_bias` gave them, `start` where the
     poem the text began leaves off in the form (`Constrained.begun`)."""
-    # named as a UTF-8 locale reads the command line: 你, not the three bytes a C locale read it as
-    never = model.vocab.unseen_in(read_as_utf8(stops[0])) if stops and model.vocab.one_char_per_id else []
+    never = model.vocab.unseen_in(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = first_named(never, model.vocab.name_unseen)  # as every note names characters: 'ζ' 'é'
         warnings.warn(

@@ -159,8 +159,8 @@ def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
     for option, text in (("--stop", given.get("stop")), ("--ban", ban)):
         if text and (locale_fault := arrived_as_bytes(text)):
             raise CharLMError(f"{option}: {locale_fault}")
-    if "stop" in given:
-        given["stop"] = unescaped(given["stop"])
+    if "stop" in given:  # as --ban's below: 你 as a UTF-8 locale reads it, named so where the model never writes it
+        given["stop"] = read_as_utf8(unescaped(given["stop"]))
     if ban:
         from ..decoding import characters
 
