@@ -22,16 +22,12 @@ def locale_encoding() -> str | None:
 def arrived_as_bytes(text: str) -> str:
     """The clause for `text`, a command line's, where its undecodable bytes are UTF-8 that the locale's
     encoding could not read (`the text is UTF-8, but ...`); "" where it is not, or the locale reads UTF-8."""
-    encoding = locale_encoding()
-    if encoding is None:
+    as_utf8 = read_as_utf8(text)
+    if as_utf8 == text or any("\ud800" <= char <= "\udfff" for char in as_utf8):  # ASCII, or not all UTF-8
         return ""
-    try:
-        as_utf8 = text.encode(encoding, "surrogateescape").decode("utf-8")
-    except UnicodeError:  # characters from elsewhere (a Python caller), or bytes that are not UTF-8 either
-        return ""
-    if as_utf8 == text:  # ASCII: read alike in every locale, nothing was misread
-        return ""
-    return f"the text is UTF-8, but the terminal's locale ({encoding}) is not and Python read its bytes; {ADVICE}"
+    return (
+        f"the text is UTF-8, but the terminal's locale ({locale_encoding()}) is not and Python read its bytes; {ADVICE}"
+    )
 
 
 def read_as_utf8(text: str) -> str:
