@@ -786,16 +786,18 @@ def test_charrnn_bits_per_char_is_one_pass():
     assert charrnn.bits_per_char(model, ids, chunk=49) == pytest.approx(one_pass, rel=1e-5)
 
 
-def test_threads_bench_runs(fox_file, monkeypatch):
+def test_threads_bench_runs(fox_file, temporary_folders, monkeypatch):
     """Three of its seven situations (each a training process of its own, forked: ~1 s to start where
     a fresh one took ~4): one quiet, one beside a busy core, one pair at once; each trains 0.5 s (a
-    hundred steps or more), the rest is starting."""
+    hundred steps or more), the rest is starting. Without --out its runs are removed at the end (each
+    test run left a /tmp/threads-*)."""
     fork_charlm_processes(monkeypatch)
     only = "quiet-governor,busy-governor,pair-governor"
     out = run_bench("threads", str(fox_file), "--seconds", "0.5", "--hidden", "16", "--only", only)
     rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
     assert len(rows) == 3 and rows[0].startswith("| quiet, governor |") and rows[0].endswith("| 1.00 |")
     assert "one core busy, governor" in rows[1] and "two trainings together, governor, each" in rows[2]
+    assert not left_behind(temporary_folders)
 
 
 def test_size_rule_bench_runs(fox_file):
