@@ -4,9 +4,10 @@
         driver.get(page.as_uri())
 
 Each browser gets a profile folder of its own, removed after it quits, so that browsers started at once
-never share one. A browser that dies before it has shown a blank page (once in CI the renderer died on
-the first `driver.get`: "Unable to receive message from renderer") is a start-up failure, not a page's:
-one fresh browser is started, once. A page that crashes a working browser is never retried.
+never share one; it holds the browser's temporary files too (TMPDIR), so a killed browser leaves none
+in /tmp. A browser that dies before it has shown a blank page (once in CI the renderer died on the first
+`driver.get`: "Unable to receive message from renderer") is a start-up failure, not a page's: one fresh
+browser is started, once. A page that crashes a working browser is never retried.
 The page tests share one browser for their session, a clean slate each (tests/conftest.py's SharedChromium).
 chromedriver and every Chromium process are killed with the process that started them, also where that
 one is killed (SIGKILL, the OOM killer, a CI timeout) and cleans up nothing: bench/lifeline.py.
@@ -15,6 +16,7 @@ Needs the OS's chromium and chromedriver (apt-get install chromium chromium-driv
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -54,10 +56,11 @@ def started(profile: str):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log
     lifeline = Lifeline()
+    # TMPDIR: where Chromium keeps its singleton socket (org.chromium.Chromium.*) and chromedriver its
+    # scoped_dir.*, removed by a browser that quits but not by one killed: in the profile, they go with it.
+    service = Service(shutil.which("chromedriver"), env={**os.environ, "TMPDIR": profile}, popen_kw=lifeline.joining())
     try:
-        driver = webdriver.Chrome(
-            options=options, service=Service(shutil.which("chromedriver"), popen_kw=lifeline.joining())
-        )
+        driver = webdriver.Chrome(options=options, service=service)
     except BaseException:
         lifeline.end()  # what started of chromedriver and the browser
         raise

@@ -14,6 +14,7 @@ others had), all with the defaults (size fitted, threads adapting).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -106,7 +107,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--minutes", type=float, default=5)
-    parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument(
+        "--out", default=None, help="folder for the runs, kept (default: a temporary one, removed at the end)"
+    )
     parser.add_argument(
         "--only",
         default=",".join(SITUATIONS),
@@ -118,10 +121,11 @@ def main() -> None:
     if unknown:
         parser.error(f"--only: no situation {', '.join(sorted(unknown))}; pick from {', '.join(SITUATIONS)}")
     sources.source_parts([args.corpus], quiet=True)  # one not there said before the trainings start
-    folder = Path(args.out or tempfile.mkdtemp(prefix="threads-"))
     started = time.perf_counter()
-    (quality if args.quality else speed)(args, folder)
-    print(f"({time.perf_counter() - started:.0f} s in all; runs in {folder})")
+    # without --out the runs are scratch: removed at the end and on Ctrl-C
+    with contextlib.nullcontext(args.out) if args.out else tempfile.TemporaryDirectory(prefix="threads-") as folder:
+        (quality if args.quality else speed)(args, Path(folder))
+    print(f"({time.perf_counter() - started:.0f} s in all" + (f"; runs in {args.out})" if args.out else ")"))
 
 
 if __name__ == "__main__":

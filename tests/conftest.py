@@ -13,6 +13,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -442,34 +443,41 @@ def left_running_after_a_kill(code: str, *args: str, timeout: float = 15) -> lis
     """`python -c CODE ARGS` (this repository importable) SIGKILLed once it has printed a line, that is once
     what it starts runs, as a CI timeout, the OOM killer or `kill -9` ends a test run: the command lines
     of its descendants at that moment that still run `timeout` s after (polled), each then killed here,
-    so that a test that finds some leaves none behind. Needs Linux's /proc, with each thread's children."""
+    so that a test that finds some leaves none behind. What it leaves in its temporary folder (its TMPDIR:
+    a browser profile) is removed. Needs Linux's /proc, with each thread's children."""
     if not any(Path("/proc/self/task").glob("*/children")):  # no /proc, or a kernel without CONFIG_PROC_CHILDREN
         pytest.skip("needs Linux's /proc/PID/task/TID/children to find a process's descendants")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        ready = process.stdout.readline()
-        started = descendants(process.pid)
-    finally:
-        process.kill()
-        process.wait()
-        process.stdout.close()
+    # short: a socket path in it (Chromium's) must fit in 108 bytes
+    with tempfile.TemporaryDirectory(prefix="k-", ignore_cleanup_errors=True) as temporary:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "TMPDIR": temporary,
+        }
+        process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            ready = process.stdout.readline()
+            started = descendants(process.pid)
+        finally:
+            process.kill()
+            process.wait()
+            process.stdout.close()
 
-    def still_running() -> list[int]:
-        return [pid for pid, start in started.items() if running_since(pid) == start]
+        def still_running() -> list[int]:
+            return [pid for pid, start in started.items() if running_since(pid) == start]
 
-    deadline = time.monotonic() + timeout
-    while still_running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = []
-    for pid in still_running():
-        with contextlib.suppress(OSError):  # it ended just now
-            command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
-            os.kill(pid, signal.SIGKILL)
-            left.append(command)
-    assert ready, "it ended before it printed a line"
-    assert started, "it had started no process: none could be left running"
-    return left
+        deadline = time.monotonic() + timeout
+        while still_running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = []
+        for pid in still_running():
+            with contextlib.suppress(OSError):  # it ended just now
+                command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+                os.kill(pid, signal.SIGKILL)
+                left.append(command)
+        assert ready, "it ended before it printed a line"
+        assert started, "it had started no process: none could be left running"
+        return left
 
 
 def descendants(pid: int) -> dict[int, str]:

@@ -9,12 +9,14 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -784,16 +786,18 @@ def test_charrnn_bits_per_char_is_one_pass():
     assert charrnn.bits_per_char(model, ids, chunk=49) == pytest.approx(one_pass, rel=1e-5)
 
 
-def test_threads_bench_runs(fox_file, monkeypatch):
+def test_threads_bench_runs(fox_file, temporary_folders, monkeypatch):
     """Three of its seven situations (each a training process of its own, forked: ~1 s to start where
     a fresh one took ~4): one quiet, one beside a busy core, one pair at once; each trains 0.5 s (a
-    hundred steps or more), the rest is starting."""
+    hundred steps or more), the rest is starting. Without --out its runs are removed at the end (each
+    test run left a /tmp/threads-*)."""
     fork_charlm_processes(monkeypatch)
     only = "quiet-governor,busy-governor,pair-governor"
     out = run_bench("threads", str(fox_file), "--seconds", "0.5", "--hidden", "16", "--only", only)
     rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
     assert len(rows) == 3 and rows[0].startswith("| quiet, governor |") and rows[0].endswith("| 1.00 |")
     assert "one core busy, governor" in rows[1] and "two trainings together, governor, each" in rows[2]
+    assert not left_behind(temporary_folders)
 
 
 def test_size_rule_bench_runs(fox_file):
@@ -942,7 +946,22 @@ def killing_the_browser(browser, monkeypatch, starts_to_kill: int) -> list[str]:
     return profiles
 
 
-def test_a_browser_dead_at_start_up_is_replaced_once_by_a_fresh_one(tmp_path, monkeypatch):
+@pytest.fixture
+def short_temporary_folder(monkeypatch) -> Iterator[Path]:
+    """An empty folder that tempfile, Chromium and chromedriver make their temporary files in for this test
+    (tempfile.tempdir, TMPDIR), under /tmp: a socket's path, Chromium's in it, must fit in 108 bytes,
+    and one under tmp_path does not. Removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_a_browser_dead_at_start_up_is_replaced_once_by_a_fresh_one(tmp_path, short_temporary_folder, monkeypatch):
+    """Neither browser leaves anything in the temporary folder: Chromium's org.chromium.Chromium.* (its
+    singleton socket) and chromedriver's scoped_dir.* are removed only by a browser that quits, so each
+    killed one left them in /tmp, a few each test run."""
     browser = headless_or_missing()
     page = tmp_path / "page.html"
     page.write_text("<p>a page</p>", encoding="utf-8")
@@ -950,6 +969,7 @@ def test_a_browser_dead_at_start_up_is_replaced_once_by_a_fresh_one(tmp_path, mo
     with browser.chromium() as driver:
         assert shown_text(driver, page) == "a page"
     assert len(profiles) == 2 and not any(Path(folder).exists() for folder in profiles)
+    assert not left_behind(short_temporary_folder)
 
 
 def test_a_browser_dead_at_start_up_twice_is_an_error_not_a_third_try(monkeypatch):
@@ -975,13 +995,15 @@ time.sleep(600)
 """
 
 
-def test_a_killed_process_takes_its_chromedriver_and_chromium_with_it():
+def test_a_killed_process_takes_its_chromedriver_and_chromium_with_it(short_temporary_folder):
     """A test run or bench killed hard (SIGKILL: a CI timeout, the OOM killer, `kill -9`) cleans up nothing:
     its chromedriver and every Chromium process ran on with parent pid 1, two of them once at ~50% CPU
     each for two hours on a 2-core machine, slowing every later run. The browser outlives the thread
-    that started it (as a parent-death signal would not)."""
+    that started it (as a parent-death signal would not). Its profile, left too, went to /tmp each test
+    run: the killed process's temporary folder is the test's."""
     headless_or_missing()
     assert left_running_after_a_kill(OPENS_A_BROWSER) == []
+    assert not left_behind(short_temporary_folder)
 
 
 @pytest.mark.slow  # the onnx export takes seconds

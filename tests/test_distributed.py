@@ -136,7 +136,9 @@ def launch(*args: str, processes: int = 2, prelude: str = "", env: dict[str, str
         charlm = ["--no-python", sys.executable, "-c", STAND_IN, code]
     else:
         charlm = ["--no-python", sys.executable, "-c", code] if prelude else ["-m", "charlm"]
-    command = ["-m", "--standalone", "--nproc_per_node", str(processes), *charlm, *args]
+    # --log-dir: torchrun's elastic agent otherwise makes a /tmp/torchelastic_* it never removes (one a launch)
+    logs = ["--log-dir", str(Path("torchrun-logs").resolve())]  # in the test's own folder (conftest.in_tmp)
+    command = ["-m", "--standalone", "--nproc_per_node", str(processes), *logs, *charlm, *args]
     return forkserver.server(env).start(TORCHRUN, command, env)
 
 

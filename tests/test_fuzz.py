@@ -59,19 +59,23 @@ def test_any_corpus_bytes(tmp_path, data):
         (tmp_path / "run" / "best.pt").unlink()
 
 
-@functools.cache
-def trained_run(tokenizer: str = "char") -> str:
-    import tempfile
-    from pathlib import Path
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A function from a tokenizer to a run trained with it, each trained once for the module, in pytest's
+    folder (a tempfile.mkdtemp one was left in /tmp each test run)."""
 
-    folder = Path(tempfile.mkdtemp())
-    (folder / "text.txt").write_text((string.ascii_lowercase + " 宝玉道：\n") * 40)
-    result = invoke(
-        "train", str(folder / "text.txt"), "--out", str(folder / "run"), "--seq-len", "8", "--tokenizer", tokenizer,
-        *FAST,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return str(folder / "run")
+    @functools.cache
+    def trained(tokenizer: str) -> str:
+        folder = tmp_path_factory.mktemp(f"fuzzed-{tokenizer}")
+        (folder / "text.txt").write_text((string.ascii_lowercase + " 宝玉道：\n") * 40)
+        result = invoke(
+            "train", str(folder / "text.txt"), "--out", str(folder / "run"), "--seq-len", "8",
+            "--tokenizer", tokenizer, *FAST,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return str(folder / "run")
+
+    return trained
 
 
 # Any text, lone surrogates included (and often): a seed is a Python string, and a shell's byte that is
@@ -88,7 +92,7 @@ ANY_TEXT = st.text(max_size=40) | st.lists(st.characters() | SURROGATES, max_siz
     length=st.integers(-3, 30),
 )
 @example(tokenizer="char", seed="", temperature=0.03125, length=3)  # its sample ends with the line break
-def test_any_seed_and_sampling_options(tokenizer, seed, temperature, length):
+def test_any_seed_and_sampling_options(trained_run, tokenizer, seed, temperature, length):
     result = invoke(
         "sample", "--checkpoint", trained_run(tokenizer), "--seed", seed, "--temperature", repr(temperature),
         "--length", str(length), "--random-seed", "0",
