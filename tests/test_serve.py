@@ -2541,6 +2541,47 @@ def test_a_cancel_at_shutdown_is_a_503_where_a_task_cannot_say_its_own_cancel(mo
     assert (error.status, error.message) == (503, "the server is shutting down")
 
 
+def test_a_request_running_as_the_engine_stops_is_a_503_as_a_stream_is_told(tiny_model, monkeypatch):
+    """A request whose rows were live when the server stopped ended with a 500 `generation_failed`, as if
+    the engine had a bug, where a request that came a moment later is a 503 `shutting_down` with Retry-After
+    (a client retries it, elsewhere). Both kinds run as the engine stops, each step slowed so that neither
+    finishes first: the whole answer is that 503, and the stream's last event its error body."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=4, max_tokens=4096))
+    with running(app) as url:
+        wait_healthy(url)
+        state = app.state.server
+        engine, step = state.models["tiny"].engine, state.models["tiny"].engine.advance
+
+        def slow_step() -> None:
+            time.sleep(0.01)  # 4,096 steps: 40 s, far past the stop
+            step()
+
+        monkeypatch.setattr(engine, "advance", slow_step)
+        asked = {"prompt": "a", "max_tokens": 4096}
+        events = []
+
+        def streamed() -> None:
+            with httpx.stream("POST", f"{url}/v1/completions", json={**asked, "stream": True}, timeout=30) as reply:
+                events.extend(line for line in reply.iter_lines() if line.startswith("data:"))
+
+        with concurrent.futures.ThreadPoolExecutor(2) as senders:
+            whole = senders.submit(lambda: httpx.post(f"{url}/v1/completions", json=asked, timeout=30))
+            stream = senders.submit(streamed)
+            wait_until(lambda: engine.active == 2)  # both in flight
+            asyncio.run_coroutine_threadsafe(state.stop(), state.loop).result(timeout=30)
+            answer, _ = whole.result(timeout=30), stream.result(timeout=30)
+    told = {
+        "error": {
+            "message": "the server is shutting down",
+            "type": "server_error",
+            "param": None,
+            "code": "shutting_down",
+        }
+    }
+    assert (answer.status_code, answer.headers.get("retry-after"), answer.json()) == (503, "1", told)
+    assert json.loads(events[-1][len("data:") :]) == told
+
+
 STREAMED_TO_THE_END = [  # (path, body, what ends the stream)
     ("/v1/completions", {"prompt": "a", "n": 2, "max_tokens": 5, "stream_options": {"include_usage": True}}, b"[DONE]"),
     ("/v1/chat/completions", {**CHAT_A, "n": 2, "max_tokens": 5}, b"[DONE]"),
