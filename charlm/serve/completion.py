@@ -207,6 +207,15 @@ class Completion:
             self.echoed.append(prompt_tokens(self.served.model, read, self.params.logprobs) if wants_prompt else None)
         return primed
 
+    def seed(self, choice: int) -> int | None:
+        """The `seed` that writes choice `choice` again (prompt p's sample j is p * n + j): sent with its prompt,
+        it writes that prompt's first choice, and the next ones from seed + 1 on (`row_seeds`), so that an
+        unseeded text can be made again, as `charlm sample --json` tells its `random_seed`. None where greedy
+        (temperature 0), which draws nothing: any seed writes it."""
+        if self.params.temperature == 0:
+            return None
+        return self.seeds[choice // self.params.n][choice % self.params.n]
+
     def index(self, update: Update) -> int:
         """The choice index: prompt p's sample j is p * n + j."""
         return self.jobs.index(update.job) * self.params.n + update.index
