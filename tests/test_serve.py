@@ -591,6 +591,8 @@ def test_an_unseeded_choice_tells_the_seed_that_writes_it_again(client, server, 
     reply = client.completions.create(**asked)
     seeds = [choice.model_extra["seed"] for choice in reply.choices]
     assert seeds[1] == seeds[0] + 1 and seeds[3] == seeds[2] + 1 and seeds[2] != seeds[0]  # each prompt draws its own
+    # read exactly by a JavaScript client (a double: 2**53 at most), which rounded a drawn 62-bit seed to another
+    assert all(0 <= seed < 2**53 for seed in seeds)
     for choice, seed in zip(reply.choices, seeds):
         alone = client.completions.create(**{**asked, "prompt": asked["prompt"][choice.index // 2], "n": 1}, seed=seed)
         assert alone.choices[0].text == choice.text and alone.choices[0].model_extra["seed"] == seed
