@@ -425,7 +425,9 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     last line breaks the form is refused: docs/forms.md); logit_bias, {character or token id: -100 to
     100}, is added to their logits, -100 a ban: a str key is a character ('3' the digit 3), an int key a
     token id (3), where OpenAI's JSON keys, and `charlm serve`'s, are ids ("3" id 3). random_seed makes
-    the text reproducible.
+    the text reproducible; left out, each call draws its own and tells no one, so to be able to write a
+    text again draw the seed yourself and pass it: random_seed=random.getrandbits(32), every seed that
+    counts (sample i of num_samples is random_seed + i's text alone).
 
     On a CPU it uses as many torch threads as run fastest under the machine's load (measured over your
     calls of generate, stream and bits_per_char), at most your thread's count, and gives your count

@@ -32,10 +32,12 @@ MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps
 def row_seeds(random_seed: int | None, count: int) -> list[int]:
     """The generator seeds of `count` samples of one seed text: sample i's is `random_seed + i`, so that
     it draws the same text alone or beside others; unseeded, from a base of its own (a text's samples
-    never share a stream). The one rule for `charlm sample`, `charlm.generate` and the server's `seed`.
+    never share a stream), below 2**32: only a seed's low 32 bits count (torch's CPU generator), and the
+    server tells it to JavaScript clients, which read a number past 2**53 rounded (another seed, sent back).
+    The one rule for `charlm sample`, `charlm.generate` and the server's `seed`.
     Past 2**63 - 1 it wraps to -2**63 on, as torch reads a seed (as 64 bits: the same generator), so that
     each is a seed --random-seed takes back."""
-    base = secrets.randbits(62) if random_seed is None else random_seed
+    base = secrets.randbits(32) if random_seed is None else random_seed
     return [(base + i + 2**63) % 2**64 - 2**63 for i in range(count)]
 
 

@@ -581,6 +581,42 @@ def test_unseeded_equal_prompts_of_one_request_are_sampled_apart(client):
     assert len(set(complete(client, prompt=["the "] * 3, n=2))) == 6
 
 
+def test_an_unseeded_choice_tells_the_seed_that_writes_it_again(client, server, monkeypatch):
+    """An unseeded request could not be made again: the server drew each choice's seed and told no one, where
+    `charlm sample --json` gives its `random_seed`. Each choice now carries its `seed` (an extra field, which
+    the official client parses and keeps: `model_extra`), in a stream in the choice's first chunk only (the
+    client's stream helper adds up a number every delta repeats); sent back as `seed`, it writes the text again."""
+    every_step_a_chunk(monkeypatch, server)
+    asked = {"model": "tiny", "prompt": ["the ", "a"], "n": 2, "max_tokens": 12}
+    reply = client.completions.create(**asked)
+    seeds = [choice.model_extra["seed"] for choice in reply.choices]
+    assert seeds[1] == seeds[0] + 1 and seeds[3] == seeds[2] + 1 and seeds[2] != seeds[0]  # each prompt draws its own
+    # read exactly by a JavaScript client (a double: 2**53 at most), which rounded a drawn 62-bit seed to another
+    assert all(0 <= seed < 2**53 for seed in seeds)
+    for choice, seed in zip(reply.choices, seeds):
+        alone = client.completions.create(**{**asked, "prompt": asked["prompt"][choice.index // 2], "n": 1}, seed=seed)
+        assert alone.choices[0].text == choice.text and alone.choices[0].model_extra["seed"] == seed
+    messages = [{"role": "user", "content": "hello"}]
+    with client.chat.completions.stream(model="tiny", messages=messages, max_tokens=30, n=2) as stream:
+        chunks = [event.chunk for event in stream if event.type == "chunk"]
+        snapshot = stream.current_completion_snapshot
+    told = [(c.index, c.model_extra["seed"]) for chunk in chunks for c in chunk.choices if "seed" in c.model_extra]
+    seed = snapshot.choices[0].model_extra["seed"]
+    assert sorted(told) == [(0, seed), (1, seed + 1)] and snapshot.choices[1].model_extra["seed"] == seed + 1
+    again = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, n=2, seed=seed)
+    assert [c.message.content for c in again.choices] == [c.message.content for c in snapshot.choices]
+    response = client.responses.create(model="tiny", input="hello", max_output_tokens=30)
+    seed = response.model_extra["seed"]
+    assert (
+        client.responses.create(
+            model="tiny", input="hello", max_output_tokens=30, extra_body={"seed": seed}
+        ).output_text
+        == response.output_text
+    )
+    greedy = client.completions.create(model="tiny", prompt="a", max_tokens=5, temperature=0)
+    assert greedy.choices[0].model_extra["seed"] is None  # draws nothing: any seed writes it
+
+
 def test_stop_ends_before_the_stop_text_streamed_or_not(client):
     free = complete(client, seed=8, max_tokens=200)[0]
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=200, seed=8, stop=["e", "a"])
@@ -2539,6 +2575,47 @@ def test_a_cancel_at_shutdown_is_a_503_where_a_task_cannot_say_its_own_cancel(mo
     finally:
         gate.set()
     assert (error.status, error.message) == (503, "the server is shutting down")
+
+
+def test_a_request_running_as_the_engine_stops_is_a_503_as_a_stream_is_told(tiny_model, monkeypatch):
+    """A request whose rows were live when the server stopped ended with a 500 `generation_failed`, as if
+    the engine had a bug, where a request that came a moment later is a 503 `shutting_down` with Retry-After
+    (a client retries it, elsewhere). Both kinds run as the engine stops, each step slowed so that neither
+    finishes first: the whole answer is that 503, and the stream's last event its error body."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=4, max_tokens=4096))
+    with running(app) as url:
+        wait_healthy(url)
+        state = app.state.server
+        engine, step = state.models["tiny"].engine, state.models["tiny"].engine.advance
+
+        def slow_step() -> None:
+            time.sleep(0.01)  # 4,096 steps: 40 s, far past the stop
+            step()
+
+        monkeypatch.setattr(engine, "advance", slow_step)
+        asked = {"prompt": "a", "max_tokens": 4096}
+        events = []
+
+        def streamed() -> None:
+            with httpx.stream("POST", f"{url}/v1/completions", json={**asked, "stream": True}, timeout=30) as reply:
+                events.extend(line for line in reply.iter_lines() if line.startswith("data:"))
+
+        with concurrent.futures.ThreadPoolExecutor(2) as senders:
+            whole = senders.submit(lambda: httpx.post(f"{url}/v1/completions", json=asked, timeout=30))
+            stream = senders.submit(streamed)
+            wait_until(lambda: engine.active == 2)  # both in flight
+            asyncio.run_coroutine_threadsafe(state.stop(), state.loop).result(timeout=30)
+            answer, _ = whole.result(timeout=30), stream.result(timeout=30)
+    told = {
+        "error": {
+            "message": "the server is shutting down",
+            "type": "server_error",
+            "param": None,
+            "code": "shutting_down",
+        }
+    }
+    assert (answer.status_code, answer.headers.get("retry-after"), answer.json()) == (503, "1", told)
+    assert json.loads(events[-1][len("data:") :]) == told
 
 
 STREAMED_TO_THE_END = [  # (path, body, what ends the stream)

@@ -111,6 +111,13 @@ def reply(
     return shapes.response(kind, id_, run.created, run.served.name, run.served.fingerprint, choices, use, times)
 
 
+def seeded(choice: dict, run: Completion, i: int) -> dict:
+    """Choice `i` with the `seed` that writes it again (`Completion.seed`), a field OpenAI's have not and its
+    clients keep (the openai package: `choice.model_extra["seed"]`); a stream gives it once a choice, in its
+    first chunk, as it gives the role."""
+    return choice | {"seed": run.seed(i)}
+
+
 def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
     params, choices = run.params, []
     for i, (text, reason) in enumerate(zip(texts, reasons)):
@@ -119,7 +126,7 @@ def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]]
         logprobs = None
         if params.logprobs is not None:
             logprobs = shapes.completion_logprobs(echoed + tokens[i], 0)
-        choices.append(shapes.completion_choice(i, prompt + text, logprobs, reason))
+        choices.append(seeded(shapes.completion_choice(i, prompt + text, logprobs, reason), run, i))
     use = shapes.usage(run.prompt_chars, run.made())
     return reply(run, "text_completion", shapes.new_id("cmpl"), choices, use, run.timings())
 
@@ -128,7 +135,7 @@ def chat_body(
     run: Completion, wants_logprobs: bool, texts: list[str], tokens: list[list[Token]], reasons: list
 ) -> dict:
     choices = [
-        shapes.chat_choice(i, text, shapes.chat_logprobs(tokens[i]) if wants_logprobs else None, reason)
+        seeded(shapes.chat_choice(i, text, shapes.chat_logprobs(tokens[i]) if wants_logprobs else None, reason), run, i)
         for i, (text, reason) in enumerate(zip(texts, reasons))
     ]
     use = shapes.usage(run.prompt_chars, run.made())
@@ -195,15 +202,17 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
             prompt, echoed = run.read[i // params.n], run.echoed[i // params.n] or []
             logprobs = shapes.completion_logprobs(echoed, 0) if params.logprobs is not None else None
             offsets[i] = len(prompt)
-            chunks.append(body([shapes.completion_choice(i, prompt, logprobs, None)]))
+            chunks.append(body([seeded(shapes.completion_choice(i, prompt, logprobs, None), run, i)]))
         return chunks
 
     def chunk(update: Update, i: int) -> dict:
         logprobs = None
         if params.logprobs is not None:
             logprobs = shapes.completion_logprobs(update.tokens or [], offsets.get(i, 0))
+        choice = shapes.completion_choice(i, update.text, logprobs, update.finish_reason)
+        first = i not in offsets  # with echo, the choice's first chunk was its prompt's
         offsets[i] = offsets.get(i, 0) + len(update.text)
-        return body([shapes.completion_choice(i, update.text, logprobs, update.finish_reason)])
+        return body([seeded(choice, run, i) if first else choice])
 
     return events(run, first, chunk, lambda use: body([], use))
 
@@ -216,9 +225,10 @@ def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
 
     def chunk(update: Update, i: int) -> dict:
         logprobs = shapes.chat_logprobs(update.tokens or []) if wants_logprobs else None
-        choice = shapes.chat_choice(i, update.text, logprobs, update.finish_reason, True, i not in started)
+        first = i not in started
+        choice = shapes.chat_choice(i, update.text, logprobs, update.finish_reason, True, first)
         started.add(i)
-        return body([choice])
+        return body([seeded(choice, run, i) if first else choice])
 
     return events(run, list, chunk, lambda use: body([], use))
 
@@ -232,7 +242,8 @@ class ResponseReply:
         self.run, self.wants_logprobs = run, run.params.logprobs is not None
         self.id, self.message_id = shapes.new_id("resp", "_"), shapes.new_id("msg", "_")
         params = run.params
-        self.settings = {**echoed, "temperature": params.temperature, "top_p": params.top_p or 1.0}
+        # with the `seed` that writes its text again (`Completion.seed`), a field OpenAI's response has not
+        self.settings = {**echoed, "temperature": params.temperature, "top_p": params.top_p or 1.0, "seed": run.seed(0)}
 
     def logprobs(self, tokens: list[Token]) -> list[dict]:
         return shapes.token_logprobs(tokens) if self.wants_logprobs else []

@@ -207,6 +207,15 @@ class Completion:
             self.echoed.append(prompt_tokens(self.served.model, read, self.params.logprobs) if wants_prompt else None)
         return primed
 
+    def seed(self, choice: int) -> int | None:
+        """The `seed` that writes choice `choice` again (prompt p's sample j is p * n + j): sent with its prompt,
+        it writes that prompt's first choice, and the next ones from seed + 1 on (`row_seeds`), so that an
+        unseeded text can be made again, as `charlm sample --json` tells its `random_seed`. None where greedy
+        (temperature 0), which draws nothing: any seed writes it."""
+        if self.params.temperature == 0:
+            return None
+        return self.seeds[choice // self.params.n][choice % self.params.n]
+
     def index(self, update: Update) -> int:
         """The choice index: prompt p's sample j is p * n + j."""
         return self.jobs.index(update.job) * self.params.n + update.index
@@ -251,7 +260,9 @@ class Completion:
 
     async def updates(self) -> AsyncIterator[Update]:
         """Every update until every sample is finished; an engine error, or a client that does not read
-        (`receive`), becomes an APIError. The rows are free before the last update or the error is
+        (`receive`), becomes an APIError: the 503 `shutting_down` of a request that comes too late where the
+        engine was stopping (`Engine.close`), so that a client retries it as it would that one, not a 500
+        that says the engine broke. The rows are free before the last update or the error is
         handed on: a stream's closing task frees them only once its last event is sent, and a client
         that sent its next request on [DONE] could find them still taken (a 429)."""
         while self.open:
@@ -262,6 +273,8 @@ class Completion:
             self.quiet_since = time.monotonic()
             if update.error:
                 self.cancel()
+                if self.served.engine.stopping:
+                    raise shutting_down()
                 raise APIError(500, update.error, code="generation_failed")
             if update.finish_reason is not None:
                 self.open -= 1

@@ -119,9 +119,9 @@ class Server:
             self.on_ready()
 
     async def stop(self) -> None:
-        """Stop the engines (once, however often asked), in a thread: each finishes its step first. Their
-        requests in flight end with an error, and a request not yet handed to one is a 503 (`take_rows`,
-        `in_primer`, `Completion.start`)."""
+        """Stop the engines (once, however often asked), in a thread: each finishes its step first. A request
+        in flight, or not yet handed to one, is a 503 (`Completion.updates`, `take_rows`, `in_primer`,
+        `Completion.start`); a stream ends with that error as its last event."""
         if self.stopping is None:
             self.stopping = asyncio.ensure_future(asyncio.to_thread(self.close))
         await asyncio.shield(self.stopping)
