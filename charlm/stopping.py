@@ -68,6 +68,14 @@ class StopFlag:
                 signal.signal(s, handler)
 
 
+class Terminated(SystemExit):
+    """SIGTERM outside training's loop (`charlm.__main__`): an exit with the shell's status for the signal that
+    unwinds, so what was being written is removed, and a run not started yet can say so as Ctrl-C's does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+
+
 @contextlib.contextmanager
 def leaving_at_once() -> Iterator[None]:
     """While a command's modules load (torch takes seconds), Ctrl-C and SIGTERM exit at once with the

@@ -743,25 +743,32 @@ def stalled_training(module: str, owner: str, mark: Path, fox_file: Path) -> for
 
 @pytest.mark.slow  # a real process, stalled and signalled
 @pytest.mark.parametrize(
-    ("module", "owner"),
-    [("charlm.plan", "decide"), ("charlm.trainer", "Trainer.__init__")],
-    ids=["planning", "building"],
+    ("module", "owner", "signum"),
+    [
+        ("charlm.plan", "decide", signal.SIGINT),
+        ("charlm.trainer", "Trainer.__init__", signal.SIGINT),
+        ("charlm.plan", "decide", signal.SIGTERM),
+    ],
+    ids=["planning", "building", "planning-sigterm"],
 )
-def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_folder(fox_file, tmp_path, module, owner):
+def test_a_signal_before_training_starts_says_nothing_was_written_and_leaves_no_folder(
+    fox_file, tmp_path, module, owner, signum
+):
     """Ctrl-C while a new run was planned said "interrupted; checkpoints already written are intact", of a
     run that had written none; and one while its model was built left the run folder claimed for it
-    (checkpoints/fox-DATE), empty, behind. It says nothing was written, and nothing is left to clean up."""
+    (checkpoints/fox-DATE), empty, behind. SIGTERM then exited 143 without a word. Each says nothing was
+    written, with the shell's status for its signal, and nothing is left to clean up."""
     process = stalled_training(module, owner, tmp_path / "stalled", fox_file)
     try:
         wait_for(tmp_path / "stalled", timeout=60)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=30)
     finally:
         process.kill()
     status = process.returncode
     said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
-    assert status == 130 and out.splitlines()[-1] == said, (out, err)  # on stdout, as `stopped at step N`
-    assert not list(Path("checkpoints").glob("*"))
+    assert status == 128 + signum and out.splitlines()[-1:] == [said], (out, err)  # on stdout, as `stopped at step N`
+    assert not list(Path("checkpoints").glob("*"))  # a claim (.fox-DATE.claim) too
 
 
 # Run in a process before `python -m charlm`: `charlm train` sends itself SIGTERM as it starts step 5, then
