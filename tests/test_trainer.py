@@ -748,15 +748,16 @@ def stalled_training(module: str, owner: str, mark: Path, fox_file: Path) -> for
         ("charlm.plan", "decide", signal.SIGINT),
         ("charlm.trainer", "Trainer.__init__", signal.SIGINT),
         ("charlm.plan", "decide", signal.SIGTERM),
+        ("charlm.distributed", "Ranks.broadcast_object", signal.SIGINT),  # its folder claimed: torchrun's ranks wait
     ],
-    ids=["planning", "building", "planning-sigterm"],
+    ids=["planning", "building", "planning-sigterm", "handing-over"],
 )
 def test_a_signal_before_training_starts_says_nothing_was_written_and_leaves_no_folder(
     fox_file, tmp_path, module, owner, signum
 ):
     """Ctrl-C while a new run was planned said "interrupted; checkpoints already written are intact", of a
-    run that had written none; and one while its model was built left the run folder claimed for it
-    (checkpoints/fox-DATE), empty, behind. SIGTERM then exited 143 without a word. Each says nothing was
+    run that had written none; and one while its model was built, or its plan handed over to the ranks,
+    left the run folder claimed for it (checkpoints/fox-DATE, or .fox-DATE.claim), behind. SIGTERM then exited 143 without a word. Each says nothing was
     written, with the shell's status for its signal, and nothing is left to clean up."""
     process = stalled_training(module, owner, tmp_path / "stalled", fox_file)
     try:
