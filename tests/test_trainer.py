@@ -718,6 +718,34 @@ def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_pa
     assert not (tmp_path / "checkpoints/run/.lock").exists()
 
 
+# Run in a process before `python -m charlm`: SIGHUP ignored, as `nohup charlm train ...` starts it.
+UNDER_NOHUP = "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+
+
+@pytest.mark.slow  # a real process, training and signalled
+@pytest.mark.parametrize("nohup", [False, True], ids=["at-a-terminal", "under-nohup"])
+def test_a_hang_up_saves_and_stops_a_run_unless_nohup_ignores_it(fox_file, tmp_path, nohup):
+    """A closed terminal or a dropped ssh session (SIGHUP) killed a plain `charlm train` unsaved: every step
+    since its last checkpoint was lost (torchrun's ranks alone saved). It stops as SIGTERM stops it: saved,
+    the resume command said, exit 129. Under nohup the hang-up is ignored and the run trains on."""
+    args = ["train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000"]
+    process = start_python((UNDER_NOHUP if nohup else "") + forkserver.CHARLM, *args)
+    try:
+        wait_for(tmp_path / "checkpoints/run/.lock", timeout=60)
+        process.send_signal(signal.SIGHUP)
+        if nohup:
+            time.sleep(1.0)
+            assert process.poll() is None, "a hang-up nohup ignores stopped the run"
+            process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    signum = signal.SIGINT if nohup else signal.SIGHUP
+    step = latest("run").progress.step
+    assert process.returncode == 128 + signum and "Traceback" not in err, (out, err)
+    assert out.splitlines()[-1].startswith(f"stopped at step {step}; checkpoints/run holds step {step}: resume with")
+
+
 # Run in a process before `python -m charlm`: `charlm train` stalls at OWNER.NAME, saying so in MARK.
 STALL_AT = """
 import importlib, pathlib, time
