@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from .stopping import leaving_at_once
+from .stopping import Terminated, leaving_at_once
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def leave_done(signum: int, frame: object) -> None:
 
 def leave_unwinding(signum: int, frame: object) -> None:
     """Exit with the shell's status for the signal, running `finally` blocks and removing temporaries on the way."""
-    sys.exit(128 + signum)
+    raise Terminated(signum)
 
 
 if __name__ == "__main__":

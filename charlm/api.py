@@ -171,16 +171,12 @@ def start_run(
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
     decided = plan.plan(config, corpus, ranks, start, out)
-    try:
+    with run_claim.released_on_failure(decided.run_dir):  # Ctrl-C, or an error, as the model is built
         if build is not None:
             model = build(decided.config, corpus, start, decided.head_cutoffs)
         else:
             model = None if start is None else start.model(corpus.vocab, decided.config.dropout)
         return Trainer(decided, corpus, ranks, model)
-    except BaseException:  # Ctrl-C, or an error, before the run wrote anything: the folder claimed for it goes
-        if out is None and ranks.leader:
-            run_claim.release_claim(decided.run_dir)
-        raise
 
 
 def start_finetune(

@@ -93,7 +93,9 @@ def plan(
     together with it (`sizing.follow`); every rank gets the same plan."""
     if not ranks.leader:
         return sizing.follow(corpus, ranks)
-    return ranks.broadcast_object(decide(config, corpus, ranks, start, out))
+    decided = decide(config, corpus, ranks, start, out)
+    with run_claim.released_on_failure(decided.run_dir):  # the others wait for it: Ctrl-C may come meanwhile
+        return ranks.broadcast_object(decided)
 
 
 def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | None, out: str | None) -> RunPlan:

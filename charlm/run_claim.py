@@ -10,6 +10,7 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import files, processes
@@ -105,6 +106,20 @@ def release_claim(folder: Path) -> None:
     with contextlib.suppress(OSError):  # already gone, or something else was written into it
         (claim_of(folder) / CLAIMER).unlink(missing_ok=True)
         claim_of(folder).rmdir()
+
+
+@contextlib.contextmanager
+def released_on_failure(folder: Path) -> Iterator[None]:
+    """Until the run starts: Ctrl-C, SIGTERM or an error inside releases the claim this process made for
+    `folder` (`release_claim`; none: an --out folder, another rank's), so an unstarted run leaves nothing.
+    Needed wherever the claim is held, from its making to its trainer: torchrun's rank 0 waits for the
+    others as it hands them the plan, and its claim was left behind when Ctrl-C came then."""
+    try:
+        yield
+    except BaseException:
+        if claimed(folder):
+            release_claim(folder)
+        raise
 
 
 def remove_dead_claims(root: Path) -> None:

@@ -18,11 +18,11 @@ def hang_up_signal() -> int:
 
 
 class StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
-    Under torchrun SIGHUP asks too (torchrun passes its hang-up, a closed terminal or ssh session, to
-    every rank, which died of it unsaved), and so does torchrun's death, as a hang-up: its workers run in
-    sessions of their own, and a killed torchrun left them training, unsupervised, until their budget
-    was spent."""
+    """Ctrl-C / SIGTERM / SIGHUP ask the loop to stop at the next step boundary; a second Ctrl-C stops at
+    once. A hang-up (a closed terminal, a dropped ssh session) killed a run unsaved, losing every step since
+    its last checkpoint; under torchrun, which passes its hang-up on to every rank, so does torchrun's
+    death, as a hang-up: its workers run in sessions of their own, and a killed torchrun left them
+    training, unsupervised, until their budget was spent."""
 
     def __init__(self, launcher: int | None = None) -> None:
         self.asked = False
@@ -54,9 +54,7 @@ class StopFlag:
         returned as if finished; `nohup` ignores the hang-up. `only`: these signals instead (co-writing's
         Ctrl-C stops a continuation, and SIGTERM still ends the command)."""
         try:
-            signals = dict.fromkeys(
-                only or (signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None)
-            )
+            signals = dict.fromkeys(only or (signal.SIGINT, signal.SIGTERM, hang_up_signal()))
             previous = {s: signal.signal(s, self) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
         except ValueError:  # not the main thread: no signal handling
             yield self
@@ -66,6 +64,14 @@ class StopFlag:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+class Terminated(SystemExit):
+    """SIGTERM outside training's loop (`charlm.__main__`): an exit with the shell's status for the signal that
+    unwinds, so what was being written is removed, and a run not started yet can say so as Ctrl-C's does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
 
 
 @contextlib.contextmanager

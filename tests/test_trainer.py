@@ -718,6 +718,34 @@ def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_pa
     assert not (tmp_path / "checkpoints/run/.lock").exists()
 
 
+# Run in a process before `python -m charlm`: SIGHUP ignored, as `nohup charlm train ...` starts it.
+UNDER_NOHUP = "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+
+
+@pytest.mark.slow  # a real process, training and signalled
+@pytest.mark.parametrize("nohup", [False, True], ids=["at-a-terminal", "under-nohup"])
+def test_a_hang_up_saves_and_stops_a_run_unless_nohup_ignores_it(fox_file, tmp_path, nohup):
+    """A closed terminal or a dropped ssh session (SIGHUP) killed a plain `charlm train` unsaved: every step
+    since its last checkpoint was lost (torchrun's ranks alone saved). It stops as SIGTERM stops it: saved,
+    the resume command said, exit 129. Under nohup the hang-up is ignored and the run trains on."""
+    args = ["train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000"]
+    process = start_python((UNDER_NOHUP if nohup else "") + forkserver.CHARLM, *args)
+    try:
+        wait_for(tmp_path / "checkpoints/run/.lock", timeout=60)
+        process.send_signal(signal.SIGHUP)
+        if nohup:
+            time.sleep(1.0)
+            assert process.poll() is None, "a hang-up nohup ignores stopped the run"
+            process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    signum = signal.SIGINT if nohup else signal.SIGHUP
+    step = latest("run").progress.step
+    assert process.returncode == 128 + signum and "Traceback" not in err, (out, err)
+    assert out.splitlines()[-1].startswith(f"stopped at step {step}; checkpoints/run holds step {step}: resume with")
+
+
 # Run in a process before `python -m charlm`: `charlm train` stalls at OWNER.NAME, saying so in MARK.
 STALL_AT = """
 import importlib, pathlib, time
@@ -743,25 +771,33 @@ def stalled_training(module: str, owner: str, mark: Path, fox_file: Path) -> for
 
 @pytest.mark.slow  # a real process, stalled and signalled
 @pytest.mark.parametrize(
-    ("module", "owner"),
-    [("charlm.plan", "decide"), ("charlm.trainer", "Trainer.__init__")],
-    ids=["planning", "building"],
+    ("module", "owner", "signum"),
+    [
+        ("charlm.plan", "decide", signal.SIGINT),
+        ("charlm.trainer", "Trainer.__init__", signal.SIGINT),
+        ("charlm.plan", "decide", signal.SIGTERM),
+        ("charlm.distributed", "Ranks.broadcast_object", signal.SIGINT),  # its folder claimed: torchrun's ranks wait
+    ],
+    ids=["planning", "building", "planning-sigterm", "handing-over"],
 )
-def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_folder(fox_file, tmp_path, module, owner):
+def test_a_signal_before_training_starts_says_nothing_was_written_and_leaves_no_folder(
+    fox_file, tmp_path, module, owner, signum
+):
     """Ctrl-C while a new run was planned said "interrupted; checkpoints already written are intact", of a
-    run that had written none; and one while its model was built left the run folder claimed for it
-    (checkpoints/fox-DATE), empty, behind. It says nothing was written, and nothing is left to clean up."""
+    run that had written none; and one while its model was built, or its plan handed over to the ranks,
+    left the run folder claimed for it (checkpoints/fox-DATE, or .fox-DATE.claim), behind. SIGTERM then exited 143 without a word. Each says nothing was
+    written, with the shell's status for its signal, and nothing is left to clean up."""
     process = stalled_training(module, owner, tmp_path / "stalled", fox_file)
     try:
         wait_for(tmp_path / "stalled", timeout=60)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=30)
     finally:
         process.kill()
     status = process.returncode
     said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
-    assert status == 130 and out.splitlines()[-1] == said, (out, err)  # on stdout, as `stopped at step N`
-    assert not list(Path("checkpoints").glob("*"))
+    assert status == 128 + signum and out.splitlines()[-1:] == [said], (out, err)  # on stdout, as `stopped at step N`
+    assert not list(Path("checkpoints").glob("*"))  # a claim (.fox-DATE.claim) too
 
 
 # Run in a process before `python -m charlm`: `charlm train` sends itself SIGTERM as it starts step 5, then

@@ -13,7 +13,7 @@ from .. import run_notes, runs
 from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
 from ..errors import one_line
 from ..fields import typed
-from ..stopping import leaving_at_once
+from ..stopping import Terminated, leaving_at_once
 from .completion import corpora, run_names
 from .options import WholeRunSteps, options_of
 
@@ -83,6 +83,9 @@ def train(
             trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
         except KeyboardInterrupt:  # the corpus read, the run planned: no checkpoint of this start yet
             raise KeyboardInterrupt(run_notes.not_started_note(resume is not None)) from None
+        except Terminated:  # SIGTERM meanwhile: said as Ctrl-C's is, its status (143) kept
+            click.echo(one_line(run_notes.not_started_note(resume is not None)))
+            raise
         # a peer lost from here on: the line says where the run goes on from
         with peer_note(lambda: peer_lost_note(trainer)):
             status = train_ranks(trainer, ranks)
