@@ -284,12 +284,14 @@ class Trainer:
     def kept(self) -> run_notes.Kept:
         """What the run folder keeps as a signal stops the run, for its stop line (`run_notes.stopped_note`)."""
         progress = self.progress
+        saved_last = self.saved_step == progress.step
         return run_notes.Kept(
             self.run_dir,
             self.saved_step,
             self.save_error,
-            last=self.saved_step == progress.step and self.spent(self.config.max_seconds()) >= 1.0,
+            last=saved_last and self.spent(self.config.max_seconds()) >= 1.0,
             scored=progress.val_step == progress.step,
+            worse_evaluations=progress.worse_evaluations if saved_last and self.out_of_patience else 0,
         )
 
     def spent(self, max_seconds: float | None) -> float:
