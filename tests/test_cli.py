@@ -64,6 +64,7 @@ from .conftest import (
     make_model,
     run_cli,
     shared_corpus,
+    signalled_as_the_second_scoring,
     start_charlm,
     start_python,
     state_telling,
@@ -1501,13 +1502,15 @@ def test_a_second_ctrl_c_while_the_stop_scores_keeps_the_stop_step(fox_file, mon
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 26
 
 
-def test_ctrl_c_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_file, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_file, monkeypatch, signum):
     """A Ctrl-C as a run's last step (13, off its --eval-every 10) was scored was lost: `done: step 13`, exit 0, and
     a script went on as if no one had asked it to stop. It stops as a Ctrl-C at step 20, scored on its cadence, does,
-    in the words a resume of the spent run refuses with: "nothing is left to train" left out the larger limit."""
-    ctrl_c_as_the_stop_scores(monkeypatch)
+    in the words a resume of the spent run refuses with: "nothing is left to train" left out the larger limit. A
+    scheduler's SIGTERM there stops it alike, with its own status."""
+    signalled_as_the_second_scoring(monkeypatch, signum)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "10", "--max-steps", "13")
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == 128 + signum, result.output
     assert (
         result.stdout.splitlines()[-1]
         == "stopped at step 13; checkpoints/run holds step 13, the run's last: nothing to train; give a larger limit "
