@@ -378,11 +378,11 @@ def train(
 
 def interrupted_note(kept: Kept, stopped_at: int | None = None) -> str:
     """What charlm.train stopped by a signal keeps (`Kept`), at step `stopped_at` or at once (None: a second
-    Ctrl-C), and the calls that go on with it (none from its last step) or sample it."""
+    Ctrl-C), and the calls that go on with it (none where it is `finished`) or sample it."""
     note = stopped_note(kept, stopped_at)
     if kept.saved_step is None:
         return f"charlm.train {note}"
-    sample = "; sample" if kept.last else ", or sample"
+    sample = "; sample" if kept.finished else ", or sample"
     return f"charlm.train {note}{sample} from its best with charlm.load({str(kept.run_dir)!r})"
 
 

@@ -119,25 +119,36 @@ class Kept:
     """What a run's folder holds as a signal stops it (`Trainer.kept`), as `stopped_note` words it: the step
     saved (None: nothing), why the last save failed (--save-errors warn), and whether the step saved is the
     run's `last` (its limits spent: a resume trains nothing) and was `scored` (a second Ctrl-C may cut the
-    scoring short)."""
+    scoring short), and the `worse_evaluations` after which --patience ran out there (0: it did not; a resume
+    trains nothing either)."""
 
     run_dir: Path
     saved_step: int | None
     save_error: str | None = None
     last: bool = False
     scored: bool = True
+    worse_evaluations: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether a resume of the step saved trains nothing: its limits or --patience are spent."""
+        return self.last or bool(self.worse_evaluations)
 
 
 def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
     and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
     that is the run's last leaves a resume nothing to train (`nothing_to_train_note`'s words), only its
-    score where that was cut short, which `charlm eval` makes."""
+    score where that was cut short, which `charlm eval` makes; one where --patience ran out, unless it is
+    raised (`patience_resumed_note`'s words)."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
     not_saved = f"{failed_save_note(kept.save_error)}; " if kept.save_error else ""
     run_dir, saved_step = kept.run_dir, kept.saved_step
     if saved_step is None:
         holds = unsaved_note(run_dir)
+    elif kept.worse_evaluations and not kept.last:
+        ran_out = f"{one_line_path(run_dir)} holds step {saved_step}, where {said('patience')} ran out"
+        holds = f"{ran_out}: nothing to train; {patience_raised_note(kept.worse_evaluations)}"
     elif not kept.last:
         holds = kept_note(run_dir, saved_step)
     elif kept.scored:
@@ -179,9 +190,14 @@ def patience_resumed_note(progress: Progress, run_dir: Path, moved_to: list[str]
     moved = moved_note(moved_to) if moved_to else ""
     return (
         f"{one_line_path(run_dir)} stopped early at step {progress.step}: validation has not improved for "
-        f"{worse} evaluations (best {best_text}); nothing to train{moved}: to train on, resume "
-        f"with {said('patience', 0)} or a {said('patience')} above {worse}"
+        f"{worse} evaluations (best {best_text}); nothing to train{moved}: {patience_raised_note(worse)}"
     )
+
+
+def patience_raised_note(worse: int) -> str:
+    """How a run --patience stopped after `worse` evaluations without a better one trains on: its stop line and
+    its resume that trains nothing say it alike."""
+    return f"to train on, resume with {said('patience', 0)} or a {said('patience')} above {worse}"
 
 
 def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_given: bool) -> str:

@@ -133,9 +133,10 @@ class Trainer:
             stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop, now=True) or stopping
             self.ending = True
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
-            if stopping and scoring and self.saved_step != progress.step:
-                # saved before the scoring: a kill follows a stop signal soon (docker's after 10 s), and a big
-                # model's scoring may outlast it; a failed save is tried again, and said, by the scoring's save
+            if scoring and self.saved_step != progress.step:
+                # saved before the scoring, which takes a big model tens of seconds: a kill after a stop signal
+                # (docker's after 10 s), or a second Ctrl-C, then keeps this step; a failed save is tried again,
+                # and said, by the scoring's save
                 self.save(warn=False)
             if stopping:
                 self.say_stopping(stop, scoring)
@@ -283,12 +284,14 @@ class Trainer:
     def kept(self) -> run_notes.Kept:
         """What the run folder keeps as a signal stops the run, for its stop line (`run_notes.stopped_note`)."""
         progress = self.progress
+        saved_last = self.saved_step == progress.step
         return run_notes.Kept(
             self.run_dir,
             self.saved_step,
             self.save_error,
-            last=self.saved_step == progress.step and self.spent(self.config.max_seconds()) >= 1.0,
+            last=saved_last and self.spent(self.config.max_seconds()) >= 1.0,
             scored=progress.val_step == progress.step,
+            worse_evaluations=progress.worse_evaluations if saved_last and self.out_of_patience else 0,
         )
 
     def spent(self, max_seconds: float | None) -> float:
@@ -323,7 +326,7 @@ class Trainer:
         if step % self.config.eval_every == 0:
             self.evaluate_and_save()
         elif self.ending:
-            return  # `fit` saves this step itself as it scores it (a stop: before, too)
+            return  # `fit` saves this step itself, before and after it scores it
         elif (every_steps and step % every_steps == 0) or (
             every_seconds and self.clock - self.saved_at >= every_seconds
         ):

@@ -653,12 +653,17 @@ def disk_full_once_saved(monkeypatch, run_dir: Path) -> None:
 def ctrl_c_as_the_stop_scores(monkeypatch) -> None:
     """A second Ctrl-C as a run stopped after one evaluation scores its held-out text (the scoring takes a
     big model tens of seconds): the second scoring, the first being that evaluation's."""
+    signalled_as_the_second_scoring(monkeypatch, signal.SIGINT)
+
+
+def signalled_as_the_second_scoring(monkeypatch, signum: int) -> None:
+    """The run sends itself `signum` as it scores its held-out text a second time (a stop's, or its last step's)."""
     real, scored = trainer.bits_per_char, []
 
-    def second_ctrl_c_as_the_stop_scores(*args):
+    def signalled_as_it_scores(*args):
         scored.append(args)
         if len(scored) == 2:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signum)
         return real(*args)
 
-    monkeypatch.setattr(trainer, "bits_per_char", second_ctrl_c_as_the_stop_scores)
+    monkeypatch.setattr(trainer, "bits_per_char", signalled_as_it_scores)

@@ -24,7 +24,20 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, api, batches, finetune, run_lock, run_notes, runs, scoring, threads, tracing, train_state
+from charlm import (
+    CharLM,
+    api,
+    batches,
+    finetune,
+    run_lock,
+    run_notes,
+    runs,
+    scoring,
+    threads,
+    tracing,
+    train_state,
+    trainer,
+)
 from charlm import plan as plan_module
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
@@ -1282,6 +1295,20 @@ def test_ctrl_c_as_the_last_step_scores_says_nothing_to_train(
         f"charlm.train {stopped}; checkpoints/end holds {kept}; sample from its best with charlm.load('checkpoints/end')"
     )
     assert latest("end").progress.step == max_steps
+
+
+def test_ctrl_c_where_patience_runs_out_says_how_the_run_trains_on(fox_file, tiny, monkeypatch):
+    """A Ctrl-C as step 20's evaluation ran out of patience=1 said "resume with charlm.train(resume=...)", a call that
+    trains nothing: patience is spent. It says how to train on, and to sample, as of a run whose limits are spent."""
+    scores = itertools.chain([3.0], itertools.repeat(3.5))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args: next(scores))
+    signalled_at(monkeypatch, 20, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        charlm.train(fox_file, out="cut", **{**tiny, "max_steps": 1000, "patience": 1})
+    assert str(stop.value) == (
+        "charlm.train stopped at step 20; checkpoints/cut holds step 20, where patience ran out: nothing to train; to "
+        "train on, resume with patience=0 or a patience above 1; sample from its best with charlm.load('checkpoints/cut')"
+    )
 
 
 @pytest.mark.parametrize("resuming", [False, True])

@@ -40,6 +40,7 @@ from charlm import (
     threads,
     tokens,
     train_state,
+    trainer,
 )
 from charlm import cli as cli_module
 from charlm import plot as plot_module
@@ -63,6 +64,7 @@ from .conftest import (
     make_model,
     run_cli,
     shared_corpus,
+    signalled_as_the_second_scoring,
     start_charlm,
     start_python,
     state_telling,
@@ -1500,13 +1502,15 @@ def test_a_second_ctrl_c_while_the_stop_scores_keeps_the_stop_step(fox_file, mon
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 26
 
 
-def test_ctrl_c_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_file, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_file, monkeypatch, signum):
     """A Ctrl-C as a run's last step (13, off its --eval-every 10) was scored was lost: `done: step 13`, exit 0, and
     a script went on as if no one had asked it to stop. It stops as a Ctrl-C at step 20, scored on its cadence, does,
-    in the words a resume of the spent run refuses with: "nothing is left to train" left out the larger limit."""
-    ctrl_c_as_the_stop_scores(monkeypatch)
+    in the words a resume of the spent run refuses with: "nothing is left to train" left out the larger limit. A
+    scheduler's SIGTERM there stops it alike, with its own status."""
+    signalled_as_the_second_scoring(monkeypatch, signum)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "10", "--max-steps", "13")
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == 128 + signum, result.output
     assert (
         result.stdout.splitlines()[-1]
         == "stopped at step 13; checkpoints/run holds step 13, the run's last: nothing to train; give a larger limit "
@@ -1515,6 +1519,25 @@ def test_ctrl_c_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_fi
     resumed = cli("train", "--resume", "run")
     assert resumed.exit_code == 1 and "; give a larger limit to go on" in resumed.output, resumed.output
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.val_step == 13
+
+
+def test_ctrl_c_at_the_step_where_patience_runs_out_says_how_the_run_trains_on(fox_file, monkeypatch):
+    """A Ctrl-C as step 20's evaluation ran out of --patience 1 said `resume with charlm train --resume RUN`: a resume
+    that trains nothing, --patience spent. The stop line says so, and how to train on, in the resume's words."""
+    scores = itertools.chain([3.0], itertools.repeat(3.5))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args: next(scores))
+    signalled_at_step(monkeypatch, 19, signal.SIGINT)
+    options = ["--eval-every", "10", "--patience", "1", "--max-steps", "1000"]
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options)
+    assert result.exit_code == 130, result.output
+    train_on = "to train on, resume with --patience 0 or a --patience above 1"
+    assert result.stdout.splitlines()[-1] == (
+        f"stopped at step 20; checkpoints/run holds step 20, where --patience ran out: nothing to train; {train_on}"
+    )
+    resumed = cli("train", "--resume", "run")
+    assert train_on in resumed.output and latest("run").progress.step == 20, resumed.output
+    assert cli("train", "--resume", "run", "--patience", "0", "--max-steps", "22").exit_code == 0
+    assert latest("run").progress.step == 22
 
 
 def test_a_second_ctrl_c_after_the_stops_save_failed_says_it_was_not_saved(fox_file, monkeypatch):

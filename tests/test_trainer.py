@@ -846,6 +846,52 @@ def test_a_run_killed_while_its_stop_scores_keeps_the_stop_step_and_resumes_exac
     assert_same_weights(latest("whole"), latest("cut"))
 
 
+# Run in a process before `python -m charlm`: `charlm train` stalls in its second scoring, the last step's (the
+# first is step 10's), saying so in MARK, then in ASKED once a Ctrl-C has asked the run to stop: a big model's
+# last scoring takes tens of seconds, in silence.
+STALLED_IN_THE_LAST_SCORING = """
+import pathlib, signal, time
+from charlm import trainer
+real_score, scored = trainer.bits_per_char, []
+
+def stalled_in_the_second_scoring(*args, **kwargs):
+    scored.append(args)
+    if len(scored) == 2:
+        pathlib.Path({mark!r}).touch()
+        while not signal.getsignal(signal.SIGINT).asked:
+            time.sleep(0.01)
+        pathlib.Path({asked!r}).touch()
+        time.sleep(60)
+    return real_score(*args, **kwargs)
+
+trainer.bits_per_char = stalled_in_the_second_scoring
+"""
+
+
+@pytest.mark.slow  # a real process, stalled and signalled twice
+def test_two_ctrl_cs_as_the_last_step_scores_keep_the_last_step(fox_file, tmp_path):
+    """Two Ctrl-Cs as a run's last step (13, off its --eval-every 10) was scored quit before it was saved: the run
+    kept step 10 and lost the steps since, and said `resume` of a run whose limits were spent. The last step is
+    saved before its scoring, which the second Ctrl-C cuts short, as the stop line says."""
+    options = [*TRAIN_ARGS, "--eval-every", "10", "--max-steps", "13"]
+    hook = STALLED_IN_THE_LAST_SCORING.format(mark=str(tmp_path / "scoring"), asked=str(tmp_path / "asked"))
+    process = start_python(hook + forkserver.CHARLM, "train", str(fox_file), "--out", "run", *options)
+    try:
+        wait_for(tmp_path / "scoring", timeout=60)
+        process.send_signal(signal.SIGINT)
+        wait_for(tmp_path / "asked", timeout=30)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert out.splitlines()[-1] == (
+        "interrupted; checkpoints/run holds step 13, the run's last, its score not finished: "
+        "charlm eval checkpoints/run scores it"
+    )
+    assert latest("run").progress.step == 13
+
+
 @pytest.mark.slow  # a real process, stalled and killed
 def test_a_run_killed_while_its_model_was_built_leaves_no_folder_a_run_would_be_taken_for(fox_file, tmp_path, tiny):
     """`charlm train` killed (SIGKILL) after it claimed checkpoints/fox-DATE, before run.json was in it,
