@@ -29,6 +29,7 @@ from charlm.checkpoint import Checkpoint, Progress
 from charlm.cli import export_command
 from charlm.config import Config
 from charlm.export import FORMATS
+from charlm.export import onnx as onnx_export
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
@@ -39,6 +40,7 @@ from .conftest import (
     cli,
     file_size_limit,
     import_or_missing,
+    run_cli,
     start_python,
     wait_for,
     without_file_locks,
@@ -749,6 +751,21 @@ def test_onnx_logits_equal_torch_whole_and_stepped(tmp_path, cell, chars, cutoff
         None, {"ids": np.repeat(ids[:, :50], 3, 0), **{n: np.zeros((2, 3, 24), np.float32) for n in names}}
     )
     assert np.abs(batch[0][2] - expected[:50]).max() < 1e-4  # batch is dynamic too
+
+
+def test_an_onnx_export_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    """onnxruntime's telemetry, on by default, wrote a session file (.ses) into the temp folder of every
+    process that imported it: `charlm export --format onnx`, which loads the model in it as a check,
+    left one there that the user never asked for. A process of its own: onnxruntime reads it as it loads."""
+    import_or_missing("onnxruntime")
+    run = run_of(model_of(), tmp_path / "run")
+    (temp := tmp_path / "temp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.delenv(onnx_export.TELEMETRY_OFF, raising=False)
+    result = run_cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
+    assert result.returncode == 0, result.stderr
+    left = sorted(path.name for path in temp.iterdir())
+    assert [name for name in left if not name.startswith("torchinductor_")] == []  # torch's cache is torch's
 
 
 def test_onnx_without_the_export_extra_is_a_one_line_error(tmp_path, monkeypatch):
