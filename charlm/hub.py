@@ -192,6 +192,8 @@ def one_export_at_a_time(folder: Path) -> Iterator[None]:
     except OSError as e:
         if files.write_remedy(e):  # a folder that refuses writes: the export names its --output and what to do
             raise
+        with contextlib.suppress(OSError):  # a lock refused by the file system guards nothing, for any export
+            path.unlink()
         raise files.cannot_lock(
             path, e, "the model folder", f"export into a folder on a local disk ({said('output')})"
         ) from None

@@ -80,6 +80,8 @@ class RunLock:
             e = files.lock_named(e, self.lock)
             if files.write_remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
                 raise files.cannot_write(self.path, e) from None
+            with contextlib.suppress(OSError):  # a lock refused by the file system guards nothing, for any run
+                self.path.unlink()
             raise files.cannot_lock(
                 self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"
             ) from None

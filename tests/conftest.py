@@ -32,6 +32,7 @@ from charlm import checkpoint, files, runs, threads, trainer
 from charlm.checkpoint import Checkpoint
 from charlm.cli import main
 from charlm.errors import CharLMError
+from charlm.export import onnx as onnx_export
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
@@ -39,6 +40,9 @@ from . import forkserver
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPORA = Path(os.environ.get("CHARLM_SHARED_CORPORA", REPO.parent / "shared" / "corpora"))
+# onnxruntime's telemetry writes a session file (.ses) into the temp folder of each process that imports it
+# while this is unset (charlm's onnx export sets it, as the tests that import onnxruntime first do not)
+os.environ.setdefault(onnx_export.TELEMETRY_OFF, "1")
 
 # Small enough that a run takes a second or two on 2 cores. One thread: at 64 cells or fewer an AVX2 CPU's
 # LSTM gradient has other last bits on 2 threads, so two runs compared bit for bit must not let the governor

@@ -29,6 +29,7 @@ from charlm.checkpoint import Checkpoint, Progress
 from charlm.cli import export_command
 from charlm.config import Config
 from charlm.export import FORMATS
+from charlm.export import onnx as onnx_export
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
@@ -39,6 +40,7 @@ from .conftest import (
     cli,
     file_size_limit,
     import_or_missing,
+    run_cli,
     start_python,
     wait_for,
     without_file_locks,
@@ -751,6 +753,21 @@ def test_onnx_logits_equal_torch_whole_and_stepped(tmp_path, cell, chars, cutoff
     assert np.abs(batch[0][2] - expected[:50]).max() < 1e-4  # batch is dynamic too
 
 
+def test_an_onnx_export_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    """onnxruntime's telemetry, on by default, wrote a session file (.ses) into the temp folder of every
+    process that imported it: `charlm export --format onnx`, which loads the model in it as a check,
+    left one there that the user never asked for. A process of its own: onnxruntime reads it as it loads."""
+    import_or_missing("onnxruntime")
+    run = run_of(model_of(), tmp_path / "run")
+    (temp := tmp_path / "temp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.delenv(onnx_export.TELEMETRY_OFF, raising=False)
+    result = run_cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
+    assert result.returncode == 0, result.stderr
+    left = sorted(path.name for path in temp.iterdir())
+    assert [name for name in left if not name.startswith("torchinductor_")] == []  # torch's cache is torch's
+
+
 def test_onnx_without_the_export_extra_is_a_one_line_error(tmp_path, monkeypatch):
     run = run_of(model_of(), tmp_path / "run")
     block_import(monkeypatch, "onnxruntime")
@@ -936,13 +953,14 @@ def test_an_export_records_its_own_files_while_another_export_writes_into_its_fo
 
 def test_an_export_into_a_folder_on_a_file_system_without_locks_says_so(tmp_path, monkeypatch):
     """flock(2) fails with ENOLCK on an NFS mount without its lock service: an export said
-    `--output m: cannot write (No locks available)`, with nothing to do about it."""
+    `--output m: cannot write (No locks available)`, with nothing to do about it, and then left the lock
+    file it had made there, which no export removed (each is refused the lock)."""
     without_file_locks(monkeypatch)
     run = run_of(model_of(), tmp_path / "run")
     result = cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "m"))
     expected = f"{tmp_path / 'm' / hub.LOCK}: cannot lock the model folder (No locks available)"
     assert_one_line_error(result, expected, "export into a folder on a local disk (--output)")
-    assert not (tmp_path / "m" / hub.WEIGHTS).exists()
+    assert sorted(path.name for path in (tmp_path / "m").iterdir()) == []
 
 
 def test_a_safetensors_export_never_writes_over_a_folder_of_other_files(tmp_path):

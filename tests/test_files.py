@@ -170,10 +170,11 @@ def test_a_write_works_on_a_file_system_that_cannot_sync_a_file(tmp_path, monkey
 
 def test_a_run_folder_on_a_file_system_without_locks_says_so(fox_file, monkeypatch):
     """flock(2) fails with ENOLCK on an NFS mount without its lock service: training said only
-    'file: No locks available'."""
+    'file: No locks available', and left the `.lock` it had made, which every later run there is refused too."""
     without_file_locks(monkeypatch)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
     assert_one_line_error(result, "checkpoints/run/.lock: cannot lock the run folder (No locks available)", "--out")
+    assert sorted(path.name for path in Path("checkpoints/run").iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..fields import said
 from ..model import CharLM
 
 OPSET = 17
+TELEMETRY_OFF = "ORT_DISABLE_TELEMETRY"  # read by onnxruntime as it loads
 
 
 class Window(nn.Module):
@@ -47,6 +49,9 @@ def state_names(model: CharLM) -> tuple[list[str], list[str]]:
 
 def export(model: CharLM, path: Path) -> Path:
     """Write `model` as an ONNX file at `path`, once it loads in onnxruntime."""
+    # onnxruntime's telemetry, on unless this is set as it loads, writes a session file (.ses) into the temp
+    # folder, which the check below would leave there; a user's own setting is kept
+    os.environ.setdefault(TELEMETRY_OFF, "1")
     try:
         import onnx
         import onnxruntime
