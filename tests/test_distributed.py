@@ -655,7 +655,7 @@ SCORES_THEN_DISK_FULL = """
 import errno, itertools, pathlib
 from charlm import files, trainer
 scores = itertools.chain([4.0, 3.0], itertools.repeat(3.5))
-trainer.bits_per_char = lambda *args: next(scores)
+trainer.bits_per_char = lambda *args, **kwargs: next(scores)
 def no_room(contents, before_rename=None):
     raise OSError(errno.ENOSPC, "No space left on device")
 real = files.replace_files
