@@ -1556,6 +1556,30 @@ def test_ctrl_c_at_the_step_where_patience_runs_out_says_how_the_run_trains_on(f
     assert latest("run").progress.step == 22
 
 
+def test_ctrl_c_where_patience_and_the_step_limit_run_out_at_once_says_both_are_to_be_raised(fox_file, monkeypatch):
+    """A Ctrl-C at step 20, the last of --max-steps 20, whose evaluation ran out of --patience 1 too, said `give a
+    larger limit to go on`: a resume with a larger limit then refused on --patience. It says both, and does."""
+    scores = itertools.chain([3.0], itertools.repeat(3.5))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args, **kwargs: next(scores))
+    signalled_at_step(monkeypatch, 19, signal.SIGINT)
+    options, limit = ["--eval-every", "10", "--patience", "1", "--max-steps", "20"], ["--max-steps", "22"]
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options)
+    assert result.exit_code == 130, result.output
+    train_on = "to train on, resume with a larger limit and --patience 0 or a --patience above 1"
+    assert result.stdout.splitlines()[-1] == (
+        f"stopped at step 20; checkpoints/run holds step 20, the run's last, where --patience ran out: nothing to "
+        f"train; {train_on}"
+    )
+    limit_raised, patience_raised = (
+        cli("train", "--resume", "run", *raised) for raised in (limit, ["--patience", "0"])
+    )
+    assert "to train on, resume with --patience 0 or a --patience above 1" in limit_raised.output, limit_raised.output
+    assert "; give a larger limit to go on" in patience_raised.output, patience_raised.output
+    assert latest("run").progress.step == 20
+    assert cli("train", "--resume", "run", *limit, "--patience", "0").exit_code == 0
+    assert latest("run").progress.step == 22
+
+
 def test_a_second_ctrl_c_after_the_stops_save_failed_says_it_was_not_saved(fox_file, monkeypatch):
     """Under --save-errors warn the stop's save before the scoring failed (its warning waits for the scoring's
     end), and a second Ctrl-C meanwhile ended `interrupted; RUN holds step 20` without a word of the stop's
