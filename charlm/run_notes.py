@@ -140,15 +140,16 @@ def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
     that is the run's last leaves a resume nothing to train (`nothing_to_train_note`'s words), only its
     score where that was cut short, which `charlm eval` makes; one where --patience ran out, unless it is
-    raised (`patience_resumed_note`'s words)."""
+    raised (`patience_resumed_note`'s words), and a larger limit given too where both ran out there."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
     not_saved = f"{failed_save_note(kept.save_error)}; " if kept.save_error else ""
     run_dir, saved_step = kept.run_dir, kept.saved_step
     if saved_step is None:
         holds = unsaved_note(run_dir)
-    elif kept.worse_evaluations and not kept.last:
-        ran_out = f"{one_line_path(run_dir)} holds step {saved_step}, where {said('patience')} ran out"
-        holds = f"{ran_out}: nothing to train; {patience_raised_note(kept.worse_evaluations)}"
+    elif kept.worse_evaluations:
+        last = "the run's last, " if kept.last else ""
+        ran_out = f"{one_line_path(run_dir)} holds step {saved_step}, {last}where {said('patience')} ran out"
+        holds = f"{ran_out}: nothing to train; {patience_raised_note(kept.worse_evaluations, kept.last)}"
     elif not kept.last:
         holds = kept_note(run_dir, saved_step)
     elif kept.scored:
@@ -194,10 +195,12 @@ def patience_resumed_note(progress: Progress, run_dir: Path, moved_to: list[str]
     )
 
 
-def patience_raised_note(worse: int) -> str:
+def patience_raised_note(worse: int, larger_limit: bool = False) -> str:
     """How a run --patience stopped after `worse` evaluations without a better one trains on: its stop line and
-    its resume that trains nothing say it alike."""
-    return f"to train on, resume with {said('patience', 0)} or a {said('patience')} above {worse}"
+    its resume that trains nothing say it alike; with `larger_limit` where its limits ran out too, each alone
+    a resume that trains nothing."""
+    limit = "a larger limit and " if larger_limit else ""
+    return f"to train on, resume with {limit}{said('patience', 0)} or a {said('patience')} above {worse}"
 
 
 def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_given: bool) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,12 +71,17 @@ SLICE = 1 << 20
 HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)
 
 
-def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
+def bits_per_char(
+    model: CharLM,
+    ids: torch.Tensor | np.ndarray,
+    max_tokens: int | None = None,
+    each_window: Callable[[], object] | None = None,
+) -> float:
     """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it:
     validation's figure, so it shows no progress bar (`charlm eval` scores through `text_bits`). NaN
     where nothing was scored, as `mean_bits`: 0 would read as a perfect model, the best a run could keep
-    (`check_data` and `read_eval_also` refuse such texts before training)."""
-    bits, chars = total_bits(model, ids, max_tokens)
+    (`check_data` and `read_eval_also` refuse such texts before training). `each_window`: as `total_bits`."""
+    bits, chars = total_bits(model, ids, max_tokens, each_window=each_window)
     return bits / chars if chars else math.nan
 
 
@@ -85,13 +91,16 @@ def total_bits(
     max_tokens: int | None = None,
     progress: bool = False,
     label: str = "scoring",
+    each_window: Callable[[], object] | None = None,
 ) -> tuple[float, int]:
     """The bits `ids` (its first max_tokens + 1) cost under the model, and the characters they spell
     that were scored: several texts' sums give their joint bits per character. The first character's
     tokens are read, not scored (`first_character_tokens`). A character the model never saw (UNSEEN)
     is read, as a character it knows nothing about, and left out of the score: it has no probability
     to score. The text is cut into pieces scored side by side (`cut_into_pieces`, `warm_up`), a window
-    of EVAL_WINDOW tokens of each at a time (`window_of`, `window_nats`). `label` names the progress bar."""
+    of EVAL_WINDOW tokens of each at a time (`window_of`, `window_nats`). `label` names the progress bar.
+    `each_window` is called before each window: where a training run hears a stop asked while it scores (a big
+    model's scoring takes tens of seconds), to say it at once."""
     ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
     char_lengths = model.vocab.char_lengths()
     read = first_character_tokens(char_lengths, ids)
@@ -101,6 +110,8 @@ def total_bits(
     with scoring_bar(char_lengths, ids[read:], progress, label) as bar, inference(model):
         state = warm_up(model, ids, starts)
         for column in range(0, length, EVAL_WINDOW):
+            if each_window:
+                each_window()
             started = time.perf_counter()
             window, counted = window_of(ids, starts, column, min(EVAL_WINDOW, length - column), read)
             nats, state = window_nats(model, window, counted, state, total_nats.dtype)

@@ -65,6 +65,8 @@ class Trainer:
         self.ending = False  # this step is the run's last (limits or --patience spent, a signal): so is its save
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
         self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
+        self.stop_flag: StopFlag | None = None  # what the signals ask, while `fit` runs (a scoring listens to it)
+        self.stop_said = False  # `say_stopping` said the run stops: once, as a scoring heard it or after
         self.checkpoint_interval = plan.config.checkpoint_interval()
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
@@ -114,7 +116,7 @@ class Trainer:
         progress = self.progress
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
-            stop = self.start(stack, max_seconds)
+            stop = self.stop_flag = self.start(stack, max_seconds)
             if self.resumed_spent(max_seconds):
                 self.say_nothing_to_train()
             else:
@@ -128,6 +130,10 @@ class Trainer:
                 stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop)
                 self.ending = stopping or self.spent(max_seconds) >= 1.0  # as the loop's test after this step
                 self.hooks_if_due()
+                if progress.val_step == progress.step and not stopping:
+                    # a stop asked as this step was scored, said then (`say_stop_if_asked`), stops at this step, scored
+                    # and saved, not after another step and scoring; asked on every rank, each evaluating this step
+                    stopping = self.stopped_early = self.keep_time(progress.elapsed, stop, now=True)
                 self.reporter.step(loss, seconds)  # the progress bar, and the metrics' chars/s
                 self.compare_with_probe()
             stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop, now=True) or stopping
@@ -151,9 +157,19 @@ class Trainer:
         return self.result
 
     def say_stopping(self, stop: StopFlag, scoring: bool) -> None:
-        """Rank 0 says the run stops at this step (`run_notes.stopping_note`), saved, and whether it scores it."""
-        if self.ranks.leader:
+        """Rank 0 says the run stops at this step (`run_notes.stopping_note`), saved, and whether it scores it:
+        once, the first time it knows (a scoring may hear the stop before `fit` does)."""
+        if self.ranks.leader and not self.stop_said:
+            self.stop_said = True
             self.say(run_notes.stopping_note(self.progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
+
+    def say_stop_if_asked(self) -> None:
+        """Before each window of a scoring (`evaluate_and_save`), which takes a big model tens of seconds: a stop
+        asked before it or while it scores is said at once, not as it ends (the silence invited a second
+        Ctrl-C); the run then stops at this step (`fit`), whose save follows the scoring."""
+        if self.stop_flag and self.stop_flag.requested and not self.stop_said:
+            self.ending = True  # this step's save, if it fails (--save-errors warn), says the run stops
+            self.say_stopping(self.stop_flag, scoring=True)
 
     def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> StopFlag:
         """What the loop holds while it runs, each released by `stack` when it ends: the signal handlers that
@@ -362,9 +378,11 @@ class Trainer:
         kept_best = progress.best_bpc, progress.best_step
         with self.ranks.leader_first(setup=False):  # the others wait while rank 0 scores, however long
             if self.ranks.leader:
-                improved = progress.scored(bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS), on_cadence)
+                listen = self.say_stop_if_asked
+                val_bpc = bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS, each_window=listen)
+                improved = progress.scored(val_bpc, on_cadence)
                 if self.eval_also_ids is not None:
-                    also = bits_per_char(self.result, self.eval_also_ids)
+                    also = bits_per_char(self.result, self.eval_also_ids, each_window=listen)
         progress.val_step = progress.step
         # --patience decides before the save, so a failed save (--save-errors warn) says whether the run goes on;
         # it is said after, when best.pt holds what the note says it keeps

@@ -657,17 +657,18 @@ def disk_full_once_saved(monkeypatch, run_dir: Path) -> None:
 def ctrl_c_as_the_stop_scores(monkeypatch) -> None:
     """A second Ctrl-C as a run stopped after one evaluation scores its held-out text (the scoring takes a
     big model tens of seconds): the second scoring, the first being that evaluation's."""
-    signalled_as_the_second_scoring(monkeypatch, signal.SIGINT)
+    signalled_in_a_scoring(monkeypatch, signal.SIGINT)
 
 
-def signalled_as_the_second_scoring(monkeypatch, signum: int) -> None:
-    """The run sends itself `signum` as it scores its held-out text a second time (a stop's, or its last step's)."""
+def signalled_in_a_scoring(monkeypatch, signum: int, nth: int = 2) -> None:
+    """The run sends itself `signum` as it starts scoring its held-out text the `nth` time: 2, the scoring of a stop,
+    or of its last step, after a first evaluation; 1, that evaluation's."""
     real, scored = trainer.bits_per_char, []
 
-    def signalled_as_it_scores(*args):
+    def signalled_as_it_scores(*args, **kwargs):
         scored.append(args)
-        if len(scored) == 2:
+        if len(scored) == nth:
             signal.raise_signal(signum)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "bits_per_char", signalled_as_it_scores)

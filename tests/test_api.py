@@ -1301,7 +1301,7 @@ def test_ctrl_c_where_patience_runs_out_says_how_the_run_trains_on(fox_file, tin
     """A Ctrl-C as step 20's evaluation ran out of patience=1 said "resume with charlm.train(resume=...)", a call that
     trains nothing: patience is spent. It says how to train on, and to sample, as of a run whose limits are spent."""
     scores = itertools.chain([3.0], itertools.repeat(3.5))
-    monkeypatch.setattr(trainer, "bits_per_char", lambda *args: next(scores))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args, **kwargs: next(scores))
     signalled_at(monkeypatch, 20, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as stop:
         charlm.train(fox_file, out="cut", **{**tiny, "max_steps": 1000, "patience": 1})

@@ -64,7 +64,7 @@ from .conftest import (
     make_model,
     run_cli,
     shared_corpus,
-    signalled_as_the_second_scoring,
+    signalled_in_a_scoring,
     start_charlm,
     start_python,
     state_telling,
@@ -1437,7 +1437,8 @@ def test_the_stop_line_says_what_the_run_folder_holds_and_how_to_go_on(fox_file,
 def test_a_stops_failed_save_is_said_once_and_as_a_stop(fox_file, monkeypatch, at_step):
     """Under --save-errors warn a full disk's stop warned `training goes on` of a run that stopped, twice
     (the save before the scoring, then after it), and a stop on an evaluation step whose save failed said
-    `scoring the held-out text and saving` though nothing more was scored or saved."""
+    `scoring the held-out text and saving` after the scoring and the failed save, when nothing more was scored or
+    saved. Each stop says so once, as its scoring starts, and its failed save is warned as a stop's."""
     monkeypatch.setattr("charlm.files.replace_files", no_room)
     signalled_at_step(monkeypatch, at_step, signal.SIGINT)
     said = [arg for arg in TINY_ARGS if arg != "--quiet"]
@@ -1452,11 +1453,9 @@ def test_a_stops_failed_save_is_said_once_and_as_a_stop(fox_file, monkeypatch, a
     assert warned[-1].endswith("; the run stops without this step's checkpoint (--save-errors warn)"), warned
     assert warned[-1].startswith("warning: checkpoints/run/best.pt: could not write checkpoint (No space left")
     stopping = [line[line.index("stopping at step") :] for line in lines if "stopping at step" in line]
-    if step == 20:
-        assert stopping == ["stopping at step 20: not saved"], result.stderr
-    else:
-        again = "Ctrl-C again stops at once, keeping nothing"
-        assert stopping == [f"stopping at step {step}: scoring the held-out text and saving; {again}"]
+    again = "Ctrl-C again stops at once, keeping nothing"
+    assert stopping == [f"stopping at step {step}: scoring the held-out text and saving; {again}"], result.stderr
+    assert result.stderr.index(stopping[0]) < result.stderr.index(warned[-1])  # said before the scoring's save
     assert result.stdout.splitlines()[-1].startswith(f"stopped at step {step}; not saved: the last checkpoint")
 
 
@@ -1508,7 +1507,7 @@ def test_a_signal_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_
     a script went on as if no one had asked it to stop. It stops as a Ctrl-C at step 20, scored on its cadence, does,
     in the words a resume of the spent run refuses with: "nothing is left to train" left out the larger limit. A
     scheduler's SIGTERM there stops it alike, with its own status."""
-    signalled_as_the_second_scoring(monkeypatch, signum)
+    signalled_in_a_scoring(monkeypatch, signum)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "10", "--max-steps", "13")
     assert result.exit_code == 128 + signum, result.output
     assert (
@@ -1521,11 +1520,28 @@ def test_a_signal_as_the_last_step_scores_off_its_cadence_stops_the_command(fox_
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.val_step == 13
 
 
+def test_a_ctrl_c_as_an_evaluation_scores_is_said_then_and_stops_at_that_step(fox_file, monkeypatch):
+    """A Ctrl-C as step 10 was scored, on its --eval-every, went unsaid while the scoring lasted (tens of seconds for
+    a big model: the silence invites a second press), then trained step 11, scored it too and stopped there. It
+    is said as the scoring hears it, once, and the run stops at the step it scored and saves."""
+    signalled_in_a_scoring(monkeypatch, signal.SIGINT, nth=1)
+    said = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    result = cli("train", str(fox_file), "--out", "run", *said, "--eval-every", "10", "--max-steps", "1000")
+    assert result.exit_code == 130, result.output
+    stopping = [line[line.index("stopping at step") :] for line in result.stderr.splitlines() if "stopping at" in line]
+    again = "Ctrl-C again stops at once, keeping nothing"
+    assert stopping == [f"stopping at step 10: scoring the held-out text and saving; {again}"], result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "stopped at step 10; checkpoints/run holds step 10: resume with charlm train --resume checkpoints/run"
+    )
+    assert latest("run").progress.step == 10
+
+
 def test_ctrl_c_at_the_step_where_patience_runs_out_says_how_the_run_trains_on(fox_file, monkeypatch):
     """A Ctrl-C as step 20's evaluation ran out of --patience 1 said `resume with charlm train --resume RUN`: a resume
     that trains nothing, --patience spent. The stop line says so, and how to train on, in the resume's words."""
     scores = itertools.chain([3.0], itertools.repeat(3.5))
-    monkeypatch.setattr(trainer, "bits_per_char", lambda *args: next(scores))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args, **kwargs: next(scores))
     signalled_at_step(monkeypatch, 19, signal.SIGINT)
     options = ["--eval-every", "10", "--patience", "1", "--max-steps", "1000"]
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options)
@@ -1537,6 +1553,30 @@ def test_ctrl_c_at_the_step_where_patience_runs_out_says_how_the_run_trains_on(f
     resumed = cli("train", "--resume", "run")
     assert train_on in resumed.output and latest("run").progress.step == 20, resumed.output
     assert cli("train", "--resume", "run", "--patience", "0", "--max-steps", "22").exit_code == 0
+    assert latest("run").progress.step == 22
+
+
+def test_ctrl_c_where_patience_and_the_step_limit_run_out_at_once_says_both_are_to_be_raised(fox_file, monkeypatch):
+    """A Ctrl-C at step 20, the last of --max-steps 20, whose evaluation ran out of --patience 1 too, said `give a
+    larger limit to go on`: a resume with a larger limit then refused on --patience. It says both, and does."""
+    scores = itertools.chain([3.0], itertools.repeat(3.5))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args, **kwargs: next(scores))
+    signalled_at_step(monkeypatch, 19, signal.SIGINT)
+    options, limit = ["--eval-every", "10", "--patience", "1", "--max-steps", "20"], ["--max-steps", "22"]
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options)
+    assert result.exit_code == 130, result.output
+    train_on = "to train on, resume with a larger limit and --patience 0 or a --patience above 1"
+    assert result.stdout.splitlines()[-1] == (
+        f"stopped at step 20; checkpoints/run holds step 20, the run's last, where --patience ran out: nothing to "
+        f"train; {train_on}"
+    )
+    limit_raised, patience_raised = (
+        cli("train", "--resume", "run", *raised) for raised in (limit, ["--patience", "0"])
+    )
+    assert "to train on, resume with --patience 0 or a --patience above 1" in limit_raised.output, limit_raised.output
+    assert "; give a larger limit to go on" in patience_raised.output, patience_raised.output
+    assert latest("run").progress.step == 20
+    assert cli("train", "--resume", "run", *limit, "--patience", "0").exit_code == 0
     assert latest("run").progress.step == 22
 
 

@@ -334,6 +334,30 @@ def test_a_signal_to_one_rank_as_the_last_step_scores_stops_every_rank(fox_file)
     assert out.splitlines()[-1].startswith("stopped at step 13; checkpoints/cut holds step 13, the run's last"), out
 
 
+# Rank 0 alone is sent SIGTERM as it scores step 10, on its --eval-every, mid-run.
+RANK_0_SIGNALLED_AS_AN_EVALUATION_SCORES = """
+import os, signal
+from charlm import trainer
+score = trainer.bits_per_char
+def signalled(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return score(*args, **kwargs)
+trainer.bits_per_char = signalled
+"""
+
+
+def test_a_signal_to_rank_0_as_an_evaluation_scores_stops_every_rank_at_that_step(fox_file):
+    """A stop rank 0 hears as it scores an evaluation (said then) stops the run at that step: every rank asks
+    after it, as it does after the last step's scoring, none trains on alone."""
+    prelude = RANK_0_SIGNALLED_AS_AN_EVALUATION_SCORES
+    options = cli_options(max_steps=1000, eval_every=10)
+    with ranks("train", str(fox_file), "--out", "cut", *options, prelude=prelude) as processes:
+        (out, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [128 + signal.SIGTERM] * 2, out + err + peer_err
+    assert out.splitlines()[-1].startswith("stopped at step 10; checkpoints/cut holds step 10: resume with"), out
+    assert latest("cut").progress.step == 10
+
+
 # For a job where one rank cannot post (killed, stopped): the survivor waits GRACE for its post before it
 # names it, 5 s in the product; the test's ranks wait 1 s of it (4 s less a test, the same roll call).
 SHORT_GRACE = "from charlm import distributed\ndistributed.GRACE = 1.0"
@@ -655,7 +679,7 @@ SCORES_THEN_DISK_FULL = """
 import errno, itertools, pathlib
 from charlm import files, trainer
 scores = itertools.chain([4.0, 3.0], itertools.repeat(3.5))
-trainer.bits_per_char = lambda *args: next(scores)
+trainer.bits_per_char = lambda *args, **kwargs: next(scores)
 def no_room(contents, before_rename=None):
     raise OSError(errno.ENOSPC, "No space left on device")
 real = files.replace_files

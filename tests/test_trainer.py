@@ -847,8 +847,8 @@ def test_a_run_killed_while_its_stop_scores_keeps_the_stop_step_and_resumes_exac
 
 
 # Run in a process before `python -m charlm`: `charlm train` stalls in its second scoring, the last step's (the
-# first is step 10's), saying so in MARK, then in ASKED once a Ctrl-C has asked the run to stop: a big model's
-# last scoring takes tens of seconds, in silence.
+# first is step 10's), saying so in MARK; once a Ctrl-C has asked the run to stop, it scores, says so in SCORED,
+# and stalls: a big model's last scoring takes tens of seconds.
 STALLED_IN_THE_LAST_SCORING = """
 import pathlib, signal, time
 from charlm import trainer
@@ -860,7 +860,8 @@ def stalled_in_the_second_scoring(*args, **kwargs):
         pathlib.Path({mark!r}).touch()
         while not signal.getsignal(signal.SIGINT).asked:
             time.sleep(0.01)
-        pathlib.Path({asked!r}).touch()
+        real_score(*args, **kwargs)
+        pathlib.Path({scored!r}).touch()
         time.sleep(60)
     return real_score(*args, **kwargs)
 
@@ -872,19 +873,23 @@ trainer.bits_per_char = stalled_in_the_second_scoring
 def test_two_ctrl_cs_as_the_last_step_scores_keep_the_last_step(fox_file, tmp_path):
     """Two Ctrl-Cs as a run's last step (13, off its --eval-every 10) was scored quit before it was saved: the run
     kept step 10 and lost the steps since, and said `resume` of a run whose limits were spent. The last step is
-    saved before its scoring, which the second Ctrl-C cuts short, as the stop line says."""
+    saved before its scoring, which the second Ctrl-C cuts short, as the stop line says. The first went unsaid
+    until the scoring ended, which invited the second: the scoring hears it, and the run says at once what it does."""
     options = [*TRAIN_ARGS, "--eval-every", "10", "--max-steps", "13"]
-    hook = STALLED_IN_THE_LAST_SCORING.format(mark=str(tmp_path / "scoring"), asked=str(tmp_path / "asked"))
-    process = start_python(hook + forkserver.CHARLM, "train", str(fox_file), "--out", "run", *options)
+    hook = STALLED_IN_THE_LAST_SCORING.format(mark=str(tmp_path / "scoring"), scored=str(tmp_path / "scored"))
+    said = [arg for arg in options if arg != "--quiet"]
+    process = start_python(hook + forkserver.CHARLM, "train", str(fox_file), "--out", "run", *said)
     try:
         wait_for(tmp_path / "scoring", timeout=60)
         process.send_signal(signal.SIGINT)
-        wait_for(tmp_path / "asked", timeout=30)
+        wait_for(tmp_path / "scored", timeout=30)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 130 and "Traceback" not in err, err
+    stopping = "stopping at step 13: saved it (checkpoints/run); scoring the held-out text; Ctrl-C again stops at once"
+    assert f"{stopping}, keeping it\n" in err, err  # said as it scored, before the second Ctrl-C
     assert out.splitlines()[-1] == (
         "interrupted; checkpoints/run holds step 13, the run's last, its score not finished: "
         "charlm eval checkpoints/run scores it"
@@ -1292,7 +1297,7 @@ def test_a_slow_run_of_a_given_size_names_the_dropout_fitted_to_its_speed(fox_fi
 def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_better_one(fox_file, tiny, monkeypatch):
     """Validation 4.0, 3.0 (its write fails), 3.5, 3.6: best.pt must end at 3.5, the best on disk."""
     scripted = iter([4.0, 3.0, 3.5, 3.6])
-    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit, each_window: next(scripted))
     real_save = trainer.save
 
     def failing_at_40(saved, paths, before_rename=None):
@@ -1312,7 +1317,7 @@ def test_a_best_checkpoint_kept_aside_when_latest_pt_failed_is_not_replaced_by_a
     as its best, and 3.5 then replaced the kept 3.0: the write now says what it wrote."""
     scores = []
 
-    def scripted(model, ids, limit):
+    def scripted(model, ids, limit, each_window):
         scores.append([4.0, 3.0, 3.5][len(scores)])
         return scores[-1]
 
@@ -1337,7 +1342,7 @@ def test_a_best_checkpoint_kept_aside_when_latest_pt_failed_is_not_replaced_by_a
 def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny, monkeypatch, capsys):
     """Validation 4.0, 3.0, then only worse: with --patience 2 the run stops after the second worse
     evaluation, says so once (not --quiet), and best.pt holds step 20; --patience 0 trains on to the end."""
-    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit, each_window: next(scripted))
     scripted = iter([4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 2, "quiet": False})
     assert latest("run").progress.step == 40 and latest("run").progress.worse_evaluations == 2
@@ -1354,7 +1359,7 @@ def test_an_evaluation_that_runs_out_of_patience_and_fails_its_save_does_not_say
 ):
     """Under --save-errors warn, the evaluation that ran out of --patience on a full disk warned `training goes
     on`, then stopped the run: --patience decided only after the save. Its failure is warned as the end it is."""
-    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit, each_window: next(scripted))
     scripted = iter([4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
     disk_full_once_saved(monkeypatch, Path("checkpoints/run"))
     options = {"max_steps": 100, "eval_every": 10, "patience": 2, "save_errors": "warn", "quiet": False}
@@ -1387,7 +1392,7 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is
     scripted = itertools.chain([4.0, 3.0, 3.5, 3.6, 3.7], itertools.repeat(3.8))
     trainer_options = {**tiny, "max_steps": 100, "eval_every": 10, "patience": 2}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+        patch.setattr(trainer, "bits_per_char", lambda model, ids, limit, each_window: next(scripted))
         charlm.train(fox_file, out="run", **trainer_options)
         assert latest("run").progress.step == 40
         capsys.readouterr()
@@ -1412,7 +1417,7 @@ def test_a_run_stopped_by_patience_resumed_on_its_moved_text_says_the_path_is_re
     user was left to think the move had not been taken. A resume at the path already recorded says nothing."""
     scripted = itertools.chain([4.0, 3.0, 3.5], itertools.repeat(3.8))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+        patch.setattr(trainer, "bits_per_char", lambda model, ids, limit, each_window: next(scripted))
         charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 1})
         assert latest("run").progress.step == 30
         charlm.train(fox_file, resume="run")
@@ -1439,7 +1444,7 @@ def test_an_evaluation_at_a_stop_between_eval_every_s_does_not_count_towards_pat
         return loss
 
     monkeypatch.setattr(train_state, "train_step", counting_step)
-    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: by_step[at[0]])
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit, each_window: by_step[at[0]])
     flat = {**tiny, "min_lr_ratio": 1.0, "eval_every": 10, "patience": 2}  # a flat rate: 25 then 75 steps are 100
     charlm.train(fox_file, out="whole", **{**flat, "max_steps": 100})
     charlm.train(fox_file, out="cut", **{**flat, "max_steps": 25})
