@@ -114,6 +114,11 @@ class Progress:
         return improved
 
     @property
+    def step_scored(self) -> bool:
+        """Whether val_bpc is this step's: a stop cut the last step's scoring short where not (its resume scores it)."""
+        return self.val_step == self.step
+
+    @property
     def tokens(self) -> int:
         """Training tokens seen: characters with a char vocabulary, pieces with sentencepiece. Stored as
         `chars`, named when every token was a character (the checkpoint keeps that key)."""

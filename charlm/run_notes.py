@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from . import runs
 from .config import Config
 from .errors import one_line_path
-from .fields import path_typed, said
+from .fields import said
 
 if TYPE_CHECKING:
     from .checkpoint import Progress
@@ -131,16 +131,16 @@ class Kept:
 
     @property
     def finished(self) -> bool:
-        """Whether a resume of the step saved trains nothing: its limits or --patience are spent."""
-        return self.last or bool(self.worse_evaluations)
+        """Whether a resume of the step saved does nothing: its limits or --patience are spent, its score made."""
+        return (self.last and self.scored) or bool(self.worse_evaluations)
 
 
 def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
     and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
     that is the run's last leaves a resume nothing to train (`nothing_to_train_note`'s words), only its
-    score where that was cut short, which `charlm eval` makes; one where --patience ran out, unless it is
-    raised (`patience_resumed_note`'s words)."""
+    score where that was cut short, which the resume makes (`unscored_last_note`); one where --patience ran
+    out, unless it is raised (`patience_resumed_note`'s words)."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
     not_saved = f"{failed_save_note(kept.save_error)}; " if kept.save_error else ""
     run_dir, saved_step = kept.run_dir, kept.saved_step
@@ -154,9 +154,15 @@ def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     elif kept.scored:
         holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing to train; {LARGER_LIMIT}"
     else:
-        scores = f"charlm eval {path_typed(one_line_path(run_dir))} scores it"
-        holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
+        holds = f"{unscored_last_note(run_dir, saved_step)}: resume with {runs.resume_command(run_dir)} to score it"
     return f"{stopped}; {not_saved}{holds}"
+
+
+def unscored_last_note(run_dir: Path, step: int) -> str:
+    """A run whose last step a stop saved before scoring it, and cut the scoring short (a second Ctrl-C, a
+    kill): its stop line and the resume that scores it, training nothing (`Trainer.say_nothing_to_train`),
+    say it alike."""
+    return f"{one_line_path(run_dir)} holds step {step}, the run's last, its score not finished"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:

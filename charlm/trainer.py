@@ -264,10 +264,15 @@ class Trainer:
         return self.saved_step is not None and self.spent(max_seconds) >= 1.0
 
     def say_nothing_to_train(self) -> None:
-        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
-        if self.ranks.leader:
-            spent = limits_spent(self.config, self.progress, self.run_dir)
-            self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
+        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does.
+        Where a stop cut the last step's scoring short, `fit` scores it now, and its `done:` line says so."""
+        if not self.ranks.leader:
+            return
+        if not self.progress.step_scored:
+            self.say(f"{run_notes.unscored_last_note(self.run_dir, self.progress.step)}: nothing to train; scoring it")
+            return
+        spent = limits_spent(self.config, self.progress, self.run_dir)
+        self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
 
     def check_patience_resumed(self) -> None:
         """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
