@@ -160,8 +160,7 @@ def stopped_note(kept: Kept, stopped_at: int | None) -> str:
 
 def unscored_last_note(run_dir: Path, step: int) -> str:
     """A run whose last step a stop saved before scoring it, and cut the scoring short (a second Ctrl-C, a
-    kill): its stop line and the resume that scores it, training nothing (`Trainer.say_nothing_to_train`),
-    say it alike."""
+    kill): its stop line and the resume that scores it, training nothing (`scoring_resumed_note`), say it alike."""
     return f"{one_line_path(run_dir)} holds step {step}, the run's last, its score not finished"
 
 
@@ -221,6 +220,13 @@ def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_g
         f"measured for {said('hidden', hidden)}: the machine is busier than when the run started, so the "
         f"{planned} (give {said(fitted)} to choose yourself)"
     )
+
+
+def scoring_resumed_note(run_dir: Path, step: int, moved_to: list[str] | None) -> str:
+    """What a resume of a run whose last step a stop left unscored does (`unscored_last_note`): train nothing,
+    score it; `moved_to`: its text's new path, recorded all the same (None: where it was)."""
+    moved = moved_note(moved_to) if moved_to else ""
+    return f"{unscored_last_note(run_dir, step)}: nothing to train{moved}; scoring it"
 
 
 def nothing_to_train_note(spent: str, sources: list[str]) -> str:

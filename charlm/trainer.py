@@ -265,11 +265,12 @@ class Trainer:
 
     def say_nothing_to_train(self) -> None:
         """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does.
-        Where a stop cut the last step's scoring short, `fit` scores it now, and its `done:` line says so."""
+        Where a stop cut the last step's scoring short, that it scores it now (`fit`, once the loop takes no step)."""
         if not self.ranks.leader:
             return
         if not self.progress.step_scored:
-            self.say(f"{run_notes.unscored_last_note(self.run_dir, self.progress.step)}: nothing to train; scoring it")
+            moved_to = self.corpus.sources if self.text_moved else None
+            self.say_always(run_notes.scoring_resumed_note(self.run_dir, self.progress.step, moved_to))
             return
         spent = limits_spent(self.config, self.progress, self.run_dir)
         self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))

@@ -1546,6 +1546,20 @@ def test_a_resume_finishes_the_last_steps_scoring_a_second_ctrl_c_cut_short(fox_
     assert again.exit_code == 1 and "; give a larger limit to go on" in again.output, again.output
 
 
+def test_a_resume_at_a_new_path_that_scores_the_last_step_says_it_recorded_the_path(fox_file, monkeypatch):
+    """A resume naming the run's text at a new path, of a run whose last step a second Ctrl-C left unscored, said it
+    scored it but not that it recorded the path, which a resume of a finished run says."""
+    signalled_at_step(monkeypatch, 12, signal.SIGINT)
+    ctrl_c_as_the_stop_scores(monkeypatch)
+    options = ["--eval-every", "10", "--max-steps", "13"]
+    assert cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options).exit_code == 130
+    moved = fox_file.rename(fox_file.with_name("moved.txt"))
+    resumed = cli("train", str(moved), "--resume", "run")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"its score not finished: nothing to train; its text's path is recorded ({moved})" in resumed.stderr
+    assert latest("run").progress.val_step == 13
+
+
 def test_ctrl_c_at_the_step_where_patience_runs_out_says_how_the_run_trains_on(fox_file, monkeypatch):
     """A Ctrl-C as step 20's evaluation ran out of --patience 1 said `resume with charlm train --resume RUN`: a resume
     that trains nothing, --patience spent. The stop line says so, and how to train on, in the resume's words."""
