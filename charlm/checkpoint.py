@@ -114,6 +114,12 @@ class Progress:
         return improved
 
     @property
+    def step_scored(self) -> bool:
+        """Whether val_bpc is this step's: a stop cut the last step's scoring short where not (its resume scores it).
+        A charlm before val_step scored a run's last step before saving it: a val_bpc without one is that score."""
+        return self.val_step == self.step or (self.val_step is None and self.val_bpc is not None)
+
+    @property
     def tokens(self) -> int:
         """Training tokens seen: characters with a char vocabulary, pieces with sentencepiece. Stored as
         `chars`, named when every token was a character (the checkpoint keeps that key)."""

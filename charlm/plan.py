@@ -330,7 +330,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     The reasons are the run's, from its run.json, but for those given now and `--precision auto`'s, which
     is chosen again on this resume's device.
     `text_given`: the resume names the run's text (at a new path, which it records), so a run whose limits
-    are spent is taken up, to record it and train nothing (`Trainer.say_nothing_to_train`), not refused."""
+    are spent is taken up, to record it and train nothing (`Trainer.say_nothing_to_train`), not refused; so is
+    one whose last step a stop saved unscored, to score it."""
     run_dir = path.parent
     check_not_behind(saved, path)
     refuse_added_limits(overrides, saved.progress.step, saved.progress.elapsed, run_dir)
@@ -349,7 +350,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     if "eval_also" not in overrides:
         check_kept_eval_also(config, run_dir)
     as_given, config = config, with_absolute_eval_also(config)
-    if not text_given and (spent := limits_spent(config, saved.progress, run_dir)):
+    if not text_given and saved.progress.step_scored and (spent := limits_spent(config, saved.progress, run_dir)):
         raise CharLMError(f"{spent}; {LARGER_LIMIT} (limits count the whole run)")
     write_checks.check_run_info_readable(run_dir)  # first: one chmod 000 is unreadable before it is write-protected
     write_checks.check_resumable(run_dir)

@@ -363,9 +363,10 @@ class Reporter:
             "train_bpc": self.train_bpc,
             "val_bpc": val_bpc,
             "lr": progress.lr,
-            "chars_per_s": round(
-                (progress.tokens - self.row_tokens) * self.chars_per_token / max(self.row_seconds, 1e-9), 1
-            ),
+            # None where no step was trained (a resume that only scores the last step): 0 would read as a stalled run
+            "chars_per_s": round((progress.tokens - self.row_tokens) * self.chars_per_token / self.row_seconds, 1)
+            if self.row_seconds
+            else None,
         }
         if eval_also_bpc is not None:
             row["eval_also_bpc"] = self.eval_also_bpc = eval_also_bpc

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from . import runs
 from .config import Config
 from .errors import one_line_path
-from .fields import path_typed, said
+from .fields import said
 
 if TYPE_CHECKING:
     from .checkpoint import Progress
@@ -131,16 +131,16 @@ class Kept:
 
     @property
     def finished(self) -> bool:
-        """Whether a resume of the step saved trains nothing: its limits or --patience are spent."""
-        return self.last or bool(self.worse_evaluations)
+        """Whether a resume of the step saved does nothing: its limits or --patience are spent, its score made."""
+        return (self.last and self.scored) or bool(self.worse_evaluations)
 
 
 def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
     and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
     that is the run's last leaves a resume nothing to train (`nothing_to_train_note`'s words), only its
-    score where that was cut short, which `charlm eval` makes; one where --patience ran out, unless it is
-    raised (`patience_resumed_note`'s words), and a larger limit given too where both ran out there."""
+    score where that was cut short, which the resume makes (`unscored_last_note`); one where --patience ran
+    out, unless it is raised (`patience_resumed_note`'s words), and a larger limit given too where both ran out there."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
     not_saved = f"{failed_save_note(kept.save_error)}; " if kept.save_error else ""
     run_dir, saved_step = kept.run_dir, kept.saved_step
@@ -155,9 +155,14 @@ def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     elif kept.scored:
         holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing to train; {LARGER_LIMIT}"
     else:
-        scores = f"charlm eval {path_typed(one_line_path(run_dir))} scores it"
-        holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last, its score not finished: {scores}"
+        holds = f"{unscored_last_note(run_dir, saved_step)}: resume with {runs.resume_command(run_dir)} to score it"
     return f"{stopped}; {not_saved}{holds}"
+
+
+def unscored_last_note(run_dir: Path, step: int) -> str:
+    """A run whose last step a stop saved before scoring it, and cut the scoring short (a second Ctrl-C, a
+    kill): its stop line and the resume that scores it, training nothing (`scoring_resumed_note`), say it alike."""
+    return f"{one_line_path(run_dir)} holds step {step}, the run's last, its score not finished"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:
@@ -218,6 +223,13 @@ def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_g
         f"measured for {said('hidden', hidden)}: the machine is busier than when the run started, so the "
         f"{planned} (give {said(fitted)} to choose yourself)"
     )
+
+
+def scoring_resumed_note(run_dir: Path, step: int, moved_to: list[str] | None) -> str:
+    """What a resume of a run whose last step a stop left unscored does (`unscored_last_note`): train nothing,
+    score it; `moved_to`: its text's new path, recorded all the same (None: where it was)."""
+    moved = moved_note(moved_to) if moved_to else ""
+    return f"{unscored_last_note(run_dir, step)}: nothing to train{moved}; scoring it"
 
 
 def nothing_to_train_note(spent: str, sources: list[str]) -> str:

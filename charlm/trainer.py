@@ -280,10 +280,16 @@ class Trainer:
         return self.saved_step is not None and self.spent(max_seconds) >= 1.0
 
     def say_nothing_to_train(self) -> None:
-        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does."""
-        if self.ranks.leader:
-            spent = limits_spent(self.config, self.progress, self.run_dir)
-            self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
+        """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does.
+        Where a stop cut the last step's scoring short, that it scores it now (`fit`, once the loop takes no step)."""
+        if not self.ranks.leader:
+            return
+        if not self.progress.step_scored:
+            moved_to = self.corpus.sources if self.text_moved else None
+            self.say_always(run_notes.scoring_resumed_note(self.run_dir, self.progress.step, moved_to))
+            return
+        spent = limits_spent(self.config, self.progress, self.run_dir)
+        self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
 
     def check_patience_resumed(self) -> None:
         """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as

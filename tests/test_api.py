@@ -28,6 +28,7 @@ from charlm import (
     CharLM,
     api,
     batches,
+    checkpoint,
     finetune,
     run_lock,
     run_notes,
@@ -1266,35 +1267,40 @@ def test_ctrl_c_after_a_failed_save_says_the_stop_was_not_saved(fox_file, tiny, 
     assert "; checkpoints/cut holds step 10: resume with charlm.train(resume='checkpoints/cut')" in str(stop.value)
 
 
-@pytest.mark.parametrize(
-    ("max_steps", "stop_at", "stopped", "kept"),
-    [
-        (20, None, "stopped at step 20", "step 20, the run's last: nothing to train; give a larger limit to go on"),
-        (13, None, "stopped at step 13", "step 13, the run's last: nothing to train; give a larger limit to go on"),
-        (
-            13,
-            13,
-            "interrupted",
-            "step 13, the run's last, its score not finished: charlm eval checkpoints/end scores it",
-        ),
-    ],
-)
-def test_ctrl_c_as_the_last_step_scores_says_nothing_to_train(
-    fox_file, tiny, monkeypatch, max_steps, stop_at, stopped, kept
-):
-    """A Ctrl-C as the run's last step was scored (step 20, scored on its cadence; or a second one after a stop
-    at step 13, saved before its scoring) said "resume with charlm.train(resume='checkpoints/end')", which
-    trains nothing: the run holds its last step, and only its score may be left to make. A lone Ctrl-C as the
-    last step, off the cadence (13), was scored was lost: charlm.train returned, and the script went on."""
+@pytest.mark.parametrize("max_steps", [20, 13])
+def test_ctrl_c_as_the_last_step_scores_says_nothing_to_train(fox_file, tiny, monkeypatch, max_steps):
+    """A Ctrl-C as the run's last step was scored (step 20, scored on its cadence; or 13, off it) said "resume with
+    charlm.train(resume='checkpoints/end')", which trains nothing: the run holds its last step, scored. A lone
+    Ctrl-C as the last step, off the cadence (13), was scored was lost: charlm.train returned, and the script went
+    on."""
     ctrl_c_as_the_stop_scores(monkeypatch)
-    if stop_at:
-        signalled_at(monkeypatch, stop_at, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as stop:
         charlm.train(fox_file, out="end", **{**tiny, "max_steps": max_steps})
+    kept = f"step {max_steps}, the run's last: nothing to train; give a larger limit to go on"
     assert str(stop.value) == (
-        f"charlm.train {stopped}; checkpoints/end holds {kept}; sample from its best with charlm.load('checkpoints/end')"
+        f"charlm.train stopped at step {max_steps}; checkpoints/end holds {kept}; sample from its best with "
+        "charlm.load('checkpoints/end')"
     )
     assert latest("end").progress.step == max_steps
+
+
+def test_a_resume_finishes_the_last_steps_scoring_a_second_ctrl_c_cut_short(fox_file, tiny, monkeypatch):
+    """charlm.train stopped by a second Ctrl-C as its last step (13) was scored advised `charlm eval`, which scored
+    best.pt's step 10, and charlm.train(resume=...) raised "nothing to train". The stop advises that resume, which
+    scores step 13 and logs it; a worse score than step 10's leaves best.pt at step 10."""
+    ctrl_c_as_the_stop_scores(monkeypatch)
+    signalled_at(monkeypatch, 13, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        charlm.train(fox_file, out="end", **{**tiny, "max_steps": 13})
+    assert str(stop.value) == (
+        "charlm.train interrupted; checkpoints/end holds step 13, the run's last, its score not finished: resume with "
+        "charlm.train(resume='checkpoints/end') to score it, or sample from its best with charlm.load('checkpoints/end')"
+    )
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args, **kwargs: 9.0)  # worse than step 10's
+    charlm.train(resume="checkpoints/end")
+    assert (latest("end").progress.val_step, latest("end").progress.val_bpc) == (13, 9.0)
+    assert checkpoint.read(runs.resolve("checkpoints/end")).progress.step == 10
+    assert [(row["step"], row["val_bpc"]) for row in runs.read_metrics(Path("checkpoints/end"))][-1] == (13, 9.0)
 
 
 def test_ctrl_c_where_patience_runs_out_says_how_the_run_trains_on(fox_file, tiny, monkeypatch):

@@ -1537,6 +1537,46 @@ def test_a_ctrl_c_as_an_evaluation_scores_is_said_then_and_stops_at_that_step(fo
     assert latest("run").progress.step == 10
 
 
+def test_a_resume_finishes_the_last_steps_scoring_a_second_ctrl_c_cut_short(fox_file, monkeypatch):
+    """A second Ctrl-C as a run's last step (13, off its --eval-every 10) was scored kept the step unscored, and
+    the stop line's `charlm eval RUN` scored best.pt (step 10) and finished nothing; `--resume RUN` said there was
+    nothing to train. The stop line advises the resume, which scores step 13 (nothing trained), logs it,
+    keeps it in best.pt where better, and ends as a finished run does."""
+    signalled_at_step(monkeypatch, 12, signal.SIGINT)
+    ctrl_c_as_the_stop_scores(monkeypatch)
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "10", "--max-steps", "13")
+    assert result.exit_code == 130, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "interrupted; checkpoints/run holds step 13, the run's last, its score not finished: resume with "
+        "charlm train --resume checkpoints/run to score it"
+    )
+    # better than step 10's: best.pt takes it
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args, **kwargs: 1.5)
+    resumed = cli("train", "--resume", "run")
+    assert resumed.exit_code == 0, resumed.output
+    assert "done: step 13, 0s, validation 1.500 bpc (best 1.500); saved in checkpoints/run" in resumed.stdout
+    assert latest("run").progress.val_step == 13 and checkpoint.read(runs.resolve("run")).progress.step == 13
+    row = runs.read_metrics(Path("checkpoints/run"))[-1]
+    assert (row["step"], row["val_bpc"]) == (13, 1.5)
+    assert row["train_bpc"] is None and row["chars_per_s"] is None  # no step trained: no speed of 0 chars/s drawn
+    again = cli("train", "--resume", "run")
+    assert again.exit_code == 1 and "; give a larger limit to go on" in again.output, again.output
+
+
+def test_a_resume_at_a_new_path_that_scores_the_last_step_says_it_recorded_the_path(fox_file, monkeypatch):
+    """A resume naming the run's text at a new path, of a run whose last step a second Ctrl-C left unscored, said it
+    scored it but not that it recorded the path, which a resume of a finished run says."""
+    signalled_at_step(monkeypatch, 12, signal.SIGINT)
+    ctrl_c_as_the_stop_scores(monkeypatch)
+    options = ["--eval-every", "10", "--max-steps", "13"]
+    assert cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options).exit_code == 130
+    moved = fox_file.rename(fox_file.with_name("moved.txt"))
+    resumed = cli("train", str(moved), "--resume", "run")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"its score not finished: nothing to train; its text's path is recorded ({moved})" in resumed.stderr
+    assert latest("run").progress.val_step == 13
+
+
 def test_ctrl_c_at_the_step_where_patience_runs_out_says_how_the_run_trains_on(fox_file, monkeypatch):
     """A Ctrl-C as step 20's evaluation ran out of --patience 1 said `resume with charlm train --resume RUN`: a resume
     that trains nothing, --patience spent. The stop line says so, and how to train on, in the resume's words."""

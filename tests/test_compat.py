@@ -105,6 +105,15 @@ def test_an_old_run_resumes_on_its_corpus_at_a_new_path(tmp_path):
     assert checkpoint.read(run / "latest.pt").corpus["sources"] == [str(moved)]
 
 
+def test_an_old_run_whose_limits_are_spent_is_finished_not_unscored(tmp_path):
+    """53d7eb2's checkpoints record no val_step, though the run scored its last step (its val_bpc): a resume of
+    the spent run took it for one whose last scoring a stop cut short, said "its score not finished" and scored
+    it again, where it says that nothing is left to train."""
+    run = old("run-53d7eb2", tmp_path)
+    refused = cli("train", "--resume", str(run))
+    assert refused.exit_code == 1 and "; give a larger limit to go on" in refused.output, refused.output
+
+
 @pytest.mark.parametrize("name", ["run-672a457", "run-a626fb2"])
 def test_a_run_of_an_early_charlm_is_refused_in_one_line_that_says_so(name, tmp_path):
     """An early format-2 run (its corpus record a digest of the text, or of another cache key; no streams'
