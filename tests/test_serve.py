@@ -4230,6 +4230,38 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
         assert browser.find_element("id", "seed").get_attribute("value") == "the "
 
 
+@pytest.mark.slow
+def test_page_writes_a_text_again_from_the_random_seed_it_shows(tiny_model, browser):
+    """The server tells each text's seed in its first chunk, but the page kept none and took none: a text one
+    liked could not be written again, longer or after a Stop. The page shows the seed a text was drawn with,
+    files it with the text, and a click on it or a restore pins it in the random seed box, so that Generate
+    writes that text again; an empty box draws anew, and greedy, which draws nothing, shows no seed."""
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "temperature", "1.5")
+        write(browser, wait, "the ", 30)
+        first, shown = made_text(browser), browser.find_element("id", "random-seed-used")
+        seed = shown.get_attribute("data-seed")
+        assert shown.is_displayed() and seed.isdigit() and seed in shown.text, shown.text
+        assert f"seed {seed}" in browser.find_element("css selector", "#history li .when").text
+        write(browser, wait, "the ", 30)  # the box is empty: a fresh draw
+        second, other = made_text(browser), shown.get_attribute("data-seed")
+        assert other != seed and browser.find_element("id", "random_seed").get_attribute("value") == ""
+        browser.find_elements("css selector", "#history li")[1].click()  # the first text: its seed pinned
+        assert browser.find_element("id", "random_seed").get_attribute("value") == seed
+        write(browser, wait, "the ", 60)  # longer, from the same draw
+        assert made_text(browser)[:30] == first and shown.get_attribute("data-seed") == seed
+        browser.find_elements("css selector", "#history li")[1].click()  # the second text
+        browser.find_element("id", "random-seed-used").click()  # its seed, as shown, pinned
+        assert browser.find_element("id", "random_seed").get_attribute("value") == other
+        write(browser, wait, "the ", 30)
+        assert made_text(browser) == second
+        set_field(browser, "temperature", "0")
+        write(browser, wait, "the ", 10)
+        assert not shown.is_displayed() and "seed" not in browser.find_element("css selector", "#history li .when").text
+
+
 def boxes(driver) -> dict[str, str]:
     """The form row's boxes as the page shows them (the template box's text only while it shows)."""
     shown = {name: driver.find_element("id", name).get_attribute("value") for name in ("form", "acrostic", "ban")}
