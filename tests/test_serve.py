@@ -4699,14 +4699,14 @@ def test_page_says_when_a_text_is_too_big_for_the_browsers_storage(fox_run, brow
         assert status_of(browser).startswith("key not saved: this browser's storage is full")
 
 
-DEFAULTS = ("temperature", "top_p", "top_k", "length")
+DEFAULTS = ("temperature", "top_p", "top_k", "length", "random_seed")
 
 
 @pytest.mark.slow
 def test_page_falls_back_to_defaults_for_what_its_storage_holds_damaged(tiny_model, browser):
     """What the page keeps in localStorage, damaged or hostile: a history that is not a list, or holds an
     entry without its text, stopped the page at "loading models…" (no model to pick, nothing written);
-    kept settings out of their boxes' range (a length of -5) made every Generate an error until retyped; a
+    kept settings out of their boxes' range (a length of -5, a random seed of 1.5) made every Generate an error until retyped; a
     key no header can carry made every request "the server does not answer". Each falls back to what the
     page does without it, and the entries it did write are still listed."""
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_tokens=100))
@@ -4716,8 +4716,12 @@ def test_page_falls_back_to_defaults_for_what_its_storage_holds_damaged(tiny_mod
         defaults = browser.execute_script(f"return {list(DEFAULTS)}.map((id) => document.getElementById(id).value)")
         filed = {"when": "2026-01-01T00:00:00Z", "model": "tiny", "seed": "the ", "made": [{"text": "fox"}]}
         for history, settings, key in (
-            ("{}", '{"length": -5, "top_p": 7, "top_k": -3, "temperature": 1e308}', "ключ"),
-            (json.dumps([None, {"when": "x"}, {**filed, "made": "fox"}, filed]), '{"temperature": "abc"}', "a key "),
+            ("{}", '{"length": -5, "top_p": 7, "top_k": -3, "temperature": 1e308, "random_seed": "-5"}', "ключ"),
+            (
+                json.dumps([None, {"when": "x"}, {**filed, "made": "fox"}, filed]),
+                '{"temperature": "abc", "random_seed": "1.5"}',
+                "a key ",
+            ),
             ("5", "[1, 2]", ""),
         ):
             browser.execute_script(
