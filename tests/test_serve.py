@@ -4230,6 +4230,38 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
         assert browser.find_element("id", "seed").get_attribute("value") == "the "
 
 
+@pytest.mark.slow
+def test_page_writes_a_text_again_from_the_random_seed_it_shows(tiny_model, browser):
+    """The server tells each text's seed in its first chunk, but the page kept none and took none: a text one
+    liked could not be written again, longer or after a Stop. The page shows the seed a text was drawn with,
+    files it with the text, and a click on it or a restore pins it in the random seed box, so that Generate
+    writes that text again; an empty box draws anew, and greedy, which draws nothing, shows no seed."""
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "temperature", "1.5")
+        write(browser, wait, "the ", 30)
+        first, shown = made_text(browser), browser.find_element("id", "random-seed-used")
+        seed = shown.get_attribute("data-seed")
+        assert shown.is_displayed() and seed.isdigit() and seed in shown.text, shown.text
+        assert f"seed {seed}" in browser.find_element("css selector", "#history li .when").text
+        write(browser, wait, "the ", 30)  # the box is empty: a fresh draw
+        second, other = made_text(browser), shown.get_attribute("data-seed")
+        assert other != seed and browser.find_element("id", "random_seed").get_attribute("value") == ""
+        browser.find_elements("css selector", "#history li")[1].click()  # the first text: its seed pinned
+        assert browser.find_element("id", "random_seed").get_attribute("value") == seed
+        write(browser, wait, "the ", 60)  # longer, from the same draw
+        assert made_text(browser)[:30] == first and shown.get_attribute("data-seed") == seed
+        browser.find_elements("css selector", "#history li")[1].click()  # the second text
+        browser.find_element("id", "random-seed-used").click()  # its seed, as shown, pinned
+        assert browser.find_element("id", "random_seed").get_attribute("value") == other
+        write(browser, wait, "the ", 30)
+        assert made_text(browser) == second
+        set_field(browser, "temperature", "0")
+        write(browser, wait, "the ", 10)
+        assert not shown.is_displayed() and "seed" not in browser.find_element("css selector", "#history li .when").text
+
+
 def boxes(driver) -> dict[str, str]:
     """The form row's boxes as the page shows them (the template box's text only while it shows)."""
     shown = {name: driver.find_element("id", name).get_attribute("value") for name in ("form", "acrostic", "ban")}
@@ -4667,14 +4699,14 @@ def test_page_says_when_a_text_is_too_big_for_the_browsers_storage(fox_run, brow
         assert status_of(browser).startswith("key not saved: this browser's storage is full")
 
 
-DEFAULTS = ("temperature", "top_p", "top_k", "length")
+DEFAULTS = ("temperature", "top_p", "top_k", "length", "random_seed")
 
 
 @pytest.mark.slow
 def test_page_falls_back_to_defaults_for_what_its_storage_holds_damaged(tiny_model, browser):
     """What the page keeps in localStorage, damaged or hostile: a history that is not a list, or holds an
     entry without its text, stopped the page at "loading models…" (no model to pick, nothing written);
-    kept settings out of their boxes' range (a length of -5) made every Generate an error until retyped; a
+    kept settings out of their boxes' range (a length of -5, a random seed of 1.5) made every Generate an error until retyped; a
     key no header can carry made every request "the server does not answer". Each falls back to what the
     page does without it, and the entries it did write are still listed."""
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_tokens=100))
@@ -4684,8 +4716,12 @@ def test_page_falls_back_to_defaults_for_what_its_storage_holds_damaged(tiny_mod
         defaults = browser.execute_script(f"return {list(DEFAULTS)}.map((id) => document.getElementById(id).value)")
         filed = {"when": "2026-01-01T00:00:00Z", "model": "tiny", "seed": "the ", "made": [{"text": "fox"}]}
         for history, settings, key in (
-            ("{}", '{"length": -5, "top_p": 7, "top_k": -3, "temperature": 1e308}', "ключ"),
-            (json.dumps([None, {"when": "x"}, {**filed, "made": "fox"}, filed]), '{"temperature": "abc"}', "a key "),
+            ("{}", '{"length": -5, "top_p": 7, "top_k": -3, "temperature": 1e308, "random_seed": "-5"}', "ключ"),
+            (
+                json.dumps([None, {"when": "x"}, {**filed, "made": "fox"}, filed]),
+                '{"temperature": "abc", "random_seed": "1.5"}',
+                "a key ",
+            ),
             ("5", "[1, 2]", ""),
         ):
             browser.execute_script(

@@ -49,7 +49,8 @@ function controlValues(numbers, boxes) {
 }
 // Kept `values` back in the controls: what a value is not of its control's kind (an older entry's, a
 // damaged one), a number out of its box's range (a kept length of -5 made every Generate an error until
-// it was retyped), or a form this page does not offer, leaves the control as it is.
+// it was retyped; a number box of `boxes`, the serve page's random seed, is kept as its text, "" when empty),
+// or a form this page does not offer, leaves the control as it is.
 function applyControlValues(values, numbers, boxes) {
   for (const [name, value] of Object.entries(values || {})) {
     const box = document.getElementById(name);
@@ -60,7 +61,8 @@ function applyControlValues(values, numbers, boxes) {
     if (!boxes.includes(name)) continue;
     if (box.type === "checkbox" && typeof value === "boolean") box.checked = value;
     const offered = box.tagName !== "SELECT" || [...box.options].some((o) => o.value === value);
-    if (box.type !== "checkbox" && typeof value === "string" && offered) box.value = value;
+    const fits = box.type !== "number" || value === "" || withinBox(box, Number(value));
+    if (box.type !== "checkbox" && typeof value === "string" && offered && fits) box.value = value;
   }
 }
 
