@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import run_notes, runs
+from .. import console, run_notes, runs
 from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
 from ..errors import one_line
 from ..fields import typed
@@ -64,6 +64,7 @@ def train(
     """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
+    console.outlive_readers()  # a terminal closed under the run: it stops (SIGHUP) saved and scored, or trains on
     with leaving_at_once():
         from .. import api, finetune, sizing
         from ..distributed import Ranks, peer_note
