@@ -813,9 +813,10 @@ def stalled_training(module: str, owner: str, mark: Path, fox_file: Path) -> for
         ("charlm.plan", "decide", signal.SIGINT),
         ("charlm.trainer", "Trainer.__init__", signal.SIGINT),
         ("charlm.plan", "decide", signal.SIGTERM),
+        ("charlm.trainer", "Trainer.__init__", signal.SIGHUP),  # a terminal closed: its folder claimed by then
         ("charlm.distributed", "Ranks.broadcast_object", signal.SIGINT),  # its folder claimed: torchrun's ranks wait
     ],
-    ids=["planning", "building", "planning-sigterm", "handing-over"],
+    ids=["planning", "building", "planning-sigterm", "building-sighup", "handing-over"],
 )
 def test_a_signal_before_training_starts_says_nothing_was_written_and_leaves_no_folder(
     fox_file, tmp_path, module, owner, signum
