@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from .stopping import Terminated, leaving_at_once
+from .stopping import hang_up_signal, leave_unwinding, leaving_at_once
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     try:
         command_line(complete_var="_CHARLM_COMPLETE")  # Tab completion under `python -m charlm` too
     finally:  # the command is done: a signal while the interpreter shuts down has nothing left to stop
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, hang_up_signal()):  # train unwinds on a hang-up
             handle(signum, leave_done)
 
 
@@ -54,11 +54,6 @@ def leave_done(signum: int, frame: object) -> None:
         with contextlib.suppress(Exception):  # closed, or a reader gone
             stream.flush()
     os._exit(128 + signum)
-
-
-def leave_unwinding(signum: int, frame: object) -> None:
-    """Exit with the shell's status for the signal, running `finally` blocks and removing temporaries on the way."""
-    raise Terminated(signum)
 
 
 if __name__ == "__main__":

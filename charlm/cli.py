@@ -81,7 +81,7 @@ class Group(click.Group):
         except CharLMError as e:
             raise click.ClickException(str(e)) from None
         except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            console.to_nowhere(sys.stdout)
             sys.exit(0)
         except KeyboardInterrupt as e:  # only training has checkpoints to speak of; a server just stops
             if ctx.invoked_subcommand == "train":  # what the run folder holds: on stdout, as `stopped at step N` is

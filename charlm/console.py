@@ -1,5 +1,6 @@
 """The standard streams where they fail: text a console or pipe cannot encode, a stream closed (`opened`),
-a full one (`unnamed_write`); each said in one line, never a traceback.
+a full one (`unnamed_write`); each said in one line, never a traceback. A stream whose reader is gone (a
+closed terminal, `| head` done) goes to /dev/null (`to_nowhere`), for training at once (`outlive_readers`).
 
 Where stdout's encoding is a legacy code page (Windows with output redirected or piped: cp1252, or
 cp936 for characters outside GBK), printing a Chinese sample would raise UnicodeEncodeError mid-text,
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import codecs
 import errno
+import io
+import os
 import sys
 from typing import TextIO
 
@@ -80,3 +83,60 @@ def unnamed_write(error: OSError) -> str:
             f"standard output: {error.strerror}; {remedy}, or send it elsewhere (--output FILE where a command has it)"
         )
     return f"file: {error.strerror or error}"
+
+
+# A reader gone: a terminal hung up (closed, an ssh session dropped), a pipe's reader exited (`| tee log` closed
+# with the terminal, `| head` done)
+READER_GONE = (errno.EIO, errno.EPIPE)
+
+
+def to_nowhere(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at /dev/null, its reader gone: what is still written, or still
+    buffered and flushed at exit, is dropped instead of failing again."""
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(nowhere, stream.fileno())
+    finally:
+        os.close(nowhere)
+
+
+class NowhereOnceGone(io.TextIOWrapper):
+    """A standard stream whose writes, once its reader is gone, go to /dev/null (`to_nowhere`) and succeed."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError as error:
+            self.gone(error)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as error:
+            self.gone(error)
+
+    def gone(self, error: OSError) -> None:
+        if error.errno not in READER_GONE:
+            raise error
+        to_nowhere(self)
+        super().flush()  # what the failed write left buffered: to /dev/null now, not at exit (status 120)
+
+
+def outlive_readers() -> None:
+    """Make stdout and stderr write on into /dev/null once their reader is gone, for the rest of the process.
+    A training run's terminal closed (or its `| tee` gone) under it: its next line raised EIO (EPIPE), and
+    the run exited 1 mid-stop, its final scoring and best.pt skipped, or died mid-run at a sample line
+    (`disown`, unsignalled). It now trains or stops as with a reader. A stream that is no file (a test
+    runner's, a notebook's) is left as it is."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if type(stream) is not io.TextIOWrapper:  # closed at start (None), replaced, or this already
+            continue
+        stream.flush()
+        # a buffer of its own: the old one's answer to seekable() may be of another file once on this descriptor
+        # (a forked child's), and a new wrapper asks a seekable one where it is: "Illegal seek" at a terminal
+        raw = io.FileIO(stream.fileno(), "w", closefd=False)
+        buffer = raw if isinstance(stream.buffer, io.RawIOBase) else io.BufferedWriter(raw)  # raw: python -u
+        options = {"line_buffering": stream.line_buffering, "write_through": stream.write_through}
+        setattr(sys, name, NowhereOnceGone(buffer, stream.encoding, stream.errors, **options))

@@ -4,8 +4,10 @@ that cannot show Chinese, Windows' rules for open files and signals, an Apple GP
 import contextlib
 import dataclasses
 import importlib.util
+import io
 import json
 import os
+import pty
 import shlex
 import shutil
 import signal
@@ -277,6 +279,22 @@ def test_a_full_standard_output_is_named(tmp_path, fox_run):
     assert full.stderr.decode().splitlines() == [
         f"{said} (--output FILE where a command has it)"
     ]  # not "free space on its disk (or raise the file size limit, ulimit -f)": /dev/full has neither
+
+
+@pytest.mark.parametrize("reader", ["terminal", "pipe"])
+def test_a_standard_stream_whose_reader_is_gone_writes_on_into_dev_null(monkeypatch, reader):
+    """A training run's next line once its terminal was closed (EIO) or its `| tee` gone (EPIPE) raised, and
+    the run ended there, its stop unfinished. Once gone, the stream goes to /dev/null and writes succeed."""
+    kept, written = pty.openpty() if reader == "terminal" else os.pipe()
+    with open(written, "w", encoding="utf-8") as stream:
+        monkeypatch.setattr(sys, "stdout", stream)
+        monkeypatch.setattr(sys, "stderr", io.StringIO())  # no file: left as it is
+        console.outlive_readers()
+        os.close(kept)
+        print("said to no one", flush=True)
+        print("and again", flush=True)
+        assert os.fstat(written).st_rdev == os.stat(os.devnull).st_rdev
+        assert isinstance(sys.stderr, io.StringIO)
 
 
 def test_standard_output_past_the_file_size_limit_says_to_raise_it(tmp_path):

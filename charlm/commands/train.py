@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import run_notes, runs
+from .. import console, run_notes, runs
 from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
 from ..errors import one_line
 from ..fields import typed
-from ..stopping import Terminated, leaving_at_once
+from ..stopping import Terminated, leaving_at_once, unwind_on_hang_up
 from .completion import corpora, run_names
 from .options import WholeRunSteps, options_of
 
@@ -64,6 +64,8 @@ def train(
     """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
+    console.outlive_readers()  # a terminal closed under the run: it stops (SIGHUP) saved and scored, or trains on
+    unwind_on_hang_up()
     with leaving_at_once():
         from .. import api, finetune, sizing
         from ..distributed import Ranks, peer_note
@@ -83,7 +85,7 @@ def train(
             trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
         except KeyboardInterrupt:  # the corpus read, the run planned: no checkpoint of this start yet
             raise KeyboardInterrupt(run_notes.not_started_note(resume is not None)) from None
-        except Terminated:  # SIGTERM meanwhile: said as Ctrl-C's is, its status (143) kept
+        except Terminated:  # SIGTERM or SIGHUP meanwhile: said as Ctrl-C's is, its status (143, 129) kept
             click.echo(one_line(run_notes.not_started_note(resume is not None)))
             raise
         # a peer lost from here on: the line says where the run goes on from
