@@ -136,7 +136,9 @@ class Trainer:
                     stopping = self.stopped_early = self.keep_time(progress.elapsed, stop, now=True)
                 self.reporter.step(loss, seconds)  # the progress bar, and the metrics' chars/s
                 self.compare_with_probe()
-            stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop, now=True) or stopping
+            # the clock stays at the last step's, as saved (its evaluation's scoring may have taken the rest of --max-time
+            # and more: the stop line would call a run with time left finished)
+            stopping = self.stopped_early = self.keep_time(progress.elapsed, stop, now=True) or stopping
             self.ending = True
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
             if scoring and self.saved_step != progress.step:
