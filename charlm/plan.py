@@ -56,7 +56,7 @@ from .errors import CharLMError, one_line_path
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
 from .model import ADAPTIVE_FEWEST_IDS, CORES, HEAD_DIVISION, auto_head_reason, head_cutoffs, narrowest_hidden
-from .run_notes import LARGER_LIMIT
+from .run_notes import limits_raised_note
 from .runtext import eval_also_kept, read_eval_also
 from .tokens import TokenCorpus
 from .train_state import check_data
@@ -351,7 +351,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
         check_kept_eval_also(config, run_dir)
     as_given, config = config, with_absolute_eval_also(config)
     if not text_given and saved.progress.step_scored and (spent := limits_spent(config, saved.progress, run_dir)):
-        raise CharLMError(f"{spent}; {LARGER_LIMIT} (limits count the whole run)")
+        go_on = limits_raised_note(patience_spent(config, saved.progress))
+        raise CharLMError(f"{spent}; {go_on} (limits count the whole run)")
     write_checks.check_run_info_readable(run_dir)  # first: one chmod 000 is unreadable before it is write-protected
     write_checks.check_resumable(run_dir)
     if "eval_also" in overrides and ranks.leader:  # as a new run's plan: its refusals name it as typed, not as kept
@@ -411,6 +412,13 @@ def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:
         f"{one_line_path(run_dir)} has already trained {progress.step} steps in {progress.elapsed:.0f}s, "
         f"its {' and '.join(limits)}"
     )
+
+
+def patience_spent(config: Config, progress: Progress) -> int:
+    """The evaluations without a better one after which --patience ran out (0: it did not), so that a resume of
+    the run trains nothing unless --patience is raised past them."""
+    ran_out = config.patience and progress.step and progress.worse_evaluations >= config.patience
+    return progress.worse_evaluations if ran_out else 0
 
 
 def check_eval_also(config: Config) -> None:

@@ -232,10 +232,17 @@ def scoring_resumed_note(run_dir: Path, step: int, moved_to: list[str] | None) -
     return f"{unscored_last_note(run_dir, step)}: nothing to train{moved}; scoring it"
 
 
-def nothing_to_train_note(spent: str, sources: list[str]) -> str:
+def nothing_to_train_note(spent: str, sources: list[str], worse: int = 0) -> str:
     """Why a resume whose limits were spent before it started (`spent`: `plan.limits_spent`'s words) trains
-    nothing, and what it did all the same: record its text's new path (`sources`)."""
-    return f"{spent}: nothing to train{moved_note(sources)}; {LARGER_LIMIT}"
+    nothing, what it did all the same: record its text's new path (`sources`), and how it goes on
+    (`limits_raised_note`)."""
+    return f"{spent}: nothing to train{moved_note(sources)}; {limits_raised_note(worse)}"
+
+
+def limits_raised_note(worse: int) -> str:
+    """How a run whose limits are spent goes on: a larger limit, and --patience raised too where it ran out at that
+    step (after `worse` evaluations without a better one; 0: it did not), as a larger limit alone trains nothing."""
+    return patience_raised_note(worse, larger_limit=True) if worse else LARGER_LIMIT
 
 
 def moved_note(sources: list[str]) -> str:

@@ -30,7 +30,7 @@ from .device import core_precision, hardware_said, precision_said, precision_tex
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
 from .model import CharLM
-from .plan import GIVEN, RunPlan, already_held, limits_spent
+from .plan import GIVEN, RunPlan, already_held, limits_spent, patience_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .resume_record import ResumeRecord, record_resume
 from .runtext import read_eval_also
@@ -136,7 +136,9 @@ class Trainer:
                     stopping = self.stopped_early = self.keep_time(progress.elapsed, stop, now=True)
                 self.reporter.step(loss, seconds)  # the progress bar, and the metrics' chars/s
                 self.compare_with_probe()
-            stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop, now=True) or stopping
+            # the clock stays at the last step's, as saved (its evaluation's scoring may have taken the rest of --max-time
+            # and more: the stop line would call a run with time left finished)
+            stopping = self.stopped_early = self.keep_time(progress.elapsed, stop, now=True) or stopping
             self.ending = True
             scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
             if scoring and self.saved_step != progress.step:
@@ -288,8 +290,8 @@ class Trainer:
             moved_to = self.corpus.sources if self.text_moved else None
             self.say_always(run_notes.scoring_resumed_note(self.run_dir, self.progress.step, moved_to))
             return
-        spent = limits_spent(self.config, self.progress, self.run_dir)
-        self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources))
+        spent, worse = limits_spent(self.config, self.progress, self.run_dir), self.patience_spent()
+        self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources, worse))
 
     def check_patience_resumed(self) -> None:
         """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
@@ -417,15 +419,15 @@ class Trainer:
         patience, progress = self.config.patience, self.progress
         if not patience or self.out_of_patience or (resuming and not progress.step):
             return False
-        out = self.ranks.leader and self.patience_spent()
+        out = self.ranks.leader and bool(self.patience_spent())
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
         return out
 
-    def patience_spent(self) -> bool:
-        """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
-        patience, progress = self.config.patience, self.progress
-        return bool(patience and progress.step) and progress.worse_evaluations >= patience
+    def patience_spent(self) -> int:
+        """The evaluations in a row that have not improved on the best, where --patience ran out (0: it did not;
+        rank 0 knows)."""
+        return patience_spent(self.config, self.progress)
 
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,

@@ -1355,6 +1355,28 @@ def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tin
     assert latest("cut").progress.step == 10 and not Path("checkpoints/cut/.lock").exists()
 
 
+def test_ctrl_c_at_an_evaluation_that_scores_past_the_time_limit_keeps_the_time_left(fox_file, tiny, monkeypatch):
+    """A Ctrl-C at step 10, an eval_every step saved at its scoring's end, whose scoring took past max_time (a big
+    model's takes tens of seconds): the run's clock went on past the checkpoint's after the loop, and the stop said
+    "the run's last: nothing to train", while the checkpoint held the time left, which a resume trains."""
+    real_score, real_clock, scoring_took = trainer.bits_per_char, trainer.time.perf_counter, [0.0]
+
+    def scored_for_an_hour(*args, **kwargs):
+        scoring_took[0] += 3600.0
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "bits_per_char", scored_for_an_hour)
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: real_clock() + scoring_took[0]))
+    signalled_at(monkeypatch, 10, signal.SIGINT)
+    timed = {**tiny, "max_steps": None, "max_time": "30m", "dropout": 0.0, "patience": 0}
+    with pytest.raises(KeyboardInterrupt) as stop:
+        charlm.train(fox_file, out="timed", **timed)
+    assert str(stop.value).startswith(
+        "charlm.train stopped at step 10; checkpoints/timed holds step 10: resume with charlm.train(resume="
+    ), str(stop.value)
+    assert latest("timed").progress.elapsed < 1800
+
+
 def test_ctrl_c_as_the_run_starts_saves_it_and_leaves_no_bar_open(fox_file, tiny, monkeypatch):
     """In a notebook the stop button pressed as the run's start line showed (its bar being made) raised a bare
     KeyboardInterrupt: nothing saved, no call to go on with, and the bar never closed, so every later bar

@@ -1620,6 +1620,23 @@ def test_ctrl_c_where_patience_and_the_step_limit_run_out_at_once_says_both_are_
     assert latest("run").progress.step == 22
 
 
+def test_a_resume_of_a_run_whose_limit_and_patience_ran_out_at_once_says_both_are_to_be_raised(fox_file, monkeypatch):
+    """A run whose --patience 1 ran out at step 20, the last of its --max-steps 20: a plain resume was refused with
+    `give a larger limit to go on`, and a resume with one then refused on --patience. Refused, or taken up to record
+    its text's path, it says both, in the words the stop line uses."""
+    scores = itertools.chain([3.0], itertools.repeat(3.5))
+    monkeypatch.setattr(trainer, "bits_per_char", lambda *args, **kwargs: next(scores))
+    options = ["--eval-every", "10", "--patience", "1", "--max-steps", "20"]
+    assert cli("train", str(fox_file), "--out", "run", *TINY_ARGS, *options).exit_code == 0
+    train_on = "; to train on, resume with a larger limit and --patience 0 or a --patience above 1"
+    assert_one_line_error(cli("train", "--resume", "run"), "has already trained 20 steps", "--max-steps 20", train_on)
+    text_given = cli("train", str(fox_file), "--resume", "run")
+    said_why = [line for line in text_given.output.splitlines() if ": nothing to train; " in line]
+    assert len(said_why) == 1 and said_why[0].endswith(train_on), text_given.output
+    assert_one_line_error(cli("train", "--resume", "run", "--patience", "0"), "; give a larger limit to go on")
+    assert latest("run").progress.step == 20
+
+
 def test_a_second_ctrl_c_after_the_stops_save_failed_says_it_was_not_saved(fox_file, monkeypatch):
     """Under --save-errors warn the stop's save before the scoring failed (its warning waits for the scoring's
     end), and a second Ctrl-C meanwhile ended `interrupted; RUN holds step 20` without a word of the stop's
