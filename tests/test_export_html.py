@@ -794,10 +794,10 @@ const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessa
 vm.runInContext(block("charlm-shared") + "\n" + block("charlm-sampler"), context);
 context.onmessage({ data: { type: "load", meta: JSON.parse(block("charlm-meta")), tensors: block("charlm-weights") } });
 context.onmessage({ data: { type: "logprobs", id: 1, text: request.text } });
-const texts = [];  // each of request.generations in turn: its text, or its error
+const texts = [], seeds = [];  // each of request.generations in turn: its text, or its error; its random seed
 const generate = (i) => {
   if (i === request.generations.length) {
-    console.log(JSON.stringify({ logprobs: messages.find((m) => m.id === 1).value, texts }));
+    console.log(JSON.stringify({ logprobs: messages.find((m) => m.id === 1).value, texts, seeds }));
     process.exit(0);
   }
   context.onmessage({ data: { type: "generate", id: 2 + i, ...request.generations[i] } });
@@ -806,6 +806,7 @@ const generate = (i) => {
     if (!done) return;
     clearInterval(wait);
     texts.push(done.type === "done" ? done.text : `error: ${done.message}`);
+    seeds.push(done.random_seed);
     generate(i + 1);
   }, 5);
 };
@@ -947,6 +948,26 @@ def test_the_pages_seeded_text_is_the_one_charlm_samples(tmp_path):
     options = ("--length", "250", "--temperature", "0.8", "--top-p", "0.9", "--random-seed", "1")
     assert cli("sample", str(tmp_path / "fox"), "--seed", "the quick b", *options).output == got["texts"][1] + "\n"
     assert got["texts"][-1].startswith("error: random_seed") and "\n" not in got["texts"][-1]
+
+
+def test_the_pages_sampler_tells_the_random_seed_it_drew_and_writes_the_text_again_from_it(tmp_path):
+    """Unseeded, the page's sampler drew from Math.random and never told which draw it used: a text liked on
+    the page could not be written again. Its done message tells the seed it drew (a whole number below 2**32,
+    as charlm's row_seeds draws: only a seed's low 32 bits count), which given back writes that text again; a
+    seed given is told as given, and greedy, which draws nothing, tells none (as the server's `seed`)."""
+    page = exported(tmp_path, model_of("lstm", TEXT, hidden=16))
+    drawn = {"seed": "the ", "length": 80, "temperature": 1.5}
+    greedy = [
+        {"seed": "the ", "length": 5, "temperature": 0},
+        {"seed": "the ", "length": 5, "greedy": True, "random_seed": 3},
+    ]
+    first = run_in_node(tmp_path, NODE_HARNESS, page, {"text": "the", "generations": [drawn, drawn, *greedy]})
+    seeds = first["seeds"]
+    assert all(isinstance(seed, int) and 0 <= seed < 2**32 for seed in seeds[:2]) and seeds[0] != seeds[1], seeds
+    assert seeds[2:] == [None, None]
+    given = [{**drawn, "random_seed": seed} for seed in (*seeds[:2], -5)]
+    again = run_in_node(tmp_path, NODE_HARNESS, page, {"text": "the", "generations": given})
+    assert again["texts"][:2] == first["texts"][:2] and again["seeds"] == [*seeds[:2], -5]
 
 
 def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing_something_else(tmp_path):
