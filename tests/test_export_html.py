@@ -697,6 +697,43 @@ def test_exported_page_keeps_its_settings_and_seed_across_a_reload(tmp_path, bro
     assert browser.find_element("id", "temperature").get_attribute("value") == "0.8"
 
 
+@pytest.mark.slow
+def test_exported_page_writes_a_text_again_from_the_random_seed_it_shows(tmp_path, browser):
+    """The exported page drew each text from a seed it never showed and had no box to take one: a text one liked
+    could not be written again, as the serve page's can. It shows the seed a text was drawn with; a click on it,
+    or the seed typed, pins it in the random seed box, kept across a reload, so that Generate writes that text
+    again (longer too); an empty box draws anew, and greedy, which draws nothing, shows no seed."""
+    page = exported(tmp_path, model_of("lstm", TEXT, hidden=16)).as_uri()
+    wait = page_ready(browser, page)
+    shown = browser.find_element("id", "random-seed-used")
+
+    def written(length: int) -> str:
+        write(browser, seed="the ", length=str(length))
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
+        return made_text(browser)
+
+    set_field(browser, "temperature", "1.5")
+    first = written(40)
+    seed = shown.get_attribute("data-seed")
+    assert shown.is_displayed() and seed.isdigit() and int(seed) < 2**32 and f"random seed {seed}" == shown.text
+    second = written(40)  # the box is empty: a fresh draw
+    other = shown.get_attribute("data-seed")
+    assert other != seed and browser.find_element("id", "random_seed").get_attribute("value") == ""
+    set_field(browser, "random_seed", seed)
+    assert written(80)[:40] == first and shown.get_attribute("data-seed") == seed  # longer, from the same draw
+    set_field(browser, "random_seed", "")
+    third = written(40)
+    shown.click()  # the seed shown, pinned
+    pinned = browser.find_element("id", "random_seed").get_attribute("value")
+    assert pinned == shown.get_attribute("data-seed") and pinned not in (seed, other)
+    assert written(40) == third and third != second
+    page_ready(browser, page)  # a reload keeps the box
+    assert browser.find_element("id", "random_seed").get_attribute("value") == pinned
+    set_field(browser, "temperature", "0")
+    written(10)
+    assert not browser.find_element("id", "random-seed-used").is_displayed()
+
+
 def test_page_bench_reads_a_catalog_runs_text_from_its_download(tmp_path, monkeypatch):
     """`charlm train tinyshakespeare` stores the corpus by its catalog name: the page bench compared
     log-probabilities on the file training read, where it failed opening a file named 'tinyshakespeare'."""
