@@ -697,6 +697,43 @@ def test_exported_page_keeps_its_settings_and_seed_across_a_reload(tmp_path, bro
     assert browser.find_element("id", "temperature").get_attribute("value") == "0.8"
 
 
+@pytest.mark.slow
+def test_exported_page_writes_a_text_again_from_the_random_seed_it_shows(tmp_path, browser):
+    """The exported page drew each text from a seed it never showed and had no box to take one: a text one liked
+    could not be written again, as the serve page's can. It shows the seed a text was drawn with; a click on it,
+    or the seed typed, pins it in the random seed box, kept across a reload, so that Generate writes that text
+    again (longer too); an empty box draws anew, and greedy, which draws nothing, shows no seed."""
+    page = exported(tmp_path, model_of("lstm", TEXT, hidden=16)).as_uri()
+    wait = page_ready(browser, page)
+    shown = browser.find_element("id", "random-seed-used")
+
+    def written(length: int) -> str:
+        write(browser, seed="the ", length=str(length))
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
+        return made_text(browser)
+
+    set_field(browser, "temperature", "1.5")
+    first = written(40)
+    seed = shown.get_attribute("data-seed")
+    assert shown.is_displayed() and seed.isdigit() and int(seed) < 2**32 and f"random seed {seed}" == shown.text
+    second = written(40)  # the box is empty: a fresh draw
+    other = shown.get_attribute("data-seed")
+    assert other != seed and browser.find_element("id", "random_seed").get_attribute("value") == ""
+    set_field(browser, "random_seed", seed)
+    assert written(80)[:40] == first and shown.get_attribute("data-seed") == seed  # longer, from the same draw
+    set_field(browser, "random_seed", "")
+    third = written(40)
+    shown.click()  # the seed shown, pinned
+    pinned = browser.find_element("id", "random_seed").get_attribute("value")
+    assert pinned == shown.get_attribute("data-seed") and pinned not in (seed, other)
+    assert written(40) == third and third != second
+    page_ready(browser, page)  # a reload keeps the box
+    assert browser.find_element("id", "random_seed").get_attribute("value") == pinned
+    set_field(browser, "temperature", "0")
+    written(10)
+    assert not browser.find_element("id", "random-seed-used").is_displayed()
+
+
 def test_page_bench_reads_a_catalog_runs_text_from_its_download(tmp_path, monkeypatch):
     """`charlm train tinyshakespeare` stores the corpus by its catalog name: the page bench compared
     log-probabilities on the file training read, where it failed opening a file named 'tinyshakespeare'."""
@@ -794,10 +831,10 @@ const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessa
 vm.runInContext(block("charlm-shared") + "\n" + block("charlm-sampler"), context);
 context.onmessage({ data: { type: "load", meta: JSON.parse(block("charlm-meta")), tensors: block("charlm-weights") } });
 context.onmessage({ data: { type: "logprobs", id: 1, text: request.text } });
-const texts = [];  // each of request.generations in turn: its text, or its error
+const texts = [], seeds = [];  // each of request.generations in turn: its text, or its error; its random seed
 const generate = (i) => {
   if (i === request.generations.length) {
-    console.log(JSON.stringify({ logprobs: messages.find((m) => m.id === 1).value, texts }));
+    console.log(JSON.stringify({ logprobs: messages.find((m) => m.id === 1).value, texts, seeds }));
     process.exit(0);
   }
   context.onmessage({ data: { type: "generate", id: 2 + i, ...request.generations[i] } });
@@ -806,6 +843,7 @@ const generate = (i) => {
     if (!done) return;
     clearInterval(wait);
     texts.push(done.type === "done" ? done.text : `error: ${done.message}`);
+    seeds.push(done.random_seed);
     generate(i + 1);
   }, 5);
 };
@@ -947,6 +985,26 @@ def test_the_pages_seeded_text_is_the_one_charlm_samples(tmp_path):
     options = ("--length", "250", "--temperature", "0.8", "--top-p", "0.9", "--random-seed", "1")
     assert cli("sample", str(tmp_path / "fox"), "--seed", "the quick b", *options).output == got["texts"][1] + "\n"
     assert got["texts"][-1].startswith("error: random_seed") and "\n" not in got["texts"][-1]
+
+
+def test_the_pages_sampler_tells_the_random_seed_it_drew_and_writes_the_text_again_from_it(tmp_path):
+    """Unseeded, the page's sampler drew from Math.random and never told which draw it used: a text liked on
+    the page could not be written again. Its done message tells the seed it drew (a whole number below 2**32,
+    as charlm's row_seeds draws: only a seed's low 32 bits count), which given back writes that text again; a
+    seed given is told as given, and greedy, which draws nothing, tells none (as the server's `seed`)."""
+    page = exported(tmp_path, model_of("lstm", TEXT, hidden=16))
+    drawn = {"seed": "the ", "length": 80, "temperature": 1.5}
+    greedy = [
+        {"seed": "the ", "length": 5, "temperature": 0},
+        {"seed": "the ", "length": 5, "greedy": True, "random_seed": 3},
+    ]
+    first = run_in_node(tmp_path, NODE_HARNESS, page, {"text": "the", "generations": [drawn, drawn, *greedy]})
+    seeds = first["seeds"]
+    assert all(isinstance(seed, int) and 0 <= seed < 2**32 for seed in seeds[:2]) and seeds[0] != seeds[1], seeds
+    assert seeds[2:] == [None, None]
+    given = [{**drawn, "random_seed": seed} for seed in (*seeds[:2], -5)]
+    again = run_in_node(tmp_path, NODE_HARNESS, page, {"text": "the", "generations": given})
+    assert again["texts"][:2] == first["texts"][:2] and again["seeds"] == [*seeds[:2], -5]
 
 
 def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing_something_else(tmp_path):

@@ -4757,18 +4757,21 @@ def test_page_restores_no_ban_longer_than_the_server_takes(tiny_model, browser):
 
 def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
     """Both pages: an empty or out-of-range setting is refused under the seed, named, and the last text
-    stays (the exported page wrote at temperature -1 and top-p 0, and both wrote an empty box as 0)."""
+    stays with the random seed it was drawn with (the exported page wrote at temperature -1 and top-p 0, and
+    both wrote an empty box as 0)."""
     set_field(driver, "seed", "the quick ")
     set_field(driver, "length", "30")
     driver.find_element("id", "generate").click()
     wait(driver, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(driver)
+    drawn = driver.find_element("id", "random-seed-used").get_attribute("data-seed")
     for name, value, says in (
         ("temperature", "", "temperature: give a number from 0 to 100"),
         ("temperature", "-1", "temperature: give a number from 0 to 100, not -1"),
         ("top_p", "0", "top-p: give a number from 0.01 to 1, not 0"),
         ("length", "", "length: give a whole number from 1 up"),
         ("length", "2.5", "length: give a whole number from 1 up, not 2.5"),  # not the sampler's words
+        ("random_seed", "1.5", "random seed: give a whole number from 0 to 9007199254740991, not 1.5"),
     ):
         before = driver.find_element("id", name).get_attribute("value")
         set_field(driver, name, value)
@@ -4777,6 +4780,7 @@ def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
         caption = says.split(":")[0]
         assert driver.find_element("id", "status").text == f"not written: see the {caption}"
         assert driver.find_element("id", "seed-error").text == says and made_text(driver) == made
+        assert driver.find_element("id", "random-seed-used").get_attribute("data-seed") == drawn != ""
         set_field(driver, name, before)
 
 

@@ -17,7 +17,8 @@
 // Messages out: ready, damaged {message} (the page's weights or description are not as exported),
 // failed {message} (the sampler failed as it started, the file as exported), result {id, value},
 // seed {id, text} (the seed as read, where it was read otherwise than typed: 'the' for an nfkc model's
-// 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
+// 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds, random_seed} (random_seed:
+// the seed it drew with, given or drawn, so that a text can be written again; null where greedy draws nothing),
 // error {id, message, param} (param: the option refused, "temperature", "form", "acrostic", "ban" ...; none
 // for a seed the model cannot read or that breaks the form),
 // failed {id, message} (the generation broke off: its chunks so far are all it wrote).
@@ -410,9 +411,13 @@ const LARGEST = 3.4028234663852886e38;  // float32's largest: decoding.LARGEST
 // ties at the k-th kept), then top-p (`nucleus`), then the CDF inverted at a uniform (`inverseCdf`). The
 // log-probabilities differ from torch's in their last bits, so a uniform within that of a boundary of the CDF
 // may still draw a neighbour. `allowed` (one byte per id) is null for free text with nothing banned.
+// Whether a text takes the likeliest character each step, drawing nothing: greedy, or a temperature of 0 in
+// float32 (as charlm's).
+function isGreedy(options) { return options.greedy || Math.fround(options.temperature) === 0; }
+
 function choose(logprobs, count, options, uniform, probs, allowed = null) {
-  const temperature = Math.min(Math.fround(options.temperature), LARGEST);  // 0 in float32: greedy, as charlm's
-  if (options.greedy || temperature === 0) return argmax(logprobs, count, allowed);
+  if (isGreedy(options)) return argmax(logprobs, count, allowed);
+  const temperature = Math.min(Math.fround(options.temperature), LARGEST);
   let max = -Infinity;
   for (let i = 0; i < count; i++) if ((!allowed || allowed[i]) && logprobs[i] > max) max = logprobs[i];
   for (let i = 0; i < count; i++) {  // scaled from the largest down
@@ -788,7 +793,10 @@ function generate(request) {
   const begin = form ? form.begun(seed) : 0;
   const allowed = form ? (count) => form.allowed(begin + count) : () => unbanned;
   if (seed !== typed) postMessage({ type: "seed", id: request.id, text: seed });
-  const uniform = torchUniforms(request.random_seed ?? Math.floor(Math.random() * 2 ** 32));
+  // Unseeded, a draw below 2 ** 32 (only a seed's low 32 bits count, as charlm's row_seeds draws), told in `done`
+  // so that the text can be written again; greedy draws nothing, and tells no seed (as the server's `seed`).
+  const randomSeed = isGreedy(options) ? null : request.random_seed ?? Math.floor(Math.random() * 2 ** 32);
+  const uniform = torchUniforms(randomSeed ?? 0);
   const probs = new Float64Array(model.V), chars = model.meta.vocab.chars;
   // The stop is looked for in `ending`, the text's last stop.length units: made.endsWith(stop) after
   // each character would flatten the whole text each time (quadratic in a long sample's length).
@@ -796,7 +804,8 @@ function generate(request) {
   stopRequested = false;
   const finish = () => {
     last = { text: seed + made, state, scores };
-    postMessage({ type: "done", id: request.id, text: seed + made, reason, warning, seconds: (performance.now() - started) / 1000 });
+    const seconds = (performance.now() - started) / 1000;
+    postMessage({ type: "done", id: request.id, text: seed + made, reason, warning, seconds, random_seed: randomSeed });
   };
   const slice = () => {
     const until = performance.now() + SLICE_MS;

@@ -66,6 +66,33 @@ function applyControlValues(values, numbers, boxes) {
   }
 }
 
+// The random seed box (#random_seed) as a request's random seed: null for an empty box (the server or the
+// sampler draws one, and tells it), else its whole number, refused by `caption` out of the box's range.
+function randomSeedOf(caption) {
+  const box = document.getElementById("random_seed");
+  if (box.value === "" && !box.validity.badInput) return null;
+  checkSetting("random_seed", caption);
+  return box.valueAsNumber;
+}
+// The seed a text was drawn with, shown beside the buttons (#random-seed-used), so that a text one liked can be
+// written again: `seed` as text, "" for none (greedy, which draws nothing).
+function showRandomSeed(seed) {
+  const button = document.getElementById("random-seed-used");
+  button.hidden = !seed;
+  button.dataset.seed = seed;
+  button.textContent = `random seed ${seed}`;
+}
+// A click on the seed shown pins it in the random seed box, so that Generate writes that text again; `keep`
+// keeps the box (the page's saveSettings).
+function pinsShownSeed(keep) {
+  document.getElementById("random-seed-used").addEventListener("click", (e) => {
+    const seed = e.currentTarget.dataset.seed;
+    document.getElementById("random_seed").value = seed;
+    keep();
+    setStatus(`random seed ${seed} set: Generate writes this text again from the same seed and settings; empty the box to draw anew`);
+  });
+}
+
 // The form row (#form, #template, #acrostic) as a request's fields: {form} or {template}, and {acrostic},
 // the ones given. The template's box shows only while "template…" is chosen (showTemplate).
 function formFields() {
