@@ -25,7 +25,7 @@ def main() -> None:
     try:
         command_line(complete_var="_CHARLM_COMPLETE")  # Tab completion under `python -m charlm` too
     finally:  # the command is done: a signal while the interpreter shuts down has nothing left to stop
-        for signum in (signal.SIGINT, signal.SIGTERM, hang_up_signal()):  # train unwinds on a hang-up
+        for signum in (signal.SIGINT, signal.SIGTERM, hang_up_signal()):  # a writing command unwinds on SIGHUP
             handle(signum, leave_done)
 
 

@@ -8,6 +8,7 @@ or scoring. There a bar redraws every PIPE_REDRAW_SECONDS, as often as a run's m
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -20,6 +21,8 @@ PIPE_REDRAW_SECONDS = 10.0  # a bar kept line by line, in a log
 # A bar for work before the main one (eval's reading and encoding) shows only once the work has taken this
 # long: a small file's would flash by, and one that cannot be read would leave a bar above its one-line error.
 LEAD_IN_SECONDS = 1.0
+# A terminal that says it is 0 wide or 0 high (a fresh pseudo-terminal, some CI's) is taken for the usual one
+DEFAULT_COLUMNS, DEFAULT_ROWS = 80, 24
 # tqdm's own bar with the unit after the count too: `2.61M/2.61M bytes [00:00<00:00, 53.2M bytes/s]`
 COUNTED_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
@@ -38,7 +41,27 @@ def progress_bar(iterable: Iterable | None = None, **options) -> tqdm:
     """A tqdm bar (tqdm's `options`) that redraws as `redraw_seconds` says."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, mininterval=redraw_seconds(), **options)
+    return tqdm(iterable, mininterval=redraw_seconds(), **sized(options))
+
+
+def sized(options: dict) -> dict:
+    """tqdm's `options`, sized where the bar's terminal says it has 0 columns or 0 rows: tqdm read that as -1 of
+    each and drew no bar at all (its row taken for one below the screen), or one a column wide. There the bar is
+    drawn as on an 80 x 24 terminal, at that size (tqdm's reading of the size would say -1 again)."""
+    stream = options.get("file") or sys.stderr
+    try:
+        columns, rows = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):  # no file, closed, or no terminal: tqdm's own sizes
+        return options
+    if columns and rows:
+        return options
+    # less one of each, as tqdm reads a terminal's: a line that fills the last column wraps on some
+    return {
+        **options,
+        "dynamic_ncols": False,
+        "ncols": (columns or DEFAULT_COLUMNS) - 1,
+        "nrows": (rows or DEFAULT_ROWS) - 1,
+    }
 
 
 def bytes_bar(total: int, **options) -> tqdm:

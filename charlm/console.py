@@ -1,6 +1,7 @@
 """The standard streams where they fail: text a console or pipe cannot encode, a stream closed (`opened`),
 a full one (`unnamed_write`); each said in one line, never a traceback. A stream whose reader is gone (a
-closed terminal, `| head` done) goes to /dev/null (`to_nowhere`), for training at once (`outlive_readers`).
+closed terminal, `| head` done) goes to /dev/null (`to_nowhere`), for a command that writes files at once
+(`outlive_readers`, `outlive_terminal`).
 
 Where stdout's encoding is a legacy code page (Windows with output redirected or piped: cp1252, or
 cp936 for characters outside GBK), printing a Chinese sample would raise UnicodeEncodeError mid-text,
@@ -19,7 +20,7 @@ from typing import TextIO
 
 import click
 
-from . import files
+from . import files, stopping
 from .errors import CharLMError
 
 ERRORS = "charlm-console"  # the name of the encode error handler below
@@ -140,3 +141,12 @@ def outlive_readers() -> None:
         buffer = raw if isinstance(stream.buffer, io.RawIOBase) else io.BufferedWriter(raw)  # raw: python -u
         options = {"line_buffering": stream.line_buffering, "write_through": stream.write_through}
         setattr(sys, name, NowhereOnceGone(buffer, stream.encoding, stream.errors, **options))
+
+
+def outlive_terminal() -> None:
+    """A command that writes files (train, sample, export, inspect) ends on a hang-up as on SIGTERM, exit 129,
+    what it was writing kept or removed as then, its lines going nowhere (`outlive_readers`): killed by it,
+    `charlm sample --output` lost the text still buffered, or an earlier file's new text and left its
+    temporary beside it, as an export or inspect page being written did. A server ends at once as before."""
+    outlive_readers()
+    stopping.unwind_on_hang_up()

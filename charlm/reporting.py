@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import files
-from .bars import redraw_seconds
+from .bars import redraw_seconds, sized
 from .checkpoint import Progress
 from .config import Config
 from .errors import CharLMError
@@ -196,7 +196,7 @@ class StepBar(tqdm):
     ) -> None:
         self.steps_per_second = steps_per_second  # before tqdm's first draw
         self.seconds_left = seconds_left
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **sized(kwargs))
 
     @property
     def format_dict(self) -> dict:

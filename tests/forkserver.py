@@ -18,18 +18,23 @@ started does not serve on for ever, with parent pid 1."""
 from __future__ import annotations
 
 import atexit
+import fcntl
 import io
 import json
 import os
 import pickle
 import pty
+import select
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
+from collections.abc import Callable
 
 # The server: imports, then forks a child per request on its socket and reports each child's exit.
 SERVER = r"""
@@ -263,3 +268,31 @@ def server(env: dict[str, str], terminal: bool = False) -> ForkServer:
         _servers[key] = ForkServer(env, terminal)
         atexit.register(_servers[key].close)
     return _servers[key]
+
+
+def hung_up(code: str, argv: list[str], ready: Callable[[bytes], bool], timeout: float = 60) -> tuple[int, bytes]:
+    """`code` forked as `start` forks it, at a terminal of 24 rows of 100 columns (its stdin, stdout and stderr;
+    its session's leader, that its controlling terminal), closed once `ready` says yes to what the terminal
+    shows so far: the kernel hangs its session up (SIGHUP) and its writes there fail (EIO), as when a user
+    closes a terminal window or an ssh session drops. Its exit status and what the terminal showed."""
+    terminal, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = dict(os.environ)
+    forks = server(env, terminal=True)
+    pid = forks.fork(code, argv, env, [os.dup(child), os.dup(child), child], terminal=True)
+    try:
+        screen, deadline = b"", time.monotonic() + timeout
+        while not ready(screen):
+            assert time.monotonic() < deadline, screen
+            if select.select([terminal], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(terminal, 1 << 16)
+                except OSError:  # EIO: it ended, closing the terminal
+                    raise AssertionError(f"ended before it was hung up: {screen!r}") from None
+        os.close(terminal)
+        status = forks.exit_status(pid, timeout=timeout)
+    finally:
+        if forks.exit_status(pid, timeout=0) is None:
+            os.kill(pid, signal.SIGKILL)
+    assert status is not None, f"still running {timeout} s after its terminal was closed"
+    return status, screen

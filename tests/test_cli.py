@@ -1721,6 +1721,45 @@ def test_ctrl_c_keeps_what_several_samples_had_made(trained, tmp_path, monkeypat
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == result.output
 
 
+@pytest.mark.parametrize("earlier", [None, "the earlier sample\n"], ids=["new", "replaced"])
+def test_a_sample_whose_terminal_is_closed_keeps_what_it_made_in_its_output(trained, tmp_path, earlier):
+    """A closed terminal (SIGHUP) killed `charlm sample --output`: a new file lost the text still buffered
+    (none of 2,000 shown kept), an earlier file kept its old text, the new one lost, and a
+    temporary file as big beside it. It now ends as on SIGTERM, status 129, the file holding what was made."""
+    output = tmp_path / "so.txt"
+    if earlier is not None:
+        output.write_text(earlier, encoding="utf-8")
+    args = ["-m", "sample", trained, "--length", "2000000", "--output", "so.txt"]
+    status, screen = forkserver.hung_up(forkserver.CHARLM, args, lambda shown: len(shown) > 2000)
+    shown = screen.decode().replace("\r\n", "\n")[:-1]  # the last character may be in flight, or half a line break
+    assert [path.name for path in tmp_path.glob("*so.txt*")] == ["so.txt"]
+    assert output.read_text(encoding="utf-8").startswith(shown)
+    assert status == 128 + signal.SIGHUP
+
+
+# Run before `python -m charlm`: a page's write stalls once its text is in its temporary file, saying so.
+STALLED_MID_WRITE = """
+import time
+from charlm import files
+def stalled(fd):
+    print("writing", flush=True)
+    time.sleep(60)
+files.sync_file = stalled
+"""
+
+
+@pytest.mark.parametrize("command", ["export html", "inspect"])
+def test_a_page_whose_terminal_is_closed_mid_write_leaves_no_temporary(trained, fox_file, tmp_path, command):
+    """A closed terminal (SIGHUP) killed an export or inspect writing its page, leaving a temporary file as big
+    as the page beside it. It now unwinds as on SIGTERM, status 129: the temporary removed, no page written."""
+    args = [*OUTPUT_COMMANDS[command], "page.html"]
+    status, _ = forkserver.hung_up(
+        STALLED_MID_WRITE + forkserver.CHARLM, ["-m", *args], lambda shown: b"writing" in shown
+    )
+    assert [path.name for path in tmp_path.glob("*page.html*")] == []
+    assert status == 128 + signal.SIGHUP
+
+
 # `python -m charlm ARGS` whose last atexit callback (run as the interpreter shuts down, after the command) is
 # where the signal SIGNUM lands: a Ctrl-C, or a kill, as the command ends.
 SIGNALLED_AT_EXIT = """

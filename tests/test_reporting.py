@@ -1,17 +1,22 @@
 """What a run records: metrics.jsonl rows across resumes, TensorBoard."""
 
+import fcntl
 import io
 import itertools
 import json
+import os
+import pty
 import re
+import struct
 import sys
+import termios
 
 import pytest
 import torch
 import tqdm.std
 
 import charlm
-from charlm import reporting, scoring, tokens
+from charlm import bars, reporting, scoring, tokens
 from charlm.bars import PIPE_REDRAW_SECONDS
 from charlm.checkpoint import Progress
 from charlm.config import Config
@@ -431,3 +436,21 @@ def test_a_timed_runs_total_counts_the_seconds_its_evaluations_take(tmp_path, mo
         assert abs(total - progress.step) <= 0.1 * progress.step, (total, progress.step)
     chars_per_second = int(re.search(r"([\d,]+) chars/s", frames[-1])[1].replace(",", ""))
     assert 950 <= chars_per_second <= 1_050 and "<00:00" in frames[-1], frames[-1]  # training's: 1,000
+
+
+@pytest.mark.parametrize("make", ["progress_bar", "StepBar"])
+def test_a_terminal_that_says_it_is_0_by_0_gets_a_bar_80_columns_wide(make):
+    """A fresh pseudo-terminal (some CI's) says it has 0 columns and 0 rows: tqdm read -1 of each and drew no
+    bar at all, its row taken for one below the screen (or, 0 columns alone, a bar one column wide). It gets
+    tqdm's usual line on an 80-column terminal: 79 characters, the bar filling what the numbers leave."""
+    screen, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    with open(terminal, "w", encoding="utf-8") as stream:
+        maker = bars.progress_bar if make == "progress_bar" else reporting.StepBar
+        for _ in maker(range(3), file=stream, dynamic_ncols=True):
+            pass
+    try:
+        frames = os.read(screen, 1 << 16).decode().replace("\n", "").split("\r")
+    finally:
+        os.close(screen)
+    assert [len(frame) for frame in frames if "3/3" in frame] == [79]

@@ -3,19 +3,14 @@ signals, full disks or NaN."""
 
 import dataclasses
 import errno
-import fcntl
 import itertools
 import json
 import os
-import pty
 import random
 import re
-import select
 import shlex
 import signal
-import struct
 import subprocess
-import termios
 import time
 from pathlib import Path
 
@@ -756,27 +751,10 @@ def test_a_run_whose_terminal_is_closed_saves_scores_and_stops_as_at_a_terminal(
     """A closed terminal hangs the run up (SIGHUP), and from then on every write there fails (EIO): the stop
     line raised, so the run exited 1, latest.pt written but its final scoring and best.pt left to chance. It
     ends as it does at a terminal still open: saved, scored, status 129; what it says goes nowhere."""
-    terminal, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 0 columns: tqdm draws no bar
-    env = dict(os.environ)
     shown = [arg for arg in TRAIN_ARGS if arg != "--quiet"]  # the bar and the stop lines: the writes that fail
     args = ["-m", "train", str(fox_file), "--out", "run", *shown, "--max-steps", "100000", "--eval-every", "100000"]
-    server = forkserver.server(env, terminal=True)  # stdin, stdout and stderr at the terminal, its session's
-    pid = server.fork(forkserver.CHARLM, args, env, [os.dup(child), os.dup(child), child], terminal=True)
-    try:
-        screen, deadline = b"", time.time() + 60
-        while not re.search(rb"[1-9]\d*/100000", screen):  # the bar counts steps
-            assert time.time() < deadline, screen
-            if select.select([terminal], [], [], 0.1)[0]:
-                try:
-                    screen += os.read(terminal, 1 << 16)
-                except OSError:  # EIO: it ended, closing the terminal
-                    pytest.fail(f"ended before it trained: {screen!r}")
-        os.close(terminal)  # the terminal is gone: the kernel hangs up its session
-        status = server.exit_status(pid, timeout=60)
-    finally:
-        if server.exit_status(pid, timeout=0) is None:
-            os.kill(pid, signal.SIGKILL)
+    training = re.compile(rb"[1-9]\d*/100000").search  # the bar counts steps
+    status, _ = forkserver.hung_up(forkserver.CHARLM, args, training)
     step = latest("run").progress.step
     assert status == 128 + signal.SIGHUP
     assert checkpoint.read(tmp_path / "checkpoints/run/best.pt").progress.step == step  # scored, kept

@@ -13,7 +13,7 @@ from .. import console, run_notes, runs
 from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
 from ..errors import one_line
 from ..fields import typed
-from ..stopping import Terminated, leaving_at_once, unwind_on_hang_up
+from ..stopping import Terminated, leaving_at_once
 from .completion import corpora, run_names
 from .options import WholeRunSteps, options_of
 
@@ -64,8 +64,7 @@ def train(
     """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
-    console.outlive_readers()  # a terminal closed under the run: it stops (SIGHUP) saved and scored, or trains on
-    unwind_on_hang_up()
+    console.outlive_terminal()  # a terminal closed under the run: it stops (SIGHUP) saved and scored, or trains on
     with leaving_at_once():
         from .. import api, finetune, sizing
         from ..distributed import Ranks, peer_note
