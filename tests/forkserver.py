@@ -76,6 +76,9 @@ while True:
         if terminal:  # a session's leader, its stdin its controlling terminal: Ctrl-C and window sizes reach it
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # a hang-up ends a command typed at a terminal, whatever the tests' own process does with one (a CI run
+        # under nohup ignores it, and its children inherited that: a test of a hang-up saw the run train on)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env | made)
