@@ -14,6 +14,7 @@ import re
 import runpy
 import shlex
 import shutil
+import signal
 import string
 import sys
 import time
@@ -26,7 +27,8 @@ import pytest
 import torch
 
 import charlm
-from charlm import finetune
+from charlm import fields, finetune, plan, run_notes
+from charlm.checkpoint import Progress
 from charlm.config import Config
 
 from .conftest import REPO, TINY, TINY_ARGS, cli, import_or_missing, make_model
@@ -1522,3 +1524,48 @@ def test_where_a_json_samples_random_seed_is_described_it_says_a_greedy_ones_is_
     assert [page for page, _ in described] == pages, described  # one description on each page
     for page, block in described:  # `temperature` was null with --greedy before: why the seed is too is what is new
         assert "null" in block and ("draws nothing" in block or "不抽随机数" in block), f"{page}: {block}"
+
+
+def stop_lines() -> list[str]:
+    """What charlm says of a run in checkpoints/novel stopped at step 1234 (or in step 1000's evaluation, 800 saved
+    before it; --patience 5 ran out there, or not), each way a stop or its resume ends, in the functions that word it."""
+    run, step = Path("checkpoints/novel"), 1234
+    kept = functools.partial(run_notes.Kept, run, step)
+    spent = plan.limits_spent(Config(max_steps=step, max_time=None), Progress(step=step, elapsed=600), run)
+    return [
+        run_notes.stopping_note(step, signal.SIGINT, run, step),
+        run_notes.stopping_note(1000, signal.SIGINT, run, 800),
+        run_notes.stopped_note(kept(), step),
+        run_notes.stopped_note(run_notes.Kept(run, None), None),
+        run_notes.stopped_note(kept(save_error="..."), None),
+        run_notes.stopped_note(kept(last=True), step),
+        run_notes.stopped_note(kept(last=True, scored=False), None),
+        run_notes.scoring_resumed_note(run, step, None),
+        run_notes.stopped_note(kept(worse_evaluations=5), step),
+        run_notes.stopped_note(kept(last=True, worse_evaluations=5), step),
+        f"{spent}; {run_notes.limits_raised_note(5)} (limits count the whole run)",  # plan.resume_plan's refusal
+        *(f"{caller}{run_notes.not_started_note(resuming)}" for caller in ("", "charlm.train ") for resuming in (0, 1)),
+    ]
+
+
+def quoted_stop_lines(page: Path) -> list[str]:
+    """The stop lines `page` quotes: whole, or from where they go on (`... holds step`, `...; to train on`)."""
+    whole = ("stopping at step", "stopped at step", "interrupted", "charlm.train interrupted", "checkpoints/novel ")
+    tails = ("holds step", "to train on", "before training")
+    spans = code_spans(prose(page))
+    return [s for s in spans if s.startswith(whole) or (s.startswith(("...", "holds")) and any(t in s for t in tails))]
+
+
+@pytest.mark.parametrize("page", ["data-and-checkpoints.md", "usage.zh.md"])
+def test_every_stop_line_the_checkpoint_docs_quote_is_charlms_and_each_is_quoted(page):
+    """Seven changes to how a run stops rewrote these pages' paragraphs on Ctrl-C and resuming, by hand, English and
+    Chinese apart: a reader compares the line on their screen with the one quoted. Each quote (`...` for what
+    varies) is a line `charlm train` says, and each line is quoted on both pages, the Chinese saying what English does."""
+    with fields.on_command_line("train"):
+        lines = stop_lines()
+    quoted = quoted_stop_lines(REPO / "docs" / page)
+    patterns = {quote: re.compile(".*".join(map(re.escape, quote.split("..."))) + r"\Z") for quote in quoted}
+    unsaid = [quote for quote, pattern in patterns.items() if not any(pattern.search(line) for line in lines)]
+    assert not unsaid, f"{page} quotes {unsaid}; charlm says {lines}"
+    unquoted = [line for line in lines if not any(pattern.search(line) for pattern in patterns.values())]
+    assert not unquoted, f"{page} quotes none of {unquoted}"
