@@ -1257,6 +1257,12 @@ class Terminal:
         os.close(self.terminal)
         return self.process.wait(timeout=60), self.screen.decode().replace("\r\n", "\n")
 
+    def hang_up(self) -> int:
+        """Close the terminal under the process, as a user closes its window (SIGHUP, its writes failing); its
+        exit status."""
+        os.close(self.terminal)
+        return self.process.wait(timeout=60)
+
 
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
     terminal = Terminal("--length", "15", "--random-seed", "0", "--output", "copy.txt")
@@ -1735,6 +1741,29 @@ def test_a_sample_whose_terminal_is_closed_keeps_what_it_made_in_its_output(trai
     assert [path.name for path in tmp_path.glob("*so.txt*")] == ["so.txt"]
     assert output.read_text(encoding="utf-8").startswith(shown)
     assert status == 128 + signal.SIGHUP
+
+
+@pytest.mark.parametrize("at", ["writing", "prompt"])
+def test_co_writing_whose_terminal_is_closed_keeps_its_transcript_in_its_output(trained, tmp_path, at):
+    """A closed terminal (SIGHUP) while the model wrote a continuation: giving the terminal its echo back
+    failed (it is gone), a termios.error traceback and exit 1, and --output kept its earlier text, the
+    transcript lost. It now ends as at the prompt, as on SIGTERM: status 129, the transcript in --output."""
+    (tmp_path / "copy.txt").write_text("earlier\n", encoding="utf-8")
+    length = "100000" if at == "writing" else "5"
+    terminal = Terminal("--length", length, "--random-seed", "0", "--output", "copy.txt")
+    terminal.type(b"the\n")
+    if at == "writing":
+        terminal.wait_for_more(300)
+    else:
+        terminal.type(b"")  # at the next prompt
+    screen = terminal.screen.decode().replace("\r\n", "\n")
+    shown = screen.removeprefix("> ").removesuffix("> ")[:-1]  # the last character may be in flight
+    status = terminal.hang_up()
+    errors = terminal.process.stderr.read().decode()
+    assert status == 128 + signal.SIGHUP and "Traceback" not in errors, errors
+    copy = (tmp_path / "copy.txt").read_text(encoding="utf-8")
+    assert copy.startswith("the\n") and copy.startswith(shown), copy[:200]
+    assert [path.name for path in tmp_path.glob("*copy.txt*")] == ["copy.txt"]
 
 
 # Run before `python -m charlm`: a page's write stalls once its text is in its temporary file, saying so.

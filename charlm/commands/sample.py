@@ -350,8 +350,9 @@ def keys_unechoed() -> Iterator[None]:
     termios.tcsetattr(terminal, termios.TCSANOW, quiet)  # TCSANOW, not TCSAFLUSH: the keys typed are kept
     try:
         yield
-    finally:
-        termios.tcsetattr(terminal, termios.TCSANOW, saved)
+    finally:  # a terminal closed meanwhile (hung up) has no echo to give back, and a traceback lost the transcript
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(terminal, termios.TCSANOW, saved)
 
 
 def back_after(typed: str, shown: str, before: str | None = None) -> str:
