@@ -1777,15 +1777,17 @@ files.sync_file = stalled
 """
 
 
-@pytest.mark.parametrize("command", ["export html", "inspect"])
-def test_a_page_whose_terminal_is_closed_mid_write_leaves_no_temporary(trained, fox_file, tmp_path, command):
-    """A closed terminal (SIGHUP) killed an export or inspect writing its page, leaving a temporary file as big
-    as the page beside it. It now unwinds as on SIGTERM, status 129: the temporary removed, no page written."""
-    args = [*OUTPUT_COMMANDS[command], "page.html"]
+@pytest.mark.parametrize(
+    ("command", "output"), [("export html", "page.html"), ("inspect", "page.html"), ("plot", "page.png")]
+)
+def test_a_page_whose_terminal_is_closed_mid_write_leaves_no_temporary(trained, fox_file, tmp_path, command, output):
+    """A closed terminal (SIGHUP) killed an export, inspect or plot writing its page (or picture), leaving a
+    temporary file as big beside it. It now unwinds as on SIGTERM, status 129: the temporary removed, no page written."""
+    args = [*OUTPUT_COMMANDS[command], output]
     status, _ = forkserver.hung_up(
         STALLED_MID_WRITE + forkserver.CHARLM, ["-m", *args], lambda shown: b"writing" in shown
     )
-    assert [path.name for path in tmp_path.glob("*page.html*")] == []
+    assert [path.name for path in tmp_path.glob("*page.*")] == []
     assert status == 128 + signal.SIGHUP
 
 
