@@ -1791,6 +1791,27 @@ def test_a_page_whose_terminal_is_closed_mid_write_leaves_no_temporary(trained, 
     assert status == 128 + signal.SIGHUP
 
 
+# Run before `python -m charlm`: a corpus's preparation stalls once its private cache folder is written, saying so.
+STALLED_PUBLISHING = """
+import time
+from charlm import tokens
+def stalled(*args):
+    print("publishing", flush=True)
+    time.sleep(60)
+tokens.publish = stalled
+"""
+
+
+def test_a_corpus_preparation_whose_terminal_is_closed_leaves_no_private_folder(fox_file, tmp_path):
+    """A closed terminal (SIGHUP) killed `charlm corpus prepare` (eval's and inspect's of a run's text too),
+    leaving its private cache folder, the corpus encoded, until the next preparation. It now unwinds as on
+    SIGTERM, status 129: the folder removed."""
+    args = ["-m", "corpus", "prepare", "fox.txt"]
+    status, _ = forkserver.hung_up(STALLED_PUBLISHING + forkserver.CHARLM, args, lambda shown: b"publishing" in shown)
+    assert list((tmp_path / "corpora" / "cache").iterdir()) == []
+    assert status == 128 + signal.SIGHUP
+
+
 # `python -m charlm ARGS` whose last atexit callback (run as the interpreter shuts down, after the command) is
 # where the signal SIGNUM lands: a Ctrl-C, or a kill, as the command ends.
 SIGNALLED_AT_EXIT = """
