@@ -107,6 +107,8 @@ def main(ctx: click.Context) -> None:
     # and that a body is not of the pickle protocol torch.save writes (charlm's: 2), a file charlm refuses too
     warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
     ctx.with_resource(on_command_line(ctx.invoked_subcommand or ""))  # until it ends: advice names it
+    if ctx.invoked_subcommand != "serve":  # a closed terminal ends a server at once: it has nothing to keep
+        console.outlive_terminal()
 
 
 @main.command("help")
@@ -351,7 +353,6 @@ def info(target: str | None) -> None:
 def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:
     """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,
     an ONNX file, or a safetensors model folder. See docs/export.md."""
-    console.outlive_terminal()  # a terminal closed mid-write: its temporary files removed, as on SIGTERM
     with leaving_at_once():
         from . import export, outputs
     if format_ is None:  # not click's required=True: its message does not say which formats exist
@@ -456,7 +457,6 @@ def inspect_command(
     """What the model of RUN (default: the latest run, which it names) learned, seen on FILE, as one HTML page:
     surprise per character, cells that follow quotes or the line, gate saturation, bits saved over an
     n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
-    console.outlive_terminal()  # a terminal closed mid-write: its temporary file removed, as on SIGTERM
     with leaving_at_once():
         from . import outputs
         from .corpus import source_files

@@ -1,7 +1,7 @@
 """The standard streams where they fail: text a console or pipe cannot encode, a stream closed (`opened`),
 a full one (`unnamed_write`); each said in one line, never a traceback. A stream whose reader is gone (a
-closed terminal, `| head` done) goes to /dev/null (`to_nowhere`), for a command that writes files at once
-(`outlive_readers`, `outlive_terminal`).
+closed terminal; for training also `| tee` gone) goes to /dev/null (`to_nowhere`), for the rest of a command
+(`outlive_terminal`, `outlive_readers`).
 
 Where stdout's encoding is a legacy code page (Windows with output redirected or piped: cp1252, or
 cp936 for characters outside GBK), printing a Chinese sample would raise UnicodeEncodeError mid-text,
@@ -86,9 +86,9 @@ def unnamed_write(error: OSError) -> str:
     return f"file: {error.strerror or error}"
 
 
-# A reader gone: a terminal hung up (closed, an ssh session dropped), a pipe's reader exited (`| tee log` closed
-# with the terminal, `| head` done)
-READER_GONE = (errno.EIO, errno.EPIPE)
+TERMINAL_GONE = (errno.EIO,)  # a terminal hung up (closed, an ssh session dropped)
+# or a pipe's reader exited (`| tee log` closed with the terminal, `| head` done)
+READER_GONE = (*TERMINAL_GONE, errno.EPIPE)
 
 
 def to_nowhere(stream: TextIO) -> None:
@@ -102,7 +102,10 @@ def to_nowhere(stream: TextIO) -> None:
 
 
 class NowhereOnceGone(io.TextIOWrapper):
-    """A standard stream whose writes, once its reader is gone, go to /dev/null (`to_nowhere`) and succeed."""
+    """A standard stream whose writes, once its reader is gone (`gone_errors`: how its writes then fail), go to
+    /dev/null (`to_nowhere`) and succeed."""
+
+    gone_errors = READER_GONE
 
     def write(self, text: str) -> int:
         try:
@@ -118,21 +121,24 @@ class NowhereOnceGone(io.TextIOWrapper):
             self.gone(error)
 
     def gone(self, error: OSError) -> None:
-        if error.errno not in READER_GONE:
+        if error.errno not in self.gone_errors:
             raise error
         to_nowhere(self)
         super().flush()  # what the failed write left buffered: to /dev/null now, not at exit (status 120)
 
 
-def outlive_readers() -> None:
-    """Make stdout and stderr write on into /dev/null once their reader is gone, for the rest of the process.
-    A training run's terminal closed (or its `| tee` gone) under it: its next line raised EIO (EPIPE), and
-    the run exited 1 mid-stop, its final scoring and best.pt skipped, or died mid-run at a sample line
-    (`disown`, unsignalled). It now trains or stops as with a reader. A stream that is no file (a test
-    runner's, a notebook's) is left as it is."""
+def outlive_readers(gone: tuple[int, ...] = READER_GONE) -> None:
+    """Make stdout and stderr write on into /dev/null once their reader is gone (their writes fail with `gone`),
+    for the rest of the process. A training run's terminal closed (or its `| tee` gone) under it: its next line
+    raised EIO (EPIPE), and the run exited 1 mid-stop, its final scoring and best.pt skipped, or died mid-run at
+    a sample line (`disown`, unsignalled). It now trains or stops as with a reader. A stream that is no file (a
+    test runner's, a notebook's) is left as it is."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
-        if type(stream) is not io.TextIOWrapper:  # closed at start (None), replaced, or this already
+        if isinstance(stream, NowhereOnceGone):  # made so by `outlive_terminal`: now for these readers too
+            stream.gone_errors = gone
+            continue
+        if type(stream) is not io.TextIOWrapper:  # closed at start (None), or replaced
             continue
         stream.flush()
         # a buffer of its own: the old one's answer to seekable() may be of another file once on this descriptor
@@ -140,13 +146,16 @@ def outlive_readers() -> None:
         raw = io.FileIO(stream.fileno(), "w", closefd=False)
         buffer = raw if isinstance(stream.buffer, io.RawIOBase) else io.BufferedWriter(raw)  # raw: python -u
         options = {"line_buffering": stream.line_buffering, "write_through": stream.write_through}
-        setattr(sys, name, NowhereOnceGone(buffer, stream.encoding, stream.errors, **options))
+        nowhere = NowhereOnceGone(buffer, stream.encoding, stream.errors, **options)
+        nowhere.gone_errors = gone
+        setattr(sys, name, nowhere)
 
 
 def outlive_terminal() -> None:
-    """A command that writes files (train, sample, export, inspect) ends on a hang-up as on SIGTERM, exit 129,
-    what it was writing kept or removed as then, its lines going nowhere (`outlive_readers`): killed by it,
-    `charlm sample --output` lost the text still buffered, or an earlier file's new text and left its
-    temporary beside it, as an export or inspect page being written did. A server ends at once as before."""
-    outlive_readers()
+    """Every command but a server (`cli.main`) ends on a hang-up as on SIGTERM, exit 129, what it was writing kept
+    or removed as then, its lines going nowhere once the terminal is gone (`outlive_readers`): killed by it,
+    `charlm sample --output` lost the text still buffered, or an earlier file's new text and left its temporary
+    beside it, as a page, picture or corpus cache being written did. A pipe's reader gone (`| head` done) still
+    ends a command at once: a sample wrote its whole --length into /dev/null. A server ends at once as before."""
+    outlive_readers(TERMINAL_GONE)
     stopping.unwind_on_hang_up()

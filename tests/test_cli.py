@@ -1257,6 +1257,12 @@ class Terminal:
         os.close(self.terminal)
         return self.process.wait(timeout=60), self.screen.decode().replace("\r\n", "\n")
 
+    def hang_up(self) -> int:
+        """Close the terminal under the process, as a user closes its window (SIGHUP, its writes failing); its
+        exit status."""
+        os.close(self.terminal)
+        return self.process.wait(timeout=60)
+
 
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
     terminal = Terminal("--length", "15", "--random-seed", "0", "--output", "copy.txt")
@@ -1737,6 +1743,29 @@ def test_a_sample_whose_terminal_is_closed_keeps_what_it_made_in_its_output(trai
     assert status == 128 + signal.SIGHUP
 
 
+@pytest.mark.parametrize("at", ["writing", "prompt"])
+def test_co_writing_whose_terminal_is_closed_keeps_its_transcript_in_its_output(trained, tmp_path, at):
+    """A closed terminal (SIGHUP) while the model wrote a continuation: giving the terminal its echo back
+    failed (it is gone), a termios.error traceback and exit 1, and --output kept its earlier text, the
+    transcript lost. It now ends as at the prompt, as on SIGTERM: status 129, the transcript in --output."""
+    (tmp_path / "copy.txt").write_text("earlier\n", encoding="utf-8")
+    length = "100000" if at == "writing" else "5"
+    terminal = Terminal("--length", length, "--random-seed", "0", "--output", "copy.txt")
+    terminal.type(b"the\n")
+    if at == "writing":
+        terminal.wait_for_more(300)
+    else:
+        terminal.type(b"")  # at the next prompt
+    screen = terminal.screen.decode().replace("\r\n", "\n")
+    shown = screen.removeprefix("> ").removesuffix("> ")[:-1]  # the last character may be in flight
+    status = terminal.hang_up()
+    errors = terminal.process.stderr.read().decode()
+    assert status == 128 + signal.SIGHUP and "Traceback" not in errors, errors
+    copy = (tmp_path / "copy.txt").read_text(encoding="utf-8")
+    assert copy.startswith("the\n") and copy.startswith(shown), copy[:200]
+    assert [path.name for path in tmp_path.glob("*copy.txt*")] == ["copy.txt"]
+
+
 # Run before `python -m charlm`: a page's write stalls once its text is in its temporary file, saying so.
 STALLED_MID_WRITE = """
 import time
@@ -1748,15 +1777,38 @@ files.sync_file = stalled
 """
 
 
-@pytest.mark.parametrize("command", ["export html", "inspect"])
-def test_a_page_whose_terminal_is_closed_mid_write_leaves_no_temporary(trained, fox_file, tmp_path, command):
-    """A closed terminal (SIGHUP) killed an export or inspect writing its page, leaving a temporary file as big
-    as the page beside it. It now unwinds as on SIGTERM, status 129: the temporary removed, no page written."""
-    args = [*OUTPUT_COMMANDS[command], "page.html"]
+@pytest.mark.parametrize(
+    ("command", "output"), [("export html", "page.html"), ("inspect", "page.html"), ("plot", "page.png")]
+)
+def test_a_page_whose_terminal_is_closed_mid_write_leaves_no_temporary(trained, fox_file, tmp_path, command, output):
+    """A closed terminal (SIGHUP) killed an export, inspect or plot writing its page (or picture), leaving a
+    temporary file as big beside it. It now unwinds as on SIGTERM, status 129: the temporary removed, no page written."""
+    args = [*OUTPUT_COMMANDS[command], output]
     status, _ = forkserver.hung_up(
         STALLED_MID_WRITE + forkserver.CHARLM, ["-m", *args], lambda shown: b"writing" in shown
     )
-    assert [path.name for path in tmp_path.glob("*page.html*")] == []
+    assert [path.name for path in tmp_path.glob("*page.*")] == []
+    assert status == 128 + signal.SIGHUP
+
+
+# Run before `python -m charlm`: a corpus's preparation stalls once its private cache folder is written, saying so.
+STALLED_PUBLISHING = """
+import time
+from charlm import tokens
+def stalled(*args):
+    print("publishing", flush=True)
+    time.sleep(60)
+tokens.publish = stalled
+"""
+
+
+def test_a_corpus_preparation_whose_terminal_is_closed_leaves_no_private_folder(fox_file, tmp_path):
+    """A closed terminal (SIGHUP) killed `charlm corpus prepare` (eval's and inspect's of a run's text too),
+    leaving its private cache folder, the corpus encoded, until the next preparation. It now unwinds as on
+    SIGTERM, status 129: the folder removed."""
+    args = ["-m", "corpus", "prepare", "fox.txt"]
+    status, _ = forkserver.hung_up(STALLED_PUBLISHING + forkserver.CHARLM, args, lambda shown: b"publishing" in shown)
+    assert list((tmp_path / "corpora" / "cache").iterdir()) == []
     assert status == 128 + signal.SIGHUP
 
 

@@ -93,7 +93,6 @@ def sample(
     folder; default: the latest run, which it names), streaming it as it is made.
 
     `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
-    console.outlive_terminal()  # a terminal closed mid-sample: --output keeps what was made, as on SIGTERM
     target = one_run(run, target)
     configs = sample_configs({k: v for k, v in given.items() if v is not None}, ban)
     if seed is not None and seed_file:
@@ -350,8 +349,9 @@ def keys_unechoed() -> Iterator[None]:
     termios.tcsetattr(terminal, termios.TCSANOW, quiet)  # TCSANOW, not TCSAFLUSH: the keys typed are kept
     try:
         yield
-    finally:
-        termios.tcsetattr(terminal, termios.TCSANOW, saved)
+    finally:  # a terminal closed meanwhile (hung up) has no echo to give back, and a traceback lost the transcript
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(terminal, termios.TCSANOW, saved)
 
 
 def back_after(typed: str, shown: str, before: str | None = None) -> str:

@@ -64,7 +64,7 @@ def train(
     """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
-    console.outlive_terminal()  # a terminal closed under the run: it stops (SIGHUP) saved and scored, or trains on
+    console.outlive_readers()  # its terminal closed (cli.main) or `| tee` gone: it stops saved and scored, or trains on
     with leaving_at_once():
         from .. import api, finetune, sizing
         from ..distributed import Ranks, peer_note
