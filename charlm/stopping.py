@@ -43,7 +43,7 @@ class StopFlag:
         self.ask(signum)
 
     def ask(self, signum: int) -> None:
-        """Stop as though `signum` came: a signal's, or under torchrun another rank's (`Trainer.keep_time`)."""
+        """Stop as though `signum` came: a signal's, or under torchrun another rank's (`Trainer.stop_asked`)."""
         self.asked, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
