@@ -124,11 +124,10 @@ class NowhereOnceGone(io.TextIOWrapper):
 
 
 def outlive_readers() -> None:
-    """Make stdout and stderr write on into /dev/null once their reader is gone, for the rest of the process.
-    A training run's terminal closed (or its `| tee` gone) under it: its next line raised EIO (EPIPE), and
-    the run exited 1 mid-stop, its final scoring and best.pt skipped, or died mid-run at a sample line
-    (`disown`, unsignalled). It now trains or stops as with a reader. A stream that is no file (a test
-    runner's, a notebook's) is left as it is."""
+    """Make stdout and stderr write on into /dev/null once their reader is gone (`READER_GONE`), for the rest
+    of the process: a training run whose terminal closed, or whose `| tee` went, trains or stops, saved and
+    scored, as with a reader, rather than failing at its next line. A stream that is no file (a test runner's,
+    a notebook's) is left as it is."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if type(stream) is not io.TextIOWrapper:  # closed at start (None), replaced, or this already

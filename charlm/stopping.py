@@ -13,16 +13,14 @@ from collections.abc import Iterator
 
 
 def hang_up_signal() -> int:
-    """SIGHUP; on Windows, which has none (every training run there failed on it), SIGTERM."""
+    """SIGHUP; on Windows, which has none, SIGTERM."""
     return getattr(signal, "SIGHUP", signal.SIGTERM)
 
 
 class StopFlag:
-    """Ctrl-C / SIGTERM / SIGHUP ask the loop to stop at the next step boundary; a second Ctrl-C stops at
-    once. A hang-up (a closed terminal, a dropped ssh session) killed a run unsaved, losing every step since
-    its last checkpoint; under torchrun, which passes its hang-up on to every rank, so does torchrun's
-    death, as a hang-up: its workers run in sessions of their own, and a killed torchrun left them
-    training, unsupervised, until their budget was spent."""
+    """Ctrl-C / SIGTERM / SIGHUP (a closed terminal, a dropped ssh session) ask the loop to stop at the next
+    step boundary, saved; a second Ctrl-C stops at once. Under torchrun its death (`launcher` gone) asks as a
+    hang-up does: its workers run in sessions of their own, which nothing else of it reaches."""
 
     def __init__(self, launcher: int | None = None) -> None:
         self.asked = False
@@ -49,10 +47,9 @@ class StopFlag:
     @contextlib.contextmanager
     def installed(self, only: tuple[int, ...] | None = None) -> Iterator[StopFlag]:
         """The flag as the handler of its signals while the loop runs, the previous handlers put back after.
-        A signal the caller ignores stays ignored: a script's background job (`python train.py &`) inherits
-        Ctrl-C ignored, and the Ctrl-C meant for the script stopped its training, which charlm.train then
-        returned as if finished; `nohup` ignores the hang-up. `only`: these signals instead (co-writing's
-        Ctrl-C stops a continuation, and SIGTERM still ends the command)."""
+        A signal the caller ignores stays ignored, meant for someone else: a background job (`python train.py &`)
+        inherits Ctrl-C ignored, `nohup` the hang-up. `only`: these signals instead (co-writing's Ctrl-C stops a
+        continuation, and SIGTERM still ends the command)."""
         try:
             signals = dict.fromkeys(only or (signal.SIGINT, signal.SIGTERM, hang_up_signal()))
             previous = {s: signal.signal(s, self) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
@@ -81,9 +78,9 @@ def leave_unwinding(signum: int, frame: object) -> None:
 
 def unwind_on_hang_up() -> None:
     """A hang-up (a terminal closed) unwinds as SIGTERM does (`leave_unwinding`, exit 129) until training's own
-    handlers take over (`StopFlag.installed`): while the text was read and the run planned it killed the process,
-    leaving the run folder claimed for it, and saying nothing. For training alone: a command that writes nothing
-    to keep (a server) ends at once as before. Ignored (nohup), it stays ignored."""
+    handlers take over (`StopFlag.installed`), so a run stopped while its text is read and planned releases the
+    folder claimed for it and says so. For training alone: a command that writes nothing to keep (a server) ends
+    at once. Ignored (nohup), it stays ignored."""
     signum = hang_up_signal()
     with contextlib.suppress(ValueError):  # not the main thread: no signal handling
         if signal.getsignal(signum) is not signal.SIG_IGN:

@@ -147,8 +147,8 @@ class Trainer:
         ask it to stop (`stop_flag`), rank 0's run folder (`open_run`), --detect-anomaly; and
         what it starts from: the model in training mode, the CPU threads, when to compare the speed with
         the size probe's."""
-        # The handlers first: a Ctrl-C as the start line shows (the notebook's stop button) stops the run at
-        # its first step, saved, rather than raising in the middle of making the bar, which stayed open.
+        # the handlers first: a Ctrl-C as the start line shows (a notebook's stop button) stops the run at its
+        # first step, saved
         stack.enter_context(self.stop_flag.installed())
         if self.ranks.leader:
             self.open_run(stack, max_seconds)
