@@ -94,11 +94,10 @@ def not_started_note(resuming: bool) -> str:
 
 
 def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int | None, scoring: bool = True) -> str:
-    """Said as a signal stops the run, once its step is saved (`Trainer.fit`): the scoring of the held-out text
-    (`scoring`) takes seconds in silence (more on a busy machine), and a second Ctrl-C meanwhile keeps the
-    saved step. A save that failed (--save-errors warn) is tried again after the scoring, and until then a
-    second Ctrl-C keeps the last checkpoint; with nothing to score (a stop on an evaluation step), it is not
-    saved, as its warning said."""
+    """Said as a signal stops the run at `step` (`Trainer.say_stopping`): whether the step is saved, whether its
+    held-out text is being scored (`scoring`: seconds of silence), and, for Ctrl-C, what a second one keeps
+    meanwhile. A save that failed (--save-errors warn) is tried again after the scoring; with nothing to score,
+    the step stays unsaved, as its warning said."""
     shown_dir = one_line_path(run_dir)
     if saved_step == step:
         note, kept = f"stopping at step {step}: saved it ({shown_dir})", "it"

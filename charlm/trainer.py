@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import signal
 import sys
 import time
 import warnings
@@ -139,7 +138,7 @@ class Trainer:
                 self.reporter.step(loss, seconds)  # the progress bar, and the metrics' chars/s
                 self.compare_with_probe()
             stopping = self.finish(stopping)
-        self.stop_signal = (self.stop_flag.signum or signal.SIGINT) if stopping else None
+        self.stop_signal = self.stop_flag.signum if stopping else None  # a stop is always a signal's
         return self.result
 
     def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
