@@ -4,9 +4,10 @@
     trainer.fit()                        # the loop below, in the plan's run folder
 
 `fit` reads top to bottom: install the stop signals' handlers, take the run folder's lock and write
-run.json, then until the budget (steps or wall time) is spent: one training step
-(`train_state.train_step`), the clock, the evaluation and checkpoint hooks when due, the progress
-report. The final weights are always scored.
+run.json, then until the budget (steps or wall time) is spent or a signal asks to stop: one training step
+(`train_state.train_step`), the clock and the stop request (`keep_time`), the evaluation and checkpoint
+hooks when due, the progress report; then `finish`: the last step saved and scored, as the final weights
+always are.
 Validation is scored in fp32 whatever the training precision, so bpc figures compare across
 precisions. Under torchrun the trainer is one rank of a data-parallel job: see `distributed.py`.
 """
@@ -254,8 +255,7 @@ class Trainer:
         if not self.ranks.leader:
             return
         if not self.progress.step_scored:
-            moved_to = self.corpus.sources if self.text_moved else None
-            self.say_always(run_notes.scoring_resumed_note(self.run_dir, self.progress.step, moved_to))
+            self.say_always(run_notes.scoring_resumed_note(self.run_dir, self.progress.step, self.moved_to))
             return
         spent, worse = limits_spent(self.config, self.progress, self.run_dir), self.patience_spent()
         self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources, worse))
@@ -264,8 +264,12 @@ class Trainer:
         """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
         nothing else says why the limits given were not trained to."""
         if self.decide_patience(resuming=True):
-            moved_to = self.corpus.sources if self.text_moved else None
-            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, moved_to))
+            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, self.moved_to))
+
+    @property
+    def moved_to(self) -> list[str] | None:
+        """The text's new path, which a resume records even where it trains nothing (None: where it was)."""
+        return self.corpus.sources if self.text_moved else None
 
     def resumed_idle(self, max_seconds: float | None) -> bool:
         """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `decide_patience`):
@@ -311,7 +315,7 @@ class Trainer:
         if step % self.config.eval_every == 0:
             self.evaluate_and_save()
         elif self.ending:
-            return  # `fit` saves this step itself, before and after it scores it
+            return  # `finish` saves this step itself, before and after it scores it
         elif (every_steps and step % every_steps == 0) or (
             every_seconds and self.clock - self.saved_at >= every_seconds
         ):
@@ -359,7 +363,7 @@ class Trainer:
 
     def say_stopping(self, scoring: bool) -> None:
         """Rank 0 says the run stops at this step (`run_notes.stopping_note`), saved, and whether it scores it:
-        once, the first time it knows (a scoring may hear the stop before `fit` does)."""
+        once, the first time it knows (a scoring may hear the stop before the loop does)."""
         if self.ranks.leader and not self.stop_said:
             self.stop_said = True
             signum, step = self.stop_flag.signum, self.progress.step
