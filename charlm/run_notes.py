@@ -179,22 +179,28 @@ def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None)
 
 def patience_note(patience: int, progress: Progress) -> str:
     """Why the run stops before its limits: validation has not improved for `patience` evaluations in a row,
-    so the text is being memorized, and best.pt already holds the best weights."""
+    so the text is being memorized, and best.pt already holds the best weights (where one could be written)."""
+    keeps = "" if progress.best_bpc is None else ", best.pt keeps the best"
     return (
-        f"validation has not improved for {patience} evaluations (best {progress.best_bpc:.3f} bpc at "
-        f"step {progress.best_step}, now {progress.val_bpc:.3f}): the text is being memorized; stopping "
-        f"early, best.pt keeps the best ({said('patience', 0)} trains on)"
+        f"validation has not improved for {patience} evaluations (best {best_note(progress)}, now "
+        f"{progress.val_bpc:.3f}): the text is being memorized; stopping early{keeps} ({said('patience', 0)} trains on)"
     )
+
+
+def best_note(progress: Progress) -> str:
+    """The run's best validation score and its step, or that none was saved (every save failed, --save-errors warn)."""
+    if progress.best_bpc is None:
+        return "none saved"
+    return f"{progress.best_bpc:.3f} bpc at step {progress.best_step}"
 
 
 def patience_resumed_note(progress: Progress, run_dir: Path, moved_to: list[str] | None) -> str:
     """Why a resume of a run --patience stopped trains nothing, and how it trains on; `moved_to`: its text's
     new path, recorded all the same (None: where it was)."""
-    best, worse = progress.best_bpc, progress.worse_evaluations
-    best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
+    worse = progress.worse_evaluations
     return (
         f"{one_line_path(run_dir)} stopped early at step {progress.step}: validation has not improved for "
-        f"{worse} evaluations (best {best_text}); nothing to train{moved_note(moved_to)}: {patience_raised_note(worse)}"
+        f"{worse} evaluations (best {best_note(progress)}); nothing to train{moved_note(moved_to)}: {patience_raised_note(worse)}"
     )
 
 
