@@ -117,10 +117,11 @@ class NowhereOnceGone(io.TextIOWrapper):
             self.gone(error)
 
     def gone(self, error: OSError) -> None:
+        """A write that failed for its reader gone sends the stream to /dev/null for good; any other failure is raised."""
         if error.errno not in READER_GONE:
             raise error
         to_nowhere(self)
-        super().flush()  # what the failed write left buffered: to /dev/null now, not at exit (status 120)
+        super().flush()  # what the failed write left buffered: dropped now, or Python's flush at exit fails (status 120)
 
 
 def outlive_readers() -> None:

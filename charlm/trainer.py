@@ -251,7 +251,7 @@ class Trainer:
 
     def say_nothing_to_train(self) -> None:
         """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does.
-        Where a stop cut the last step's scoring short, that it scores it now (`fit`, once the loop takes no step)."""
+        Where a stop cut the last step's scoring short, that it scores it now (`finish`, the loop taking no step)."""
         if not self.ranks.leader:
             return
         if not self.progress.step_scored:
