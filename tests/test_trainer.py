@@ -930,7 +930,7 @@ def test_two_ctrl_cs_as_the_last_step_scores_keep_the_last_step(fox_file, tmp_pa
     assert f"{stopping}, keeping it\n" in err, err  # said as it scored, before the second Ctrl-C
     assert out.splitlines()[-1] == (
         "interrupted; checkpoints/run holds step 13, the run's last, its score not finished: "
-        "resume with charlm train --resume checkpoints/run to score it"
+        "charlm eval checkpoints/run scores it"
     )
     assert latest("run").progress.step == 13
 
