@@ -126,9 +126,9 @@ class NowhereOnceGone(io.TextIOWrapper):
 
 def outlive_readers() -> None:
     """Make stdout and stderr write on into /dev/null once their reader is gone (`READER_GONE`), for the rest
-    of the process: a training run whose terminal closed, or whose `| tee` went, trains or stops, saved and
-    scored, as with a reader, rather than failing at its next line. A stream that is no file (a test runner's,
-    a notebook's) is left as it is."""
+    of the process: a command whose terminal closed, or whose `| tee` went, goes on as with a reader (a training
+    run trains or stops, saved and scored) rather than failing at its next line. A stream that is no file (a test
+    runner's, a notebook's) is left as it is."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if type(stream) is not io.TextIOWrapper:  # closed at start (None), replaced, or this already

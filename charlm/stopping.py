@@ -78,9 +78,9 @@ def leave_unwinding(signum: int, frame: object) -> None:
 
 def unwind_on_hang_up() -> None:
     """A hang-up (a terminal closed) unwinds as SIGTERM does (`leave_unwinding`, exit 129) until training's own
-    handlers take over (`StopFlag.installed`), so a run stopped while its text is read and planned releases the
-    folder claimed for it and says so. For training alone: a command that writes nothing to keep (a server) ends
-    at once. Ignored (nohup), it stays ignored."""
+    handlers take over (`StopFlag.installed`): while the text was read and the run planned it killed the process,
+    leaving the run folder claimed for it, and saying nothing. For training alone: a command that writes nothing
+    to keep (a server) ends at once as before. Ignored (nohup), it stays ignored."""
     signum = hang_up_signal()
     with contextlib.suppress(ValueError):  # not the main thread: no signal handling
         if signal.getsignal(signum) is not signal.SIG_IGN:
