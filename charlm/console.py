@@ -117,17 +117,17 @@ class NowhereOnceGone(io.TextIOWrapper):
             self.gone(error)
 
     def gone(self, error: OSError) -> None:
-        """A write that failed for its reader gone sends the stream to /dev/null for good; any other failure is raised."""
         if error.errno not in READER_GONE:
             raise error
         to_nowhere(self)
-        super().flush()  # what the failed write left buffered: dropped now, or Python's flush at exit fails (status 120)
+        super().flush()  # what the failed write left buffered: to /dev/null now, not at exit (status 120)
 
 
 def outlive_readers() -> None:
-    """Make stdout and stderr write on into /dev/null once their reader is gone (`READER_GONE`), for the rest
-    of the process: a command whose terminal closed, or whose `| tee` went, goes on as with a reader (a training
-    run trains or stops, saved and scored) rather than failing at its next line. A stream that is no file (a test
+    """Make stdout and stderr write on into /dev/null once their reader is gone, for the rest of the process.
+    A training run's terminal closed (or its `| tee` gone) under it: its next line raised EIO (EPIPE), and
+    the run exited 1 mid-stop, its final scoring and best.pt skipped, or died mid-run at a sample line
+    (`disown`, unsignalled). It now trains or stops as with a reader. A stream that is no file (a test
     runner's, a notebook's) is left as it is."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
