@@ -59,10 +59,9 @@ def not_saved_message(error: str, step: int, run_dir: Path, saved_step: int | No
 def saved_note(run_dir: Path, saved_step: int | None, save_error: str | None) -> str:
     """Where the run's checkpoints are, or why the last could not be written (--save-errors warn): what
     the folder keeps, in the stop line's words where none was written (`stopped_note`)."""
-    shown_dir = one_line_path(run_dir)
     if not save_error:
-        return f"saved in {shown_dir}"
-    kept = unsaved_note(run_dir) if saved_step is None else f"{shown_dir} holds step {saved_step}"
+        return f"saved in {one_line_path(run_dir)}"
+    kept = unsaved_note(run_dir) if saved_step is None else holds_step(run_dir, saved_step)
     return f"{failed_save_note(save_error)}; {kept}"
 
 
@@ -95,11 +94,10 @@ def not_started_note(resuming: bool) -> str:
 
 
 def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int | None, scoring: bool = True) -> str:
-    """Said as a signal stops the run, once its step is saved (`Trainer.fit`): the scoring of the held-out text
-    (`scoring`) takes seconds in silence (more on a busy machine), and a second Ctrl-C meanwhile keeps the
-    saved step. A save that failed (--save-errors warn) is tried again after the scoring, and until then a
-    second Ctrl-C keeps the last checkpoint; with nothing to score (a stop on an evaluation step), it is not
-    saved, as its warning said."""
+    """Said as a signal stops the run at `step` (`Trainer.say_stopping`): whether the step is saved, whether its
+    held-out text is being scored (`scoring`: seconds of silence), and, for Ctrl-C, what a second one keeps
+    meanwhile. A save that failed (--save-errors warn) is tried again after the scoring; with nothing to score,
+    the step stays unsaved, as its warning said."""
     shown_dir = one_line_path(run_dir)
     if saved_step == step:
         note, kept = f"stopping at step {step}: saved it ({shown_dir})", "it"
@@ -117,10 +115,9 @@ def stopping_note(step: int, signum: int | None, run_dir: Path, saved_step: int 
 @dataclass(frozen=True)
 class Kept:
     """What a run's folder holds as a signal stops it (`Trainer.kept`), as `stopped_note` words it: the step
-    saved (None: nothing), why the last save failed (--save-errors warn), and whether the step saved is the
-    run's `last` (its limits spent: a resume trains nothing) and was `scored` (a second Ctrl-C may cut the
-    scoring short), and the `worse_evaluations` after which --patience ran out there (0: it did not; a resume
-    trains nothing either)."""
+    saved (None: nothing), why the last save failed (--save-errors warn), whether the step saved is the run's
+    `last` (its limits spent) and was `scored` (a second Ctrl-C may cut the scoring short), and the
+    `worse_evaluations` after which --patience ran out there (0: it did not)."""
 
     run_dir: Path
     saved_step: int | None
@@ -137,32 +134,34 @@ class Kept:
 
 def stopped_note(kept: Kept, stopped_at: int | None) -> str:
     """What a run a signal stopped at step `stopped_at` (None: at once, a second Ctrl-C) keeps in its folder,
-    and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A saved step
-    that is the run's last leaves a resume nothing to train (`nothing_to_train_note`'s words), only its
-    score where that was cut short, which the resume makes (`unscored_last_note`); one where --patience ran
-    out, unless it is raised (`patience_resumed_note`'s words), and a larger limit given too where both ran out there."""
+    and how to go on: the CLI's last line and charlm.train's KeyboardInterrupt say it alike. A `finished`
+    step leaves a resume nothing to train, in the words a resume that trains nothing says it with."""
     stopped = "interrupted" if stopped_at is None else f"stopped at step {stopped_at}"
     not_saved = f"{failed_save_note(kept.save_error)}; " if kept.save_error else ""
-    run_dir, saved_step = kept.run_dir, kept.saved_step
+    run_dir, saved_step, worse = kept.run_dir, kept.saved_step, kept.worse_evaluations
     if saved_step is None:
         holds = unsaved_note(run_dir)
-    elif kept.worse_evaluations:
-        last = "the run's last, " if kept.last else ""
-        ran_out = f"{one_line_path(run_dir)} holds step {saved_step}, {last}where {said('patience')} ran out"
-        holds = f"{ran_out}: nothing to train; {patience_raised_note(kept.worse_evaluations, kept.last)}"
+    elif kept.finished:
+        last = ", the run's last" if kept.last else ""
+        ran_out = f", where {said('patience')} ran out" if worse else ""
+        go_on = limits_raised_note(worse) if kept.last else patience_raised_note(worse)
+        holds = f"{holds_step(run_dir, saved_step)}{last}{ran_out}: nothing to train; {go_on}"
     elif not kept.last:
         holds = kept_note(run_dir, saved_step)
-    elif kept.scored:
-        holds = f"{one_line_path(run_dir)} holds step {saved_step}, the run's last: nothing to train; {LARGER_LIMIT}"
     else:
         holds = f"{unscored_last_note(run_dir, saved_step)}: resume with {runs.resume_command(run_dir)} to score it"
     return f"{stopped}; {not_saved}{holds}"
 
 
+def holds_step(run_dir: Path, step: int) -> str:
+    """The folder and the step it keeps, as every line about a stopped or spent run begins what it holds."""
+    return f"{one_line_path(run_dir)} holds step {step}"
+
+
 def unscored_last_note(run_dir: Path, step: int) -> str:
     """A run whose last step a stop saved before scoring it, and cut the scoring short (a second Ctrl-C, a
     kill): its stop line and the resume that scores it, training nothing (`scoring_resumed_note`), say it alike."""
-    return f"{one_line_path(run_dir)} holds step {step}, the run's last, its score not finished"
+    return f"{holds_step(run_dir, step)}, the run's last, its score not finished"
 
 
 def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None) -> str:
@@ -180,23 +179,28 @@ def diverged_message(why: str, lr: float, run_dir: Path, saved_step: int | None)
 
 def patience_note(patience: int, progress: Progress) -> str:
     """Why the run stops before its limits: validation has not improved for `patience` evaluations in a row,
-    so the text is being memorized, and best.pt already holds the best weights."""
+    so the text is being memorized, and best.pt already holds the best weights (where one could be written)."""
+    keeps = "" if progress.best_bpc is None else ", best.pt keeps the best"
     return (
-        f"validation has not improved for {patience} evaluations (best {progress.best_bpc:.3f} bpc at "
-        f"step {progress.best_step}, now {progress.val_bpc:.3f}): the text is being memorized; stopping "
-        f"early, best.pt keeps the best ({said('patience', 0)} trains on)"
+        f"validation has not improved for {patience} evaluations (best {best_note(progress)}, now "
+        f"{progress.val_bpc:.3f}): the text is being memorized; stopping early{keeps} ({said('patience', 0)} trains on)"
     )
+
+
+def best_note(progress: Progress) -> str:
+    """The run's best validation score and its step, or that none was saved (every save failed, --save-errors warn)."""
+    if progress.best_bpc is None:
+        return "none saved"
+    return f"{progress.best_bpc:.3f} bpc at step {progress.best_step}"
 
 
 def patience_resumed_note(progress: Progress, run_dir: Path, moved_to: list[str] | None) -> str:
     """Why a resume of a run --patience stopped trains nothing, and how it trains on; `moved_to`: its text's
     new path, recorded all the same (None: where it was)."""
-    best, worse = progress.best_bpc, progress.worse_evaluations
-    best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
-    moved = moved_note(moved_to) if moved_to else ""
+    worse = progress.worse_evaluations
     return (
         f"{one_line_path(run_dir)} stopped early at step {progress.step}: validation has not improved for "
-        f"{worse} evaluations (best {best_text}); nothing to train{moved}: {patience_raised_note(worse)}"
+        f"{worse} evaluations (best {best_note(progress)}); nothing to train{moved_note(moved_to)}: {patience_raised_note(worse)}"
     )
 
 
@@ -228,8 +232,7 @@ def slow_note(speed: float, probed: float, hidden: int, dropout: float, hidden_g
 def scoring_resumed_note(run_dir: Path, step: int, moved_to: list[str] | None) -> str:
     """What a resume of a run whose last step a stop left unscored does (`unscored_last_note`): train nothing,
     score it; `moved_to`: its text's new path, recorded all the same (None: where it was)."""
-    moved = moved_note(moved_to) if moved_to else ""
-    return f"{unscored_last_note(run_dir, step)}: nothing to train{moved}; scoring it"
+    return f"{unscored_last_note(run_dir, step)}: nothing to train{moved_note(moved_to)}; scoring it"
 
 
 def nothing_to_train_note(spent: str, sources: list[str], worse: int = 0) -> str:
@@ -245,7 +248,9 @@ def limits_raised_note(worse: int) -> str:
     return patience_raised_note(worse, larger_limit=True) if worse else LARGER_LIMIT
 
 
-def moved_note(sources: list[str]) -> str:
+def moved_note(sources: list[str] | None) -> str:
     """What a resume that trains nothing did all the same: record its text's new path in run.json
-    (`Trainer.open_run`), where charlm eval and later resumes read it."""
+    (`Trainer.open_run`), where charlm eval and later resumes read it ("": None, the text where it was)."""
+    if not sources:
+        return ""
     return f"; its text's path is recorded ({' '.join(sources)}), where charlm eval and later resumes read it"

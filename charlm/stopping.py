@@ -13,16 +13,14 @@ from collections.abc import Iterator
 
 
 def hang_up_signal() -> int:
-    """SIGHUP; on Windows, which has none (every training run there failed on it), SIGTERM."""
+    """SIGHUP; on Windows, which has none, SIGTERM."""
     return getattr(signal, "SIGHUP", signal.SIGTERM)
 
 
 class StopFlag:
-    """Ctrl-C / SIGTERM / SIGHUP ask the loop to stop at the next step boundary; a second Ctrl-C stops at
-    once. A hang-up (a closed terminal, a dropped ssh session) killed a run unsaved, losing every step since
-    its last checkpoint; under torchrun, which passes its hang-up on to every rank, so does torchrun's
-    death, as a hang-up: its workers run in sessions of their own, and a killed torchrun left them
-    training, unsupervised, until their budget was spent."""
+    """Ctrl-C / SIGTERM / SIGHUP (a closed terminal, a dropped ssh session) ask the loop to stop at the next
+    step boundary, saved; a second Ctrl-C stops at once. Under torchrun its death (`launcher` gone) asks as a
+    hang-up does: its workers run in sessions of their own, which nothing else of it reaches."""
 
     def __init__(self, launcher: int | None = None) -> None:
         self.asked = False
@@ -43,16 +41,15 @@ class StopFlag:
         self.ask(signum)
 
     def ask(self, signum: int) -> None:
-        """Stop as though `signum` came: a signal's, or under torchrun another rank's (`Trainer.keep_time`)."""
+        """Stop as though `signum` came: a signal's, or under torchrun another rank's (`Trainer.stop_asked`)."""
         self.asked, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
     def installed(self, only: tuple[int, ...] | None = None) -> Iterator[StopFlag]:
         """The flag as the handler of its signals while the loop runs, the previous handlers put back after.
-        A signal the caller ignores stays ignored: a script's background job (`python train.py &`) inherits
-        Ctrl-C ignored, and the Ctrl-C meant for the script stopped its training, which charlm.train then
-        returned as if finished; `nohup` ignores the hang-up. `only`: these signals instead (co-writing's
-        Ctrl-C stops a continuation, and SIGTERM still ends the command)."""
+        A signal the caller ignores stays ignored, meant for someone else: a background job (`python train.py &`)
+        inherits Ctrl-C ignored, `nohup` the hang-up. `only`: these signals instead (co-writing's Ctrl-C stops a
+        continuation, and SIGTERM still ends the command)."""
         try:
             signals = dict.fromkeys(only or (signal.SIGINT, signal.SIGTERM, hang_up_signal()))
             previous = {s: signal.signal(s, self) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}

@@ -4,9 +4,10 @@
     trainer.fit()                        # the loop below, in the plan's run folder
 
 `fit` reads top to bottom: install the stop signals' handlers, take the run folder's lock and write
-run.json, then until the budget (steps or wall time) is spent: one training step
-(`train_state.train_step`), the clock, the evaluation and checkpoint hooks when due, the progress
-report. The final weights are always scored.
+run.json, then until the budget (steps or wall time) is spent or a signal asks to stop: one training step
+(`train_state.train_step`), the clock and the stop request (`keep_time`), the evaluation and checkpoint
+hooks when due, the progress report; then `finish`: the last step saved and scored, as the final weights
+always are.
 Validation is scored in fp32 whatever the training precision, so bpc figures compare across
 precisions. Under torchrun the trainer is one rank of a data-parallel job: see `distributed.py`.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import signal
 import sys
 import time
 import warnings
@@ -61,12 +61,11 @@ class Trainer:
         self.model, self.device, self.precision = self.state.model, self.state.device, self.state.precision
         self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
-        self.stopped_early = False  # a signal stopped the run before its limits (commands/train.py says so)
         self.ending = False  # this step is the run's last (limits or --patience spent, a signal): so is its save
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
-        self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
-        self.stop_flag: StopFlag | None = None  # what the signals ask, while `fit` runs (a scoring listens to it)
+        self.stop_flag = StopFlag(launcher_pid())  # what the signals ask while `fit` runs (`start` installs it)
         self.stop_said = False  # `say_stopping` said the run stops: once, as a scoring heard it or after
+        self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: maybe a peer's)
         self.checkpoint_interval = plan.config.checkpoint_interval()
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
@@ -93,6 +92,11 @@ class Trainer:
         """0, or the shell's status for the signal that stopped the run, so a script sees it did not finish."""
         return 128 + self.stop_signal if self.stop_signal else 0
 
+    @property
+    def stopped_early(self) -> bool:
+        """Whether a signal stopped the run before its limits: its last line says where (commands/train.py)."""
+        return self.stop_signal is not None
+
     def run_info(self) -> dict:
         """What `charlm runs` shows about this run, and why its planned options are what they are (run.json)."""
         return {
@@ -116,7 +120,7 @@ class Trainer:
         progress = self.progress
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
-            stop = self.stop_flag = self.start(stack, max_seconds)
+            self.start(stack, max_seconds)
             if self.resumed_spent(max_seconds):
                 self.say_nothing_to_train()
             else:
@@ -127,60 +131,25 @@ class Trainer:
                 loss = train_state.train_step(self.state, share)
                 seconds = time.perf_counter() - step_start
                 threads.record(seconds, self.state.windows.tokens_per_step)  # the thread count follows the CPU
-                stopping = self.stopped_early = self.keep_time(time.perf_counter() - run_start, stop)
+                stopping = self.keep_time(time.perf_counter() - run_start)
                 self.ending = stopping or self.spent(max_seconds) >= 1.0  # as the loop's test after this step
                 self.hooks_if_due()
                 if progress.val_step == progress.step and not stopping:
-                    # a stop asked as this step was scored, said then (`say_stop_if_asked`), stops at this step, scored
-                    # and saved, not after another step and scoring; asked on every rank, each evaluating this step
-                    stopping = self.stopped_early = self.keep_time(progress.elapsed, stop, now=True)
+                    stopping = self.stop_asked()  # as this step was scored: it stops here, scored and saved
                 self.reporter.step(loss, seconds)  # the progress bar, and the metrics' chars/s
                 self.compare_with_probe()
-            # the clock stays at the last step's, as saved (its evaluation's scoring may have taken the rest of --max-time
-            # and more: the stop line would call a run with time left finished)
-            stopping = self.stopped_early = self.keep_time(progress.elapsed, stop, now=True) or stopping
-            self.ending = True
-            scoring = progress.val_step != progress.step  # the final weights are always scored (and best.pt kept)
-            if scoring and self.saved_step != progress.step:
-                # saved before the scoring, which takes a big model tens of seconds: a kill after a stop signal
-                # (docker's after 10 s), or a second Ctrl-C, then keeps this step; a failed save is tried again,
-                # and said, by the scoring's save
-                self.save(warn=False)
-            if stopping:
-                self.say_stopping(stop, scoring)
-            if scoring:
-                self.evaluate_and_save(on_cadence=False)
-                # asked as the last step scored: a stop there, not lost, on every rank (any rank's, as in the loop;
-                # every rank comes here, `stopping` and `scoring` being shared); the saved elapsed is not moved
-                if not stopping and self.keep_time(progress.elapsed, stop, now=True):
-                    stopping = self.stopped_early = True
-                    self.say_stopping(stop, scoring=False)
-        self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
+            stopping = self.finish(stopping)
+        self.stop_signal = self.stop_flag.signum if stopping else None  # a stop is always a signal's
         return self.result
 
-    def say_stopping(self, stop: StopFlag, scoring: bool) -> None:
-        """Rank 0 says the run stops at this step (`run_notes.stopping_note`), saved, and whether it scores it:
-        once, the first time it knows (a scoring may hear the stop before `fit` does)."""
-        if self.ranks.leader and not self.stop_said:
-            self.stop_said = True
-            self.say(run_notes.stopping_note(self.progress.step, stop.signum, self.run_dir, self.saved_step, scoring))
-
-    def say_stop_if_asked(self) -> None:
-        """Before each window of a scoring (`evaluate_and_save`), which takes a big model tens of seconds: a stop
-        asked before it or while it scores is said at once, not as it ends (the silence invited a second
-        Ctrl-C); the run then stops at this step (`fit`), whose save follows the scoring."""
-        if self.stop_flag and self.stop_flag.requested and not self.stop_said:
-            self.ending = True  # this step's save, if it fails (--save-errors warn), says the run stops
-            self.say_stopping(self.stop_flag, scoring=True)
-
-    def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> StopFlag:
+    def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
         """What the loop holds while it runs, each released by `stack` when it ends: the signal handlers that
-        ask it to stop (the flag returned), rank 0's run folder (`open_run`), --detect-anomaly; and
+        ask it to stop (`stop_flag`), rank 0's run folder (`open_run`), --detect-anomaly; and
         what it starts from: the model in training mode, the CPU threads, when to compare the speed with
         the size probe's."""
-        # The handlers first: a Ctrl-C as the start line shows (the notebook's stop button) stops the run at
-        # its first step, saved, rather than raising in the middle of making the bar, which stayed open.
-        stop = stack.enter_context(StopFlag(launcher_pid()).installed())
+        # the handlers first: a Ctrl-C as the start line shows (a notebook's stop button) stops the run at its
+        # first step, saved
+        stack.enter_context(self.stop_flag.installed())
         if self.ranks.leader:
             self.open_run(stack, max_seconds)
         if self.config.detect_anomaly:
@@ -190,7 +159,6 @@ class Trainer:
         self.model.train()
         threads.configure(self.config.threads, self.device)
         self.schedule_probe_check(max_seconds)
-        return stop
 
     def open_run(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
         """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
@@ -283,12 +251,11 @@ class Trainer:
 
     def say_nothing_to_train(self) -> None:
         """Rank 0 says why this resume trains no step (`resumed_spent`), even under --quiet: nothing else does.
-        Where a stop cut the last step's scoring short, that it scores it now (`fit`, once the loop takes no step)."""
+        Where a stop cut the last step's scoring short, that it scores it now (`finish`, the loop taking no step)."""
         if not self.ranks.leader:
             return
         if not self.progress.step_scored:
-            moved_to = self.corpus.sources if self.text_moved else None
-            self.say_always(run_notes.scoring_resumed_note(self.run_dir, self.progress.step, moved_to))
+            self.say_always(run_notes.scoring_resumed_note(self.run_dir, self.progress.step, self.moved_to))
             return
         spent, worse = limits_spent(self.config, self.progress, self.run_dir), self.patience_spent()
         self.say_always(run_notes.nothing_to_train_note(spent, self.corpus.sources, worse))
@@ -297,26 +264,17 @@ class Trainer:
         """A resume of a run --patience stopped stays stopped (`decide_patience`); said even under --quiet, as
         nothing else says why the limits given were not trained to."""
         if self.decide_patience(resuming=True):
-            moved_to = self.corpus.sources if self.text_moved else None
-            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, moved_to))
+            self.say_always(run_notes.patience_resumed_note(self.progress, self.run_dir, self.moved_to))
+
+    @property
+    def moved_to(self) -> list[str] | None:
+        """The text's new path, which a resume records even where it trains nothing (None: where it was)."""
+        return self.corpus.sources if self.text_moved else None
 
     def resumed_idle(self, max_seconds: float | None) -> bool:
         """Whether this resume takes no step, its limits or --patience spent (`resumed_spent`, `decide_patience`):
         its progress bar would show steps never taken, drawn full above and below the line that says why."""
         return self.resumed_spent(max_seconds) or (self.saved_step is not None and self.patience_spent())
-
-    def kept(self) -> run_notes.Kept:
-        """What the run folder keeps as a signal stops the run, for its stop line (`run_notes.stopped_note`)."""
-        progress = self.progress
-        saved_last = self.saved_step == progress.step
-        return run_notes.Kept(
-            self.run_dir,
-            self.saved_step,
-            self.save_error,
-            last=saved_last and self.spent(self.config.max_seconds()) >= 1.0,
-            scored=progress.val_step == progress.step,
-            worse_evaluations=progress.worse_evaluations if saved_last and self.out_of_patience else 0,
-        )
 
     def spent(self, max_seconds: float | None) -> float:
         """How much of the budget is spent: steps or time, whichever runs out first."""
@@ -324,18 +282,25 @@ class Trainer:
         by_time = self.clock / max_seconds if max_seconds else 0.0
         return max(by_steps, by_time)
 
-    def keep_time(self, elapsed: float, stop: StopFlag, now: bool = False) -> bool:
-        """Set the run's clock and say whether to stop. One process reads its own clock every step;
-        under torchrun every rank takes rank 0's clock and any rank's stop request, shared every
-        SYNC_EVERY steps, so the schedule, the checkpoint times and the stop step agree everywhere; a
-        signal to one rank alone (`kill PID`) stops them all, each as though it came to it."""
+    def keep_time(self, elapsed: float) -> bool:
+        """Set the run's clock to this step's `elapsed` and say whether to stop (`stop_asked`): every step in
+        one process, every SYNC_EVERY steps under torchrun, where asking is a host sync."""
         self.progress.elapsed = elapsed
-        if not self.ranks.active:
-            self.clock = elapsed
-            return stop.requested
-        if not now and self.progress.step % SYNC_EVERY:
+        if self.ranks.active and self.progress.step % SYNC_EVERY:
             return False
-        self.clock, signum = self.ranks.clock_and_stop(elapsed, stop.signum if stop.requested else 0, self.device)
+        return self.stop_asked()
+
+    def stop_asked(self) -> bool:
+        """Whether to stop, the clock set to the last step's elapsed time (a scoring's seconds are not training's:
+        the stop line would call a run with time left finished). Under torchrun every rank asks at the same step
+        and takes rank 0's clock and any rank's stop request: a signal to one rank alone (`kill PID`) stops them
+        all, each as though it came to it."""
+        stop = self.stop_flag
+        if not self.ranks.active:
+            self.clock = self.progress.elapsed
+            return stop.requested
+        asked = stop.signum if stop.requested else 0
+        self.clock, signum = self.ranks.clock_and_stop(self.progress.elapsed, asked, self.device)
         if signum:
             stop.ask(signum)
         return bool(signum)
@@ -350,7 +315,7 @@ class Trainer:
         if step % self.config.eval_every == 0:
             self.evaluate_and_save()
         elif self.ending:
-            return  # `fit` saves this step itself, before and after it scores it
+            return  # `finish` saves this step itself, before and after it scores it
         elif (every_steps and step % every_steps == 0) or (
             every_seconds and self.clock - self.saved_at >= every_seconds
         ):
@@ -373,6 +338,56 @@ class Trainer:
         if speed < SLOW_SHARE * probed:  # given, the probe timed its size for dropout's passes
             hidden_given = self.plan.reasons.get("hidden") == GIVEN
             self.say(run_notes.slow_note(speed, probed, self.config.hidden, self.config.dropout, hidden_given))
+
+    # -- stopping ------------------------------------------------------------------------------
+    def finish(self, stopping: bool) -> bool:
+        """The loop done, its last step saved, then scored (the final weights always are, and best.pt kept), the
+        stop said in between; returns whether a signal stops the run, asked as late as that last scoring."""
+        progress = self.progress
+        stopping = self.stop_asked() or stopping
+        self.ending = True
+        scoring = progress.val_step != progress.step
+        if scoring and self.saved_step != progress.step:
+            # saved before the scoring, which takes a big model tens of seconds: a kill after a stop signal
+            # (docker's after 10 s), or a second Ctrl-C, then keeps this step; a failed save is tried again,
+            # and said, by the scoring's save
+            self.save(warn=False)
+        if stopping:
+            self.say_stopping(scoring)
+        if scoring:
+            self.evaluate_and_save(on_cadence=False)
+            if not stopping and self.stop_asked():  # asked as it scored: every rank asks, as in the loop
+                stopping = True
+                self.say_stopping(scoring=False)
+        return stopping
+
+    def say_stopping(self, scoring: bool) -> None:
+        """Rank 0 says the run stops at this step (`run_notes.stopping_note`), saved, and whether it scores it:
+        once, the first time it knows (a scoring may hear the stop before the loop does)."""
+        if self.ranks.leader and not self.stop_said:
+            self.stop_said = True
+            signum, step = self.stop_flag.signum, self.progress.step
+            self.say(run_notes.stopping_note(step, signum, self.run_dir, self.saved_step, scoring))
+
+    def say_stop_if_asked(self) -> None:
+        """Before each window of a scoring (`evaluate_and_save`), which takes a big model tens of seconds: a stop
+        asked before it or while it scores is said at once, and the run stops at this step (`fit`), saved after."""
+        if self.stop_flag.requested and not self.stop_said:
+            self.ending = True  # this step's save, if it fails (--save-errors warn), says the run stops
+            self.say_stopping(scoring=True)
+
+    def kept(self) -> run_notes.Kept:
+        """What the run folder keeps as a signal stops the run, for its stop line (`run_notes.stopped_note`)."""
+        progress = self.progress
+        saved_last = self.saved_step == progress.step
+        return run_notes.Kept(
+            self.run_dir,
+            self.saved_step,
+            self.save_error,
+            last=saved_last and self.spent(self.config.max_seconds()) >= 1.0,
+            scored=progress.val_step == progress.step,
+            worse_evaluations=progress.worse_evaluations if saved_last and self.out_of_patience else 0,
+        )
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
     def evaluate_and_save(self, on_cadence: bool = True) -> None:

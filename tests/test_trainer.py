@@ -1388,6 +1388,24 @@ def test_an_evaluation_that_runs_out_of_patience_and_fails_its_save_does_not_say
     assert sum("validation has not improved for 2 evaluations" in line for line in said) == 1, said
 
 
+def test_a_run_that_runs_out_of_patience_with_no_best_saved_says_so(fox_file, tiny, monkeypatch, capsys):
+    """Under --save-errors warn with every write failing (a full disk from the start), best.pt never held a best,
+    so the run kept none (best_bpc None); --patience running out then formatted it as a figure and crashed with a
+    TypeError traceback. Its line says none was saved, as `done:` does, and promises no best.pt."""
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit, each_window: next(scripted))
+    scripted = iter([4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
+
+    def full_disk(saved, paths, before_rename=None):
+        raise checkpoint.NotSaved("No space left on device", [])
+
+    monkeypatch.setattr(trainer, "save", full_disk)
+    options = {"max_steps": 100, "eval_every": 10, "patience": 2, "save_errors": "warn", "quiet": False}
+    charlm.train(fox_file, out="run", **{**tiny, **options})
+    said = capsys.readouterr().err
+    assert "validation has not improved for 2 evaluations (best none saved, now 3.600)" in said, said
+    assert "stopping early (patience=0 trains on)" in said and "best.pt keeps" not in said, said
+
+
 def test_a_resume_with_its_limits_spent_draws_no_progress_bar(fox_file, tiny, capsys):
     """A resume with nothing to train (its text given: recorded) drew a full bar (`2/2`) above and below its line: a
     bar for steps that were never taken. Its start line, that line and `done:` stay; steps or time spent alike."""
