@@ -104,6 +104,8 @@ def to_nowhere(stream: TextIO) -> None:
 class NowhereOnceGone(io.TextIOWrapper):
     """A standard stream whose writes, once its reader is gone, go to /dev/null (`to_nowhere`) and succeed."""
 
+    pipe_reader_gone = False  # a pipe's reader exited (`| head` done), no hang-up: `ended_by_reader` asks
+
     def write(self, text: str) -> int:
         try:
             return super().write(text)
@@ -121,7 +123,14 @@ class NowhereOnceGone(io.TextIOWrapper):
         if error.errno not in READER_GONE:
             raise error
         to_nowhere(self)
+        self.pipe_reader_gone = self.pipe_reader_gone or error.errno == errno.EPIPE
         super().flush()  # what the failed write left buffered: to /dev/null now, not at exit (status 120)
+
+
+def ended_by_reader(stream: TextIO) -> bool:
+    """Whether `stream` (`outlive_readers`') lost its pipe's reader: a command whose output is for it alone
+    (`charlm sample` without --output) ends there, as before it wrote on, making the whole text for no one."""
+    return isinstance(stream, NowhereOnceGone) and stream.pipe_reader_gone
 
 
 def outlive_readers() -> None:

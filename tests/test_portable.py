@@ -36,7 +36,7 @@ from charlm import (
     train_state,
 )
 from charlm.cli import main
-from charlm.commands.sample import sample_configs
+from charlm.commands.sample import OutputCopy, emitter, sample_configs
 from charlm.config import Config
 from charlm.corpus import check_characters
 from charlm.errors import CharLMError
@@ -295,6 +295,27 @@ def test_a_standard_stream_whose_reader_is_gone_writes_on_into_dev_null(monkeypa
         print("and again", flush=True)
         assert os.fstat(written).st_rdev == os.stat(os.devnull).st_rdev
         assert isinstance(sys.stderr, io.StringIO)
+
+
+@pytest.mark.parametrize("copied", [False, True])
+def test_a_sample_ends_where_its_pipe_reader_is_gone_unless_a_file_keeps_it(monkeypatch, tmp_path, copied):
+    """`charlm sample | head -c 100` ended with head, as BrokenPipeError (status 0); once its stdout wrote on
+    into /dev/null (`console.outlive_readers`) it made the whole --length for no one. With --output the text
+    has a reader still: it is made to the end."""
+    kept, written = os.pipe()
+    copy_path = tmp_path / "copy.txt"
+    with open(written, "w", encoding="utf-8") as stream, OutputCopy(str(copy_path)) as copy:
+        monkeypatch.setattr(sys, "stdout", stream)
+        console.outlive_readers()
+        emit = emitter(copy if copied else None)
+        emit("read")
+        os.close(kept)  # `head` done
+        if copied:
+            emit(" and kept")
+        else:
+            with pytest.raises(BrokenPipeError):
+                emit(" for no one")
+    assert copy_path.read_text() == ("read and kept" if copied else "")
 
 
 def test_standard_output_past_the_file_size_limit_says_to_raise_it(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import importlib.util
 import locale
 import os
@@ -208,12 +209,15 @@ def read_seed(seed_file: str) -> str:
 def emitter(copy: OutputCopy | None) -> Callable[..., None]:
     """Writes text to the screen as it comes (flushed: a sample streams) and to --output's file, if any.
     `screen=False`: to the file only (a typed line the terminal has shown already); `file=False`: to the
-    screen only (moving the cursor)."""
+    screen only (moving the cursor). A pipe's reader gone with no file to write (`| head -c 100` done) ends it,
+    as BrokenPipeError (status 0)."""
 
     def emit(text: str, screen: bool = True, file: bool = True) -> None:
         if screen:
             sys.stdout.write(text)
             sys.stdout.flush()
+            if copy is None and console.ended_by_reader(sys.stdout):
+                raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
         if copy and file:
             copy.write(text)
 
