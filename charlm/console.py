@@ -143,6 +143,8 @@ def outlive_readers() -> None:
         stream = getattr(sys, name)
         if type(stream) is not io.TextIOWrapper:  # closed at start (None), replaced, or this already
             continue
+        if not isinstance(getattr(stream.buffer, "raw", stream.buffer), io.FileIO):
+            continue  # Windows' console (_WindowsConsoleIO): as a plain file its UTF-8 shows in the code page
         stream.flush()
         # a buffer of its own: the old one's answer to seekable() may be of another file once on this descriptor
         # (a forked child's), and a new wrapper asks a seekable one where it is: "Illegal seek" at a terminal
