@@ -140,6 +140,8 @@ def outlive_readers(gone: tuple[int, ...] = READER_GONE) -> None:
             continue
         if type(stream) is not io.TextIOWrapper:  # closed at start (None), or replaced
             continue
+        if not isinstance(getattr(stream.buffer, "raw", stream.buffer), io.FileIO):
+            continue  # Windows' console (_WindowsConsoleIO): as a plain file its UTF-8 shows in the code page
         stream.flush()
         # a buffer of its own: the old one's answer to seekable() may be of another file once on this descriptor
         # (a forked child's), and a new wrapper asks a seekable one where it is: "Illegal seek" at a terminal

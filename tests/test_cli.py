@@ -1379,7 +1379,9 @@ def test_co_writing_at_a_terminal_edits_lines_and_ctrl_c_stops_only_the_model(tr
 
 
 def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):
-    process = start_charlm("sample", "--length", "200000")  # a process of its own, torch imported
+    """And the sample ends there: written on into /dev/null (`console.outlive_readers`), a long one took
+    its whole time with no one reading it (10 million characters: half an hour)."""
+    process = start_charlm("sample", "--length", "10000000")  # a process of its own, torch imported
     assert process.stdout.read(100)  # like `charlm sample | head -c 100`
     process.stdout.close()
     assert process.wait(timeout=120) == 0

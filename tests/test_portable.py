@@ -297,6 +297,33 @@ def test_a_standard_stream_whose_reader_is_gone_writes_on_into_dev_null(monkeypa
         assert isinstance(sys.stderr, io.StringIO)
 
 
+def test_a_console_stream_that_is_no_plain_file_keeps_its_own_writer(monkeypatch):
+    """Windows' console writes through io._WindowsConsoleIO (WriteConsoleW: any character shows); rebuilt on a
+    plain io.FileIO, its UTF-8 bytes were read in the console's code page (cp437, cp936): a Chinese sample and
+    the bars' blocks mojibake. Such a stream is left as it is, as a test runner's is (Windows has no hang-up)."""
+
+    class ConsoleIO(io.RawIOBase):  # _WindowsConsoleIO's stand-in: a raw stream of its own, on a descriptor
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def fileno(self) -> int:
+            return self.fd
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            return os.write(self.fd, data)
+
+    kept, written = os.pipe()
+    console_stream = io.TextIOWrapper(io.BufferedWriter(ConsoleIO(written)), "utf-8", line_buffering=True)
+    monkeypatch.setattr(sys, "stdout", console_stream)
+    console.outlive_readers()
+    assert sys.stdout is console_stream
+    os.close(kept)
+    os.close(written)
+
+
 def test_standard_output_past_the_file_size_limit_says_to_raise_it(tmp_path):
     """`charlm sample RUN > out.txt` under `ulimit -f` fails with EFBIG, where raising the limit is the remedy
     and no disk is full: a stream said a file's words, "free space on its disk (or raise ...)"."""
