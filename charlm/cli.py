@@ -108,7 +108,7 @@ def main(ctx: click.Context) -> None:
     warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
     ctx.with_resource(on_command_line(ctx.invoked_subcommand or ""))  # until it ends: advice names it
     if ctx.invoked_subcommand != "serve":  # a closed terminal ends a server at once: it has nothing to keep
-        console.outlive_terminal()
+        ctx.with_resource(console.outlive_terminal())
 
 
 @main.command("help")

@@ -12,10 +12,12 @@ Such characters are written as `\\uXXXX` instead, and the first one says how to 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import io
 import os
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
 import click
@@ -153,11 +155,13 @@ def outlive_readers(gone: tuple[int, ...] = READER_GONE) -> None:
         setattr(sys, name, nowhere)
 
 
-def outlive_terminal() -> None:
+@contextlib.contextmanager
+def outlive_terminal() -> Iterator[None]:
     """Every command but a server (`cli.main`) ends on a hang-up as on SIGTERM, exit 129, what it was writing kept
     or removed as then, its lines going nowhere once the terminal is gone (`outlive_readers`): killed by it,
     `charlm sample --output` lost the text still buffered, or an earlier file's new text and left its temporary
     beside it, as a page, picture or corpus cache being written did. A pipe's reader gone (`| head` done) still
     ends a command at once: a sample wrote its whole --length into /dev/null. A server ends at once as before."""
     outlive_readers(TERMINAL_GONE)
-    stopping.unwind_on_hang_up()
+    with stopping.unwind_on_hang_up():
+        yield

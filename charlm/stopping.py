@@ -76,27 +76,37 @@ def leave_unwinding(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
-def unwind_on_hang_up() -> None:
-    """A hang-up (a terminal closed) unwinds as SIGTERM does (`leave_unwinding`, exit 129) until training's own
-    handlers take over (`StopFlag.installed`): while the text was read and the run planned it killed the process,
-    leaving the run folder claimed for it, and saying nothing. For commands that write files
-    (`console.outlive_terminal`): a command that writes nothing to keep (a server) ends at once as before.
-    Ignored (nohup), it stays ignored."""
+@contextlib.contextmanager
+def unwind_on_hang_up() -> Iterator[None]:
+    """While a command runs, a hang-up (a terminal closed) unwinds as SIGTERM does (`leave_unwinding`, exit 129)
+    until training's own handlers take over (`StopFlag.installed`): while the text was read and the run planned
+    it killed the process, leaving the run folder claimed for it, and saying nothing. For commands that write
+    files (`console.outlive_terminal`): a command that writes nothing to keep (a server) ends at once as before.
+    Ignored (nohup), it stays ignored; the handler before is given back (a process that runs the command line
+    in-process, a script's, goes on with its own)."""
     signum = hang_up_signal()
-    with contextlib.suppress(ValueError):  # not the main thread: no signal handling
-        if signal.getsignal(signum) is not signal.SIG_IGN:
+    try:
+        previous = signal.getsignal(signum)
+        if previous is not signal.SIG_IGN:
             signal.signal(signum, leave_unwinding)
+    except ValueError:  # not the main thread: no signal handling
+        previous = signal.SIG_IGN
+    try:
+        yield
+    finally:
+        if previous is not signal.SIG_IGN:
+            signal.signal(signum, previous)
 
 
 @contextlib.contextmanager
 def leaving_at_once() -> Iterator[None]:
-    """While a command's modules load (torch takes seconds), Ctrl-C and SIGTERM exit at once with the
-    shell's status for the signal (130, 143), no traceback, and raise nothing: a KeyboardInterrupt raised
-    inside numpy's or torch's C initialisation became an ImportError traceback ("cannot load module more
-    than once") or an abort in pybind11. Nothing is written yet, so leaving is all there is. A signal the
+    """While a command's modules load (torch takes seconds), Ctrl-C, SIGTERM and a hang-up exit at once with
+    the shell's status for the signal (130, 143, 129), no traceback, and raise nothing: a KeyboardInterrupt
+    raised inside numpy's or torch's C initialisation became an ImportError traceback ("cannot load module
+    more than once") or an abort in pybind11. Nothing is written yet, so leaving is all there is. A signal the
     caller ignores (nohup, a background job) stays ignored; outside the main thread nothing changes."""
     try:
-        signals = (signal.SIGINT, signal.SIGTERM)
+        signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM, hang_up_signal()))  # Windows: SIGTERM twice
         previous = {s: signal.signal(s, leave_at_once) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
     except ValueError:  # not the main thread: no signal handling
         yield

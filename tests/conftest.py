@@ -423,15 +423,15 @@ def start_python(code: str, *args: str) -> forkserver.Forked:
     return forkserver.server(env).start(code, ["-c", *args], env)
 
 
-def interrupted_at(reached: Path, args: list[str], env: dict[str, str]) -> tuple[int, str]:
+def interrupted_at(reached: Path, args: list[str], env: dict[str, str], signum: int = signal.SIGINT) -> tuple[int, str]:
     """`python -m charlm ARGS` in a process of its own with environment `env` (a hook or fake module on its
-    PYTHONPATH), sent Ctrl-C once `reached` exists: its exit status and stderr."""
+    PYTHONPATH), sent `signum` (Ctrl-C) once `reached` exists: its exit status and stderr."""
     process = subprocess.Popen(
         [sys.executable, "-m", "charlm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     try:
         wait_for(reached, timeout=60)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=30)
     finally:
         process.kill()

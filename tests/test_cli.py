@@ -2261,20 +2261,30 @@ def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path)
     assert process.returncode == 130 and "Traceback" not in err, err
 
 
-def test_ctrl_c_inside_a_c_extensions_loading_exits_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["int", "term", "hup"])
+def test_a_signal_inside_a_c_extensions_loading_exits_without_a_traceback(tmp_path, signum):
     """Ctrl-C while numpy's C core initialised raised KeyboardInterrupt inside it: numpy then said
     `ImportError: cannot load module more than once per process`, a traceback and status 1 (torch's
-    pybind11 aborted instead). The fake torch here turns the interrupt into that ImportError."""
+    pybind11 aborted instead). The fake torch here turns what the signal raises into that ImportError. A
+    hang-up, since commands unwind on it (`stopping.unwind_on_hang_up`), raised there too."""
     fake = tmp_path / "fake" / "torch"
     fake.mkdir(parents=True)
     loading = tmp_path / "loading"
     (fake / "__init__.py").write_text(
         f"import pathlib, time\npathlib.Path({str(loading)!r}).touch()\ntry:\n    time.sleep(60)\n"
-        "except KeyboardInterrupt:\n    raise ImportError('cannot load module more than once per process')\n"
+        "except BaseException:\n    raise ImportError('cannot load module more than once per process')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(Path(cli_module.__file__).parents[1])])}
-    status, err = interrupted_at(loading, LOADS_TORCH, env)
-    assert status == 130 and err == "", err
+    status, err = interrupted_at(loading, LOADS_TORCH, env, signum)
+    assert status == 128 + signum and err == "", err
+
+
+def test_a_command_run_in_process_gives_the_hang_up_back_as_it_found_it(fox_file):
+    """`charlm.cli.main` called in a process of one's own (a script, CliRunner) left its hang-up handler
+    installed, which raised SystemExit(129) in whatever the process did at its next SIGHUP."""
+    before = signal.getsignal(signal.SIGHUP)
+    assert cli("corpus", "prepare", str(fox_file)).exit_code == 0
+    assert signal.getsignal(signal.SIGHUP) is before
 
 
 def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(fox_file):
