@@ -425,10 +425,17 @@ def start_python(code: str, *args: str) -> forkserver.Forked:
 
 def interrupted_at(reached: Path, args: list[str], env: dict[str, str], signum: int = signal.SIGINT) -> tuple[int, str]:
     """`python -m charlm ARGS` in a process of its own with environment `env` (a hook or fake module on its
-    PYTHONPATH), sent `signum` (Ctrl-C) once `reached` exists: its exit status and stderr."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    PYTHONPATH), sent `signum` (Ctrl-C) once `reached` exists: its exit status and stderr. A hang-up ends it as
+    one typed at a terminal, whatever the tests' process does with one (a CI run under nohup ignores it, and an
+    ignored signal stays ignored in the processes it starts: the command slept on)."""
+    command = [sys.executable, "-m", "charlm"]
+    if signum == signal.SIGHUP:
+        command = [
+            sys.executable,
+            "-c",
+            f"import signal\nsignal.signal(signal.SIGHUP, signal.SIG_DFL)\n{forkserver.CHARLM}",
+        ]
+    process = subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         wait_for(reached, timeout=60)
         process.send_signal(signum)
