@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from .stopping import hang_up_signal, leave_unwinding, leaving_at_once
+from .stopping import handle, hang_up_signal, leave_unwinding, leaving_at_once
 
 
 def main() -> None:
@@ -36,14 +36,6 @@ def check_working_folder() -> None:
         os.getcwd()
     except FileNotFoundError:
         sys.exit("Error: the current folder was removed; cd to a folder that exists and run charlm again")
-
-
-def handle(signum: int, handler: object) -> object:
-    """Install `handler` for `signum` unless the signal is ignored; returns the handler it replaced."""
-    previous = signal.getsignal(signum)
-    if previous is not signal.SIG_IGN:
-        signal.signal(signum, handler)
-    return previous
 
 
 def leave_done(signum: int, frame: object) -> None:

@@ -17,6 +17,31 @@ def hang_up_signal() -> int:
     return getattr(signal, "SIGHUP", signal.SIGTERM)
 
 
+def handle(signum: int, handler: object) -> object:
+    """Install `handler` for `signum` unless the signal is ignored (meant for someone else: a background job
+    inherits Ctrl-C ignored, `nohup` the hang-up); returns the handler it found."""
+    previous = signal.getsignal(signum)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signum, handler)
+    return previous
+
+
+@contextlib.contextmanager
+def handling(signals: tuple[int, ...], handler: object) -> Iterator[None]:
+    """`handler` for each of `signals` (`handle`; Windows' hang-up is SIGTERM again) while the block runs, the
+    handlers found put back after; outside the main thread, where no handler can be set, nothing changes."""
+    try:
+        previous = {signum: handle(signum, handler) for signum in dict.fromkeys(signals)}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, found in previous.items():
+            if found is not signal.SIG_IGN:
+                signal.signal(signum, found)
+
+
 class StopFlag:
     """Ctrl-C / SIGTERM / SIGHUP (a closed terminal, a dropped ssh session) ask the loop to stop at the next
     step boundary, saved; a second Ctrl-C stops at once. Under torchrun its death (`launcher` gone) asks as a
@@ -50,21 +75,12 @@ class StopFlag:
         A signal the caller ignores stays ignored, meant for someone else: a background job (`python train.py &`)
         inherits Ctrl-C ignored, `nohup` the hang-up. `only`: these signals instead (co-writing's Ctrl-C stops a
         continuation, and SIGTERM still ends the command)."""
-        try:
-            signals = dict.fromkeys(only or (signal.SIGINT, signal.SIGTERM, hang_up_signal()))
-            previous = {s: signal.signal(s, self) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
-        except ValueError:  # not the main thread: no signal handling
+        with handling(only or (signal.SIGINT, signal.SIGTERM, hang_up_signal()), self):
             yield self
-            return
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 class Terminated(SystemExit):
-    """SIGTERM outside training's loop (`charlm.__main__`): an exit with the shell's status for the signal that
+    """SIGTERM, or a hang-up, outside training's loop (`charlm.__main__`, `unwind_on_hang_up`): an exit with the shell's status for the signal that
     unwinds, so what was being written is removed, and a run not started yet can say so as Ctrl-C's does."""
 
     def __init__(self, signum: int) -> None:
@@ -84,18 +100,8 @@ def unwind_on_hang_up() -> Iterator[None]:
     files (`console.outlive_terminal`): a command that writes nothing to keep (a server) ends at once as before.
     Ignored (nohup), it stays ignored; the handler before is given back (a process that runs the command line
     in-process, a script's, goes on with its own)."""
-    signum = hang_up_signal()
-    try:
-        previous = signal.getsignal(signum)
-        if previous is not signal.SIG_IGN:
-            signal.signal(signum, leave_unwinding)
-    except ValueError:  # not the main thread: no signal handling
-        previous = signal.SIG_IGN
-    try:
+    with handling((hang_up_signal(),), leave_unwinding):
         yield
-    finally:
-        if previous is not signal.SIG_IGN:
-            signal.signal(signum, previous)
 
 
 @contextlib.contextmanager
@@ -105,17 +111,8 @@ def leaving_at_once() -> Iterator[None]:
     raised inside numpy's or torch's C initialisation became an ImportError traceback ("cannot load module
     more than once") or an abort in pybind11. Nothing is written yet, so leaving is all there is. A signal the
     caller ignores (nohup, a background job) stays ignored; outside the main thread nothing changes."""
-    try:
-        signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM, hang_up_signal()))  # Windows: SIGTERM twice
-        previous = {s: signal.signal(s, leave_at_once) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
-    except ValueError:  # not the main thread: no signal handling
+    with handling((signal.SIGINT, signal.SIGTERM, hang_up_signal()), leave_at_once):
         yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def leave_at_once(signum: int, frame: object) -> None:
